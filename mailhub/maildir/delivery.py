@@ -1,0 +1,311 @@
+# -*- test-case-name: tests.maildir.test_delivery -*-
+"""
+Durable delivery into Maildirs, with the fsyncs of concurrent deliveries
+grouped on one worker thread.
+
+A delivery is the qmail recipe, made durable (DESIGN.md, "Maildir"): write
+C{tmp/NAME}, fsync it, rename it into C{new/}, fsync C{new/}.  A message
+for several mailboxes is written and fsynced once and hard-linked into the
+others' C{tmp/} (copied where a link cannot cross file systems).
+
+The L{Committer} runs deliveries on one thread.  Whatever has queued up
+while the thread was busy runs as one batch: each file is fsynced, then
+each C{new/} directory of the batch once, so that a burst of concurrent
+messages to one mailbox costs one directory fsync and the reactor thread
+never waits on the disk.  Each delivery's L{Deferred} fires on the reactor
+thread only after both fsyncs; a failure at any step removes what that
+delivery wrote, so a reader never sees a partial message.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+from typing import Sequence
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailhub.fs import FileSystem
+
+_STOP = object()
+
+
+@define
+class MaildirDelivery:
+    """
+    One message to be delivered into one or more Maildirs.
+
+    @ivar maildirs: the Maildir roots (each holds C{cur/ new/ tmp/}).
+    @ivar names: the unique file name to use in each Maildir, in order.
+    @ivar prefix: header lines that local delivery adds before the message
+        (C{Return-Path:}).
+    @ivar content: the message itself, when it is small enough to be held
+        in memory; otherwise C{None} and C{spoolPath} names it.
+    @ivar spoolPath: the spool file holding the message, or C{None}.
+    @ivar spoolSize: how many bytes of the spool file are the message.
+    @ivar delivered: after success, the path of the file in each C{new/}.
+    """
+
+    maildirs: Sequence[str]
+    names: Sequence[str]
+    prefix: bytes = b""
+    content: bytes | None = None
+    spoolPath: str | None = None
+    spoolSize: int = 0
+    delivered: list[str] = field(factory=list)
+
+    @property
+    def size(self) -> int:
+        """
+        The size of each delivered file.
+        """
+        body = len(self.content) if self.content is not None else self.spoolSize
+        return len(self.prefix) + body
+
+
+def writeMessage(fs: FileSystem, delivery: MaildirDelivery) -> list[str]:
+    """
+    Write C{delivery} into every Maildir's C{tmp/}, fsynced, and rename each
+    into C{new/}.  The caller fsyncs the C{new/} directories afterwards.
+
+    On failure everything this call created is removed before the error
+    propagates.
+
+    @return: the paths in C{new/}.
+    """
+    created: list[str] = []
+    try:
+        first = _tmpPath(delivery.maildirs[0], delivery.names[0])
+        fd = _openTmp(fs, first, delivery.maildirs[0])
+        created.append(first)
+        try:
+            if delivery.prefix:
+                fs.write(fd, delivery.prefix)
+            if delivery.content is not None:
+                fs.write(fd, delivery.content)
+            else:
+                assert delivery.spoolPath is not None
+                source = fs.openRead(delivery.spoolPath)
+                try:
+                    fs.copy(source, fd, delivery.spoolSize)
+                finally:
+                    fs.close(source)
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
+        tmps = [first]
+        for maildir, name in zip(delivery.maildirs[1:], delivery.names[1:]):
+            path = _tmpPath(maildir, name)
+            _linkOrCopy(fs, first, path, maildir, delivery.size)
+            created.append(path)
+            tmps.append(path)
+        final = []
+        for tmp, maildir, name in zip(tmps, delivery.maildirs, delivery.names):
+            target = os.path.join(maildir, "new", name)
+            fs.rename(tmp, target)
+            created[created.index(tmp)] = target
+            final.append(target)
+        return final
+    except BaseException:
+        _removeAll(fs, created)
+        raise
+
+
+def _tmpPath(maildir: str, name: str) -> str:
+    return os.path.join(maildir, "tmp", name)
+
+
+def _openTmp(fs: FileSystem, path: str, maildir: str) -> int:
+    try:
+        return fs.openExclusive(path)
+    except FileNotFoundError:
+        ensureMaildir(fs, maildir)
+        return fs.openExclusive(path)
+
+
+def ensureMaildir(fs: FileSystem, maildir: str) -> None:
+    """
+    Create C{cur/ new/ tmp/} under C{maildir} where they are missing.
+    """
+    for sub in ("tmp", "new", "cur"):
+        fs.makedirs(os.path.join(maildir, sub))
+
+
+def _linkOrCopy(fs: FileSystem, source: str, target: str, maildir: str, size: int) -> None:
+    try:
+        try:
+            fs.link(source, target)
+        except FileNotFoundError:
+            ensureMaildir(fs, maildir)
+            fs.link(source, target)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        # Another file system (or no hard links there): copy, fsynced.
+        fd = fs.openExclusive(target)
+        try:
+            src = fs.openRead(source)
+            try:
+                fs.copy(src, fd, size)
+            finally:
+                fs.close(src)
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
+
+
+def _removeAll(fs: FileSystem, paths: Sequence[str]) -> None:
+    for path in paths:
+        try:
+            fs.unlink(path)
+        except OSError:
+            pass
+
+
+def runBatch(fs: FileSystem, deliveries: Sequence[MaildirDelivery]) -> list[BaseException | None]:
+    """
+    Deliver a batch: every message written and fsynced, then each C{new/}
+    directory of the batch fsynced once.
+
+    @return: for each delivery, C{None} on success (its C{delivered} is
+        filled in) or the exception that stopped it.
+    """
+    results: list[BaseException | None] = []
+    directories: dict[str, list[int]] = {}
+    for index, delivery in enumerate(deliveries):
+        try:
+            delivery.delivered = writeMessage(fs, delivery)
+        except Exception as e:
+            results.append(e)
+            continue
+        results.append(None)
+        for path in delivery.delivered:
+            directories.setdefault(os.path.dirname(path), []).append(index)
+    for directory, indexes in directories.items():
+        try:
+            fs.fsyncDirectory(directory)
+        except Exception as e:
+            # The renames may not be durable: take back every message of the
+            # batch that went through this directory, so that the client
+            # hears 451 and retries instead of trusting a lost message.
+            for index in indexes:
+                if results[index] is None:
+                    results[index] = e
+                    _removeAll(fs, deliveries[index].delivered)
+    return results
+
+
+class Committer:
+    """
+    Runs L{MaildirDelivery} batches on one worker thread and reports each
+    result on the reactor thread.
+
+    @param reactor: the reactor results are reported through.
+    @param fs: the file operations (a seam for tests).
+    @param threaded: C{False} runs each delivery at once on the calling
+        thread, for tests driven by a L{Clock}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        fs: FileSystem | None = None,
+        threaded: bool = True,
+    ) -> None:
+        self._reactor = reactor
+        self._fs = fs or FileSystem()
+        self._threaded = threaded
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped: Deferred[None] | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        """
+        Start the worker thread (a no-op when not threaded).
+        """
+        if self._threaded and self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, name="mailhub-committer", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Finish every delivery already submitted, then stop the thread.
+
+        @return: fires when the last result has been reported.
+        """
+        if self._thread is None:
+            return succeed(None)
+        self._stopped = Deferred()
+        self._queue.put(_STOP)
+        return self._stopped
+
+    def submit(self, delivery: MaildirDelivery) -> Deferred[MaildirDelivery]:
+        """
+        Deliver durably.
+
+        @return: fires with C{delivery} (its C{delivered} filled in) once
+            every file and directory entry is fsynced, or fails with the
+            L{OSError} that stopped it.
+        """
+        d: Deferred[MaildirDelivery] = Deferred()
+        if not self._threaded:
+            self._report([(delivery, d)], runBatch(self._fs, [delivery]))
+            return d
+        if self._thread is None:
+            self.start()
+        self._queue.put((delivery, d))
+        return d
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            stop = item is _STOP
+            batch = [] if stop else [item]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                else:
+                    batch.append(more)
+            if batch:
+                deliveries = [d for d, _ in batch]  # type: ignore[misc]
+                try:
+                    results: list[BaseException | None] = runBatch(self._fs, deliveries)
+                except BaseException as e:  # never lose a caller's Deferred
+                    results = [e] * len(batch)
+                self._reactor.callFromThread(self._report, batch, results)
+            if stop:
+                self._reactor.callFromThread(self._finished)
+                return
+
+    def _finished(self) -> None:
+        self._thread = None
+        stopped, self._stopped = self._stopped, None
+        if stopped is not None:
+            stopped.callback(None)
+
+    def _report(
+        self,
+        batch: Sequence[tuple[MaildirDelivery, Deferred[MaildirDelivery]]],
+        results: Sequence[BaseException | None],
+    ) -> None:
+        self.batches += 1
+        for (delivery, d), error in zip(batch, results):
+            if error is None:
+                d.callback(delivery)
+            else:
+                d.errback(Failure(error))

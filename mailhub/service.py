@@ -1,0 +1,254 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+Composition: one L{MultiService} with every listener and worker, built from
+a L{Config} and a reactor.  The only module that parses endpoint strings.
+
+Everything that can be wrong with the configuration is found while
+building (L{makeService} raises L{ConfigError}); nothing is bound until
+the service starts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from typing import Any
+
+from attrs import frozen
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from mailhub import __version__, tls
+from mailhub.config import Config
+from mailhub.directory import Directory, MaildirMailboxes
+from mailhub.errors import ConfigError, MailhubError
+from mailhub.maildir.cleanup import cleanSpool, cleanTmp
+from mailhub.maildir.delivery import Committer, ensureMaildir
+from mailhub.maildir.names import QueueIds, UniqueNames
+from mailhub.fs import FileSystem
+from mailhub.smtp.delivery import LocalDelivery
+from mailhub.smtp.server import SMTPFactory
+from mailhub.spool import Spool
+
+#: How often stale tmp/ files are looked for, in seconds.
+CLEANUP_INTERVAL = 3600
+
+
+class ListenError(MailhubError):
+    """
+    A listener could not be bound (the address is in use, or not ours).
+    """
+
+
+@frozen
+class Paths:
+    """
+    Where things live under the data directory (DESIGN.md, "Data layout").
+    """
+
+    data: str
+
+    @property
+    def mail(self) -> str:
+        return os.path.join(self.data, "mail")
+
+    @property
+    def spool(self) -> str:
+        return os.path.join(self.data, "spool")
+
+
+class ListenerService(StreamServerEndpointService):
+    """
+    Listens on one endpoint; a failure to bind is raised at once, naming
+    the listener, so that start-up stops instead of serving half the ports.
+
+    @ivar port: the listening port, once bound.
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            raise ListenError(f"cannot listen on {self.description}: {e}") from e
+        self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port: Any) -> Any:
+        self.port = port
+        return port
+
+
+class CommitterService(Service):
+    """
+    Runs the L{Committer}'s worker thread while the service runs; stopping
+    finishes every delivery already started.
+    """
+
+    def __init__(self, committer: Committer) -> None:
+        self.committer = committer
+
+    def startService(self) -> None:
+        super().startService()
+        self.committer.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.committer.stop()
+
+
+class MailhubService(MultiService):
+    """
+    The whole server.
+
+    @ivar config: what it was built from.
+    @ivar factories: the protocol factory of each listener, by name.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: Config, reactor: Any, paths: Paths) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.paths = paths
+        self.factories: dict[str, Any] = {}
+
+    #: Under twistd: a port that cannot be bound ends the process with one
+    #: line on stderr and exit status 1, rather than a traceback.
+    exitOnListenError = False
+
+    def privilegedStartService(self) -> None:
+        self._prepare()
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            if not self.exitOnListenError:
+                raise
+            sys.stderr.write(f"mailhub: {e}\n")
+            raise SystemExit(1)
+
+    def startService(self) -> None:
+        self._prepare()  # when started without privilegedStartService
+        super().startService()
+        self.log.info(
+            "mailhub {version} serving {domains} as {hostname}",
+            version=__version__,
+            domains=", ".join(self.config.domains),
+            hostname=self.config.hostname,
+        )
+
+    _prepared = False
+
+    def _prepare(self) -> None:
+        """
+        Make the data directory usable: spool emptied of leftovers, the
+        postmaster mailbox of every domain in place.
+        """
+        if self._prepared:
+            return
+        self._prepared = True
+        fs = FileSystem()
+        fs.makedirs(self.paths.spool)
+        cleanSpool(self.paths.spool)
+        for domain in self.config.domains:
+            if f"postmaster@{domain}" not in self.config.aliases:
+                ensureMaildir(fs, os.path.join(self.paths.mail, domain, "postmaster"))
+
+    def port(self, name: str) -> Any:
+        """
+        The listening port of the listener C{name} (like C{"smtp"} or
+        C{"smtp-1"}).
+        """
+        return self.getServiceNamed(name).port
+
+
+def makeService(config: Config, reactor: Any, prepare: bool = True) -> MailhubService:
+    """
+    Build the server.
+
+    @param prepare: make the self-signed certificate if one is needed (off
+        for C{mailhub check-config}, which changes nothing).
+    @raise ConfigError: something in the configuration cannot be served.
+    """
+    paths = Paths(os.path.abspath(config.dataDir))
+    top = MailhubService(config, reactor, paths)
+
+    contextFactory = _tlsContext(config, reactor, paths, prepare)
+
+    committer = Committer(reactor)
+    CommitterService(committer).setServiceParent(top)
+    directory = Directory(
+        config.domains,
+        config.aliases,
+        config.recipientDelimiter,
+        MaildirMailboxes(paths.data),
+    )
+    delivery = LocalDelivery(directory, committer, UniqueNames(reactor, config.hostname))
+    queueIds = QueueIds(reactor)
+    factory = SMTPFactory(
+        hostname=config.hostname,
+        delivery=delivery,
+        limits=config.limits,
+        clock=reactor,
+        newQueueId=queueIds.make,
+        newSpool=lambda queueId: Spool(paths.spool, queueId),
+        contextFactory=contextFactory,
+        describeTLS=tls.describeTLS,
+    )
+    top.factories["smtp"] = factory
+    _listen(top, reactor, "smtp", config.listeners.smtp, factory)
+
+    cleaner = TimerService(
+        CLEANUP_INTERVAL,
+        lambda: deferToThreadPool(
+            reactor, reactor.getThreadPool(), cleanTmp, paths.mail, reactor.seconds()
+        ),
+    )
+    cleaner.clock = reactor
+    cleaner.setName("tmp-cleaner")
+    cleaner.setServiceParent(top)
+    return top
+
+
+def _tlsContext(config: Config, reactor: Any, paths: Paths, prepare: bool) -> Any:
+    if config.tls.certificate is not None and config.tls.key is not None:
+        return tls.serverContextFactory(config.tls.certificate, config.tls.key, config.source)
+    if not prepare:
+        return None
+    now = datetime.datetime.fromtimestamp(reactor.seconds(), datetime.timezone.utc)
+    try:
+        certificate, key = tls.ensureCertificate(paths.data, config.hostname, now)
+    except OSError as e:
+        raise ConfigError(config.source, "data", f"cannot write the certificate: {e}") from None
+    return tls.serverContextFactory(certificate, key, config.source)
+
+
+def _listen(
+    top: MailhubService,
+    reactor: Any,
+    name: str,
+    descriptions: tuple[str, ...],
+    factory: Any,
+) -> None:
+    for index, description in enumerate(descriptions):
+        key = f"listeners.{name}[{index}]"
+        try:
+            endpoint = serverFromString(reactor, description)
+        except Exception as e:
+            raise ConfigError(
+                top.config.source, key, f"not a usable endpoint {description!r}: {e}"
+            ) from None
+        listener = ListenerService(endpoint, factory, f"{key} {description}")
+        listener.setName(name if index == 0 else f"{name}-{index}")
+        listener.setServiceParent(top)

@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.smtp.test_delivery -*-
+"""
+The delivery policy the SMTP server asks at MAIL, RCPT and end of data.
+
+L{IMailDelivery} is what a protocol needs; L{LocalDelivery} is the MX
+role's: local recipients only (mailboxes, aliases, subaddresses), delivered
+durably into Maildir.  It is one courier-shaped interface: the protocol
+never touches storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from mailhub.address import Address
+from mailhub.directory import Directory, Resolution
+from mailhub.envelope import Envelope, Session
+from mailhub.errors import DeliveryError
+from mailhub.maildir.delivery import Committer, MaildirDelivery
+from mailhub.maildir.names import UniqueNames
+from mailhub.spool import Spool
+
+
+class IMailDelivery(Interface):
+    """
+    Decides who may send to whom, and delivers accepted messages.
+
+    Unlike Twisted's C{IMessageDelivery}, which hands every line of the
+    message to one C{IMessage} per recipient, the message is spooled once
+    and handed over whole, so that its cost does not grow with the number
+    of recipients.
+    """
+
+    def validateFrom(session: Session, sender: Address) -> Deferred[None] | None:
+        """
+        Accept or refuse a reverse-path (MAIL FROM).
+
+        @raise DeliveryError: to refuse it (also as a failed Deferred).
+        """
+
+    def validateTo(session: Session, recipient: Address) -> Resolution | Deferred[Resolution]:
+        """
+        Accept or refuse a recipient (RCPT TO).
+
+        @return: where it goes.
+        @raise DeliveryError: to refuse it (also as a failed Deferred).
+        """
+
+    def deliver(envelope: Envelope, spool: Spool) -> Deferred[None]:
+        """
+        Deliver a complete message durably.  C{spool} has been finished;
+        the caller discards it once the Deferred has fired.
+
+        @return: fires once the message is safe on disk for every
+            recipient; fails with L{DeliveryError} otherwise.
+        """
+
+
+_tempFailure = DeliveryError(False, 451, "4.3.0", "Error: local delivery failed, try again later")
+_noRelay = DeliveryError(
+    False, 451, "4.3.2", "Error: address forwards to another domain and relaying is not available"
+)
+
+
+@implementer(IMailDelivery)
+class LocalDelivery:
+    """
+    Delivers to local mailboxes, never relays.
+
+    @param directory: resolves recipients.
+    @param committer: writes Maildir files durably.
+    @param names: makes unique Maildir names.
+    """
+
+    log = Logger()
+
+    def __init__(self, directory: Directory, committer: Committer, names: UniqueNames) -> None:
+        self.directory = directory
+        self.committer = committer
+        self.names = names
+
+    def validateFrom(self, session: Session, sender: Address) -> None:
+        return None
+
+    def validateTo(self, session: Session, recipient: Address) -> Resolution:
+        resolution = self.directory.resolve(recipient, mayRelay=False)
+        if resolution.remote:
+            raise _noRelay
+        return resolution
+
+    def deliver(self, envelope: Envelope, spool: Spool) -> Deferred[None]:
+        mailboxes = {}
+        for _, resolution in envelope.recipients:
+            for mailbox in resolution.mailboxes:
+                mailboxes.setdefault(mailbox.maildir, mailbox)
+        sender = str(envelope.sender)
+        # RFC 5321 §4.4: the final delivery adds Return-Path.
+        prefix = b"Return-Path: <" + sender.encode("ascii", "replace") + b">\r\n"
+        try:
+            content = spool.finish()
+        except OSError:
+            self.log.failure("spool close failed id={queueId}", queueId=envelope.queueId)
+            return fail(_tempFailure)
+        size = len(prefix) + spool.size
+        job = MaildirDelivery(
+            maildirs=list(mailboxes),
+            names=[self.names.make(size) for _ in mailboxes],
+            prefix=prefix,
+            content=content,
+            spoolPath=spool.path,
+            spoolSize=spool.size,
+        )
+
+        def delivered(result: Any) -> None:
+            for mailbox in mailboxes.values():
+                self.log.info(
+                    "delivered id={queueId} to=<{to}> size={size}",
+                    queueId=envelope.queueId,
+                    to=mailbox.address,
+                    size=size,
+                )
+
+        def failed(reason: Failure) -> Failure:
+            self.log.failure(
+                "delivery failed id={queueId}", reason, queueId=envelope.queueId
+            )
+            return Failure(_tempFailure)
+
+        return self.committer.submit(job).addCallbacks(delivered, failed)
