@@ -60,6 +60,22 @@ _PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?\Z"
 _HTTP_VERBS = frozenset({b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"})
 
 
+def peerHost(address: Any) -> str:
+    """
+    The client's IP address as text; an IPv4 client on an IPv6 socket
+    (C{::ffff:192.0.2.1}) is given as IPv4, so that network lists match.
+    """
+    host = getattr(address, "host", "")
+    if host.startswith("::ffff:"):
+        try:
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        except ValueError:
+            mapped = None
+        if mapped is not None:
+            return str(mapped)
+    return host
+
+
 def _clean(text: str, limit: int = 100) -> str:
     """
     A client-given string made safe for a header or a log line.
@@ -95,8 +111,7 @@ class ESMTPServer(smtp.ESMTP):
     # Connection
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.session = Session(peer=getattr(peer, "host", str(peer)))
+        self.session = Session(peer=peerHost(self.transport.getPeer()))
         self.canStartTLS = self.ctx is not None and hasattr(self.transport, "startTLS")
         self.session.tls = self.factory.implicitTLS
         self.factory.connected(self)
@@ -661,7 +676,7 @@ class SMTPFactory(ServerFactory):
         self.sessions: set[ESMTPServer] = set()
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        host = getattr(addr, "host", "")
+        host = peerHost(addr)
         if self.perPeer.get(host, 0) >= self.limits.connectionsPerPeer and not self._exempt(host):
             self.log.info("too many connections peer={peer}", peer=host)
             reply = R.TOO_MANY_CONNECTIONS.format(host=self.hostname)
