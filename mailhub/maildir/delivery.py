@@ -69,52 +69,96 @@ class MaildirDelivery:
         return len(self.prefix) + body
 
 
-def writeMessage(fs: FileSystem, delivery: MaildirDelivery) -> list[str]:
+class _Staged:
     """
-    Write C{delivery} into every Maildir's C{tmp/}, fsynced, and rename each
-    into C{new/}.  The caller fsyncs the C{new/} directories afterwards.
+    A delivery written into C{tmp/}, not yet durable nor visible.
 
-    On failure everything this call created is removed before the error
-    propagates.
-
-    @return: the paths in C{new/}.
+    @ivar fd: the open descriptor of the first copy (kept open until the
+        data is durable).
+    @ivar tmps: the file in each Maildir's C{tmp/}.
     """
-    created: list[str] = []
+
+    def __init__(self, delivery: MaildirDelivery, fd: int, tmps: list[str]) -> None:
+        self.delivery = delivery
+        self.fd: int | None = fd
+        self.tmps = tmps
+
+
+def _stage(fs: FileSystem, delivery: MaildirDelivery) -> _Staged:
+    """
+    Write C{delivery} into the first Maildir's C{tmp/} and link it into the
+    others' (nothing fsynced yet).  On failure, everything this created is
+    removed before the error propagates.
+    """
+    first = _tmpPath(delivery.maildirs[0], delivery.names[0])
+    fd = _openTmp(fs, first, delivery.maildirs[0])
+    tmps = [first]
     try:
-        first = _tmpPath(delivery.maildirs[0], delivery.names[0])
-        fd = _openTmp(fs, first, delivery.maildirs[0])
-        created.append(first)
-        try:
-            if delivery.prefix:
-                fs.write(fd, delivery.prefix)
-            if delivery.content is not None:
-                fs.write(fd, delivery.content)
-            else:
-                assert delivery.spoolPath is not None
-                source = fs.openRead(delivery.spoolPath)
-                try:
-                    fs.copy(source, fd, delivery.spoolSize)
-                finally:
-                    fs.close(source)
-            fs.fsync(fd)
-        finally:
-            fs.close(fd)
-        tmps = [first]
+        if delivery.prefix:
+            fs.write(fd, delivery.prefix)
+        if delivery.content is not None:
+            fs.write(fd, delivery.content)
+        else:
+            assert delivery.spoolPath is not None
+            source = fs.openRead(delivery.spoolPath)
+            try:
+                fs.copy(source, fd, delivery.spoolSize)
+            finally:
+                fs.close(source)
         for maildir, name in zip(delivery.maildirs[1:], delivery.names[1:]):
             path = _tmpPath(maildir, name)
             _linkOrCopy(fs, first, path, maildir, delivery.size)
-            created.append(path)
             tmps.append(path)
-        final = []
-        for tmp, maildir, name in zip(tmps, delivery.maildirs, delivery.names):
+    except BaseException:
+        _closeQuietly(fs, fd)
+        _removeAll(fs, tmps)
+        raise
+    return _Staged(delivery, fd, tmps)
+
+
+def _closeQuietly(fs: FileSystem, fd: int) -> None:
+    try:
+        fs.close(fd)
+    except OSError:
+        pass
+
+
+def _publish(fs: FileSystem, staged: _Staged) -> list[str]:
+    """
+    Rename each C{tmp/} file into C{new/}.  On failure everything of this
+    delivery is removed (renamed or not) before the error propagates.
+    """
+    delivery = staged.delivery
+    done: list[str] = []
+    try:
+        for tmp, maildir, name in zip(staged.tmps, delivery.maildirs, delivery.names):
             target = os.path.join(maildir, "new", name)
             fs.rename(tmp, target)
-            created[created.index(tmp)] = target
-            final.append(target)
-        return final
+            done.append(target)
     except BaseException:
-        _removeAll(fs, created)
+        _removeAll(fs, done + staged.tmps[len(done) :])
         raise
+    return done
+
+
+def writeMessage(fs: FileSystem, delivery: MaildirDelivery) -> list[str]:
+    """
+    Deliver one message on its own: staged, fsynced, renamed into C{new/}.
+    The caller fsyncs the C{new/} directories afterwards.
+
+    @return: the paths in C{new/}.
+    """
+    staged = _stage(fs, delivery)
+    try:
+        assert staged.fd is not None
+        fs.fsync(staged.fd)
+    except BaseException:
+        _removeAll(fs, staged.tmps)
+        raise
+    finally:
+        assert staged.fd is not None
+        _closeQuietly(fs, staged.fd)
+    return _publish(fs, staged)
 
 
 def _tmpPath(maildir: str, name: str) -> str:
@@ -170,35 +214,124 @@ def _removeAll(fs: FileSystem, paths: Sequence[str]) -> None:
 
 def runBatch(fs: FileSystem, deliveries: Sequence[MaildirDelivery]) -> list[BaseException | None]:
     """
-    Deliver a batch: every message written and fsynced, then each C{new/}
-    directory of the batch fsynced once.
+    Deliver a batch as one group commit: every message written into
+    C{tmp/}; their data made durable; each renamed into C{new/}; the
+    directory entries made durable.  Where the file system offers
+    C{syncfs(2)} each "made durable" is one call per file system for the
+    whole batch (one device flush instead of one per message); otherwise
+    each file and each C{new/} directory is fsynced.
 
     @return: for each delivery, C{None} on success (its C{delivered} is
-        filled in) or the exception that stopped it.
+        filled in) or the exception that stopped it; a failed delivery left
+        nothing in C{tmp/} or C{new/}.
     """
-    results: list[BaseException | None] = []
-    directories: dict[str, list[int]] = {}
+    results: list[BaseException | None] = [None] * len(deliveries)
+    staged: dict[int, _Staged] = {}
     for index, delivery in enumerate(deliveries):
         try:
-            delivery.delivered = writeMessage(fs, delivery)
+            staged[index] = _stage(fs, delivery)
         except Exception as e:
-            results.append(e)
+            results[index] = e
+
+    def fail(index: int, error: BaseException) -> None:
+        results[index] = error
+        item = staged.pop(index)
+        if item.fd is not None:
+            _closeQuietly(fs, item.fd)
+            item.fd = None
+        _removeAll(fs, item.tmps + item.delivery.delivered)
+
+    # 1. The data.
+    if fs.canSyncFilesystem:
+        groups: dict[int, list[int]] = {}
+        for index, item in staged.items():
+            try:
+                assert item.fd is not None
+                groups.setdefault(fs.device(item.fd), []).append(index)
+            except Exception as e:
+                fail(index, e)
+        for indexes in groups.values():
+            try:
+                fd = staged[indexes[0]].fd
+                assert fd is not None
+                fs.syncfs(fd)
+            except Exception as e:
+                for index in indexes:
+                    fail(index, e)
+    else:
+        for index in list(staged):
+            try:
+                fd = staged[index].fd
+                assert fd is not None
+                fs.fsync(fd)
+            except Exception as e:
+                fail(index, e)
+    for index in list(staged):
+        item = staged[index]
+        fd, item.fd = item.fd, None
+        try:
+            assert fd is not None
+            fs.close(fd)
+        except Exception as e:
+            fail(index, e)
+
+    # 2. Visible in new/.
+    directories: dict[str, list[int]] = {}
+    for index in list(staged):
+        item = staged[index]
+        try:
+            item.delivery.delivered = _publish(fs, item)
+        except Exception as e:
+            results[index] = e
+            del staged[index]
             continue
-        results.append(None)
-        for path in delivery.delivered:
+        for path in item.delivery.delivered:
             directories.setdefault(os.path.dirname(path), []).append(index)
+
+    # 3. The directory entries.  If they may not be durable, take back
+    # every message that went through the directory: the client hears 451
+    # and retries, rather than trusting a message that may be lost.
+    for directory, indexes in _directoryGroups(fs, directories):
+        try:
+            if fs.canSyncFilesystem:
+                fd = fs.openDirectory(directory)
+                try:
+                    fs.syncfs(fd)
+                finally:
+                    fs.close(fd)
+            else:
+                fs.fsyncDirectory(directory)
+        except Exception as e:
+            for index in indexes:
+                if index in staged:
+                    fail(index, e)
+    return results
+
+
+def _directoryGroups(
+    fs: FileSystem, directories: dict[str, list[int]]
+) -> list[tuple[str, list[int]]]:
+    """
+    The directories to make durable, with the deliveries that depend on
+    each: with C{syncfs}, one directory per file system stands for all.
+    """
+    if not fs.canSyncFilesystem:
+        return list(directories.items())
+    groups: dict[int, tuple[str, list[int]]] = {}
     for directory, indexes in directories.items():
         try:
-            fs.fsyncDirectory(directory)
-        except Exception as e:
-            # The renames may not be durable: take back every message of the
-            # batch that went through this directory, so that the client
-            # hears 451 and retries instead of trusting a lost message.
-            for index in indexes:
-                if results[index] is None:
-                    results[index] = e
-                    _removeAll(fs, deliveries[index].delivered)
-    return results
+            fd = fs.openDirectory(directory)
+            try:
+                device = fs.device(fd)
+            finally:
+                fs.close(fd)
+        except OSError:
+            device = -len(groups) - 1  # its own group: the sync will report
+        if device in groups:
+            groups[device][1].extend(indexes)
+        else:
+            groups[device] = (directory, list(indexes))
+    return list(groups.values())
 
 
 class Committer:
