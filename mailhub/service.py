@@ -18,7 +18,7 @@ from typing import Any
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -173,12 +173,16 @@ class MailhubService(MultiService):
         return self.getServiceNamed(name).port
 
 
-def makeService(config: Config, reactor: Any, prepare: bool = True) -> MailhubService:
+def makeService(
+    config: Config, reactor: Any, prepare: bool = True, threaded: bool = True
+) -> MailhubService:
     """
     Build the server.
 
     @param prepare: make the self-signed certificate if one is needed (off
         for C{mailhub check-config}, which changes nothing).
+    @param threaded: deliver on a worker thread (off in tests driven by a
+        memory reactor, which has no threads).
     @raise ConfigError: something in the configuration cannot be served.
     """
     paths = Paths(os.path.abspath(config.dataDir))
@@ -186,7 +190,7 @@ def makeService(config: Config, reactor: Any, prepare: bool = True) -> MailhubSe
 
     contextFactory = _tlsContext(config, reactor, paths, prepare)
 
-    committer = Committer(reactor)
+    committer = Committer(reactor, threaded=threaded)
     CommitterService(committer).setServiceParent(top)
     directory = Directory(
         config.domains,
@@ -211,14 +215,22 @@ def makeService(config: Config, reactor: Any, prepare: bool = True) -> MailhubSe
 
     cleaner = TimerService(
         CLEANUP_INTERVAL,
-        lambda: deferToThreadPool(
-            reactor, reactor.getThreadPool(), cleanTmp, paths.mail, reactor.seconds()
-        ),
+        lambda: _offThread(reactor, cleanTmp, paths.mail, reactor.seconds()),
     )
     cleaner.clock = reactor
     cleaner.setName("tmp-cleaner")
     cleaner.setServiceParent(top)
     return top
+
+
+def _offThread(reactor: Any, function: Any, *args: Any) -> Deferred[Any]:
+    """
+    Run blocking C{function} on the reactor's thread pool (inline on a
+    reactor without threads, such as a memory reactor in tests).
+    """
+    if hasattr(reactor, "getThreadPool"):
+        return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+    return maybeDeferred(function, *args)
 
 
 def _tlsContext(config: Config, reactor: Any, paths: Paths, prepare: bool) -> Any:

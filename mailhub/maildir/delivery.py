@@ -291,47 +291,45 @@ def runBatch(fs: FileSystem, deliveries: Sequence[MaildirDelivery]) -> list[Base
     # 3. The directory entries.  If they may not be durable, take back
     # every message that went through the directory: the client hears 451
     # and retries, rather than trusting a message that may be lost.
-    for directory, indexes in _directoryGroups(fs, directories):
-        try:
-            if fs.canSyncFilesystem:
-                fd = fs.openDirectory(directory)
-                try:
-                    fs.syncfs(fd)
-                finally:
-                    fs.close(fd)
-            else:
-                fs.fsyncDirectory(directory)
-        except Exception as e:
-            for index in indexes:
-                if index in staged:
-                    fail(index, e)
-    return results
+    def failAll(indexes: Sequence[int], error: BaseException) -> None:
+        for index in indexes:
+            if index in staged:
+                fail(index, error)
 
-
-def _directoryGroups(
-    fs: FileSystem, directories: dict[str, list[int]]
-) -> list[tuple[str, list[int]]]:
-    """
-    The directories to make durable, with the deliveries that depend on
-    each: with C{syncfs}, one directory per file system stands for all.
-    """
     if not fs.canSyncFilesystem:
-        return list(directories.items())
-    groups: dict[int, tuple[str, list[int]]] = {}
+        for directory, indexes in directories.items():
+            try:
+                fs.fsyncDirectory(directory)
+            except Exception as e:
+                failAll(indexes, e)
+        return results
+    # One syncfs per file system stands for all its directories.
+    groups: dict[int, tuple[int, list[int]]] = {}
     for directory, indexes in directories.items():
         try:
             fd = fs.openDirectory(directory)
-            try:
-                device = fs.device(fd)
-            finally:
-                fs.close(fd)
-        except OSError:
-            device = -len(groups) - 1  # its own group: the sync will report
+        except Exception as e:
+            failAll(indexes, e)
+            continue
+        try:
+            device = fs.device(fd)
+        except Exception as e:
+            _closeQuietly(fs, fd)
+            failAll(indexes, e)
+            continue
         if device in groups:
+            _closeQuietly(fs, fd)
             groups[device][1].extend(indexes)
         else:
-            groups[device] = (directory, list(indexes))
-    return list(groups.values())
+            groups[device] = (fd, list(indexes))
+    for fd, indexes in groups.values():
+        try:
+            fs.syncfs(fd)
+        except Exception as e:
+            failAll(indexes, e)
+        finally:
+            _closeQuietly(fs, fd)
+    return results
 
 
 class Committer:

@@ -1,0 +1,132 @@
+"""
+Tests for L{mailhub.service}: the composition, driven by a memory reactor.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailhub.config import fromDocument
+from mailhub.errors import ConfigError
+from mailhub.service import ListenError, makeService
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    L{makeService} builds everything before binding anything, and stopping
+    leaves nothing behind.
+    """
+
+    def setUp(self) -> None:
+        self.data = os.path.abspath(self.mktemp())
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1795700000)
+
+    def config(self, **document: object):
+        document.setdefault("data", self.data)
+        document.setdefault("domains", ["example.test", "other.test"])
+        return fromDocument(document)
+
+    def test_startAndStop(self) -> None:
+        """
+        Starting binds every listener and prepares the data directory;
+        stopping unbinds them and leaves no delayed call.
+        """
+        service = makeService(
+            self.config(listeners={"smtp": ["tcp:2525:interface=127.0.0.1", "tcp:2526"]}),
+            self.reactor,
+            threaded=False,
+        )
+        self.assertEqual(self.reactor.tcpServers, [])
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual([p[0] for p in self.reactor.tcpServers], [2525, 2526])
+        self.assertTrue(os.path.isdir(os.path.join(self.data, "spool")))
+        for domain in ("example.test", "other.test"):
+            self.assertTrue(
+                os.path.isdir(os.path.join(self.data, "mail", domain, "postmaster", "new"))
+            )
+        self.assertTrue(os.path.exists(os.path.join(self.data, "tls", "cert.pem")))
+        d = service.stopService()
+        self.successResultOf(d)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_badEndpointNamesKey(self) -> None:
+        """
+        An endpoint string Twisted cannot parse is a L{ConfigError} naming
+        the listener, raised before anything is bound.
+        """
+        config = self.config(listeners={"smtp": ["tcp:2525", "tpc:25"]})
+        error = self.assertRaises(ConfigError, makeService, config, self.reactor, threaded=False)
+        self.assertEqual(error.key, "listeners.smtp[1]")
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_leftoverSpoolRemoved(self) -> None:
+        """
+        Whatever a crash left in the spool is removed at start.
+        """
+        os.makedirs(os.path.join(self.data, "spool"))
+        leftover = os.path.join(self.data, "spool", "6B0859B70D30AC")
+        with open(leftover, "wb") as f:
+            f.write(b"half a message")
+        service = makeService(self.config(), self.reactor, threaded=False)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertFalse(os.path.exists(leftover))
+
+    def test_aliasedPostmasterHasNoMailbox(self) -> None:
+        """
+        A postmaster that an alias sends elsewhere gets no Maildir of its own.
+        """
+        config = self.config(aliases={"postmaster@example.test": "alice@example.test"})
+        service = makeService(config, self.reactor, threaded=False)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertFalse(os.path.exists(os.path.join(self.data, "mail", "example.test", "postmaster")))
+        self.assertTrue(os.path.isdir(os.path.join(self.data, "mail", "other.test", "postmaster")))
+
+    def test_cleanupRunsHourly(self) -> None:
+        """
+        The tmp/ cleaner runs at start and then every hour, on the reactor's
+        thread pool.
+        """
+        calls = []
+        self.reactor.getThreadPool = lambda: calls  # type: ignore[attr-defined]
+        import mailhub.service as module
+
+        original = module.deferToThreadPool
+
+        def fake(reactor, pool, function, *args):
+            pool.append((function, args))
+            from twisted.internet.defer import succeed
+
+            return succeed(None)
+
+        module.deferToThreadPool = fake
+        self.addCleanup(setattr, module, "deferToThreadPool", original)
+        service = makeService(self.config(), self.reactor, threaded=False)
+        service.startService()
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0][1][0], os.path.join(self.data, "mail"))
+        self.reactor.advance(3600)
+        self.assertEqual(len(calls), 2)
+        self.successResultOf(service.stopService())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_listenErrorNamesListener(self) -> None:
+        """
+        A port that cannot be bound raises L{ListenError} naming the
+        listener.
+        """
+        from twisted.internet.error import CannotListenError
+
+        def refuse(port, factory, backlog=50, interface=""):
+            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+        self.reactor.listenTCP = refuse  # type: ignore[method-assign]
+        service = makeService(self.config(), self.reactor, threaded=False)
+        error = self.assertRaises(ListenError, service.privilegedStartService)
+        self.assertIn("listeners.smtp[0] tcp:2525:interface=127.0.0.1", str(error))
