@@ -83,6 +83,7 @@ class MaildirMailboxes:
 
 _unknown = DeliveryError(True, 550, "5.1.1", "Recipient address rejected: User unknown")
 _relayDenied = DeliveryError(True, 550, "5.7.1", "Relay access denied")
+_loop = DeliveryError(True, 550, "5.4.6", "Recipient address rejected: alias loop")
 
 
 class Directory:
@@ -135,6 +136,9 @@ class Directory:
         remote: dict[str, None] = {}
         if not self._expand(key, mailboxes, remote, set(), 0):
             raise _unknown
+        if not mailboxes and not remote:
+            # Known, but every path loops back: RFC 3463 X.4.6.
+            raise _loop
         return Resolution(tuple(mailboxes.values()), tuple(remote))
 
     def _expand(

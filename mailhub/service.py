@@ -107,6 +107,19 @@ class CommitterService(Service):
         return self.committer.stop()
 
 
+class SessionsService(Service):
+    """
+    Stopping it closes every open session of a protocol factory.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.factory.shutDown()
+
+
 class MailhubService(MultiService):
     """
     The whole server.
@@ -135,7 +148,8 @@ class MailhubService(MultiService):
         except ListenError as e:
             if not self.exitOnListenError:
                 raise
-            sys.stderr.write(f"mailhub: {e}\n")
+            # twistd has already sent sys.stderr to the log by now.
+            (sys.__stderr__ or sys.stderr).write(f"mailhub: {e}\n")
             raise SystemExit(1)
 
     def startService(self) -> None:
@@ -164,6 +178,21 @@ class MailhubService(MultiService):
         for domain in self.config.domains:
             if f"postmaster@{domain}" not in self.config.aliases:
                 ensureMaildir(fs, os.path.join(self.paths.mail, domain, "postmaster"))
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop in order, each step finished before the next: the timers and
+        the listeners (no new sessions), then the open sessions (each hears
+        C{421 4.3.2}, after the reply to a message being delivered), then
+        the committer (every delivery already submitted completes).
+        """
+        Service.stopService(self)
+
+        async def stop() -> None:
+            for child in reversed(list(self)):
+                await maybeDeferred(child.stopService)
+
+        return Deferred.fromCoroutine(stop())
 
     def port(self, name: str) -> Any:
         """
@@ -211,6 +240,7 @@ def makeService(
         describeTLS=tls.describeTLS,
     )
     top.factories["smtp"] = factory
+    SessionsService(factory).setServiceParent(top)
     _listen(top, reactor, "smtp", config.listeners.smtp, factory)
 
     cleaner = TimerService(

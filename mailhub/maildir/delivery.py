@@ -390,6 +390,9 @@ class Committer:
             L{OSError} that stopped it.
         """
         d: Deferred[MaildirDelivery] = Deferred()
+        if self._stopped is not None:
+            d.errback(Failure(OSError(errno.ESHUTDOWN, "delivery is stopping")))
+            return d
         if not self._threaded:
             self._report([(delivery, d)], runBatch(self._fs, [delivery]))
             return d

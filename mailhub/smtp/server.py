@@ -103,6 +103,7 @@ class ESMTPServer(smtp.ESMTP):
         self.callLater = factory.clock.callLater
         self._input = b""
         self._blocked = False
+        self._shuttingDown = False
         self._skippingLongLine = False
         self._errors = 0
         self.session: Session | None = None
@@ -131,6 +132,16 @@ class ESMTPServer(smtp.ESMTP):
     def timeoutConnection(self) -> None:
         self.log.info("timeout peer={peer}", peer=self.session and self.session.peer)
         self.close(R.TIMEOUT.format(host=self.factory.hostname))
+
+    def shutDown(self) -> None:
+        """
+        The server is stopping: say C{421 4.3.2} (RFC 5321 §3.8) and hang
+        up, at once or, if a message is being delivered, right after its
+        reply.
+        """
+        self._shuttingDown = True
+        if not self._blocked:
+            self.close(R.SHUTTING_DOWN.format(host=self.factory.hostname))
 
     def close(self, reply: Reply | None = None) -> None:
         """
@@ -199,7 +210,7 @@ class ESMTPServer(smtp.ESMTP):
                 return
             end = self._input.find(b"\n")
             if end < 0:
-                if len(self._input) > limit:
+                if len(self._input) > limit + 1:  # the line may end in its CR
                     # Keep nothing of a line that is already too long.
                     self._skippingLongLine = True
                     self._input = b""
@@ -224,7 +235,9 @@ class ESMTPServer(smtp.ESMTP):
 
         def unblock(result: object) -> None:
             self._blocked = False
-            if self.mode is not CLOSED:
+            if self._shuttingDown:
+                self.close(R.SHUTTING_DOWN.format(host=self.factory.hostname))
+            elif self.mode is not CLOSED:
                 self.transport.resumeProducing()
                 self._process()
 
@@ -310,7 +323,10 @@ class ESMTPServer(smtp.ESMTP):
             self.reply(R.BAD_SENDER_SYNTAX)
             return None
         for name, value in params:
-            if name == "SIZE" and value is not None and value.isdigit():
+            if name == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    self.reply(R.SYNTAX.format(usage="MAIL FROM:<address> SIZE=octets"))
+                    return None
                 # RFC 1870 §6.2: refuse at once what will not fit.
                 if int(value) > self.factory.limits.messageSize:
                     self.reply(R.MESSAGE_TOO_BIG)
@@ -686,6 +702,33 @@ class SMTPFactory(ServerFactory):
         p = self.protocol(self, contextFactory=None if self.implicitTLS else self.contextFactory)
         return p
 
+    def shutDown(self, grace: float = 10.0) -> Deferred[None]:
+        """
+        Close every session (each hears C{421 4.3.2}; one that is having a
+        message delivered hears its reply first).
+
+        @param grace: seconds to wait for sessions to go before their
+            connections are aborted.
+        @return: fires when every session is gone.
+        """
+        done: Deferred[None] = Deferred()
+        if not self.sessions:
+            done.callback(None)
+            return done
+        self._drained = done
+        for session in list(self.sessions):
+            session.shutDown()
+
+        def abort() -> None:
+            for session in list(self.sessions):
+                session.transport.abortConnection()
+
+        timer = self.clock.callLater(grace, abort)
+        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        return done
+
+    _drained: Deferred[None] | None = None
+
     def _exempt(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
@@ -708,3 +751,6 @@ class SMTPFactory(ServerFactory):
             self.perPeer[host] = left
         else:
             self.perPeer.pop(host, None)
+        if not self.sessions and self._drained is not None:
+            drained, self._drained = self._drained, None
+            drained.callback(None)

@@ -899,3 +899,72 @@ class PeerHostTests(SynchronousTestCase):
         self.assertEqual(peerHost(IPv6Address("TCP", "::ffff:192.0.2.1", 25)), "192.0.2.1")
         self.assertEqual(peerHost(IPv6Address("TCP", "2001:db8::1", 25)), "2001:db8::1")
         self.assertEqual(peerHost(PEER), "192.0.2.7")
+
+
+class ShutdownTests(ServerTestsMixin, SynchronousTestCase):
+    """
+    Stopping the server closes sessions politely (RFC 5321 §3.8).
+    """
+
+    def test_idleSessionHears421(self) -> None:
+        """
+        An idle session hears 421 4.3.2 and is closed; the factory's
+        Deferred fires once it is gone.
+        """
+        self.greet()
+        d = self.factory.shutDown()
+        self.assertEqual(self.replies(), ["421 4.3.2 mx.test Service shutting down"])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNoResult(d)
+        self.server.connectionLost(None)
+        self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_deliveryFinishesFirst(self) -> None:
+        """
+        A session whose message is being delivered hears the 250 first,
+        then 421, and nothing it pipelined after is run.
+        """
+        self.delivery.hold = True
+        self.greet()
+        self.transaction(b"hi\r\n.\r\nMAIL FROM:<b@remote.test>\r\n")
+        self.factory.shutDown()
+        self.assertEqual(self.replies(), [])
+        self.delivery.held[0].callback(None)
+        self.assertEqual(
+            self.replies(),
+            ["250 2.0.0 Ok: queued as Q0001", "421 4.3.2 mx.test Service shutting down"],
+        )
+
+    def test_stuckSessionAborted(self) -> None:
+        """
+        A connection that does not close within the grace period is aborted.
+        """
+        self.greet()
+        d = self.factory.shutDown(grace=5)
+        self.clock.advance(5)
+        self.assertTrue(self.transport.disconnecting)
+        self.server.connectionLost(None)
+        self.successResultOf(d)
+
+    def test_noSessions(self) -> None:
+        """
+        With no session open, shutting down is immediate.
+        """
+        self.server.connectionLost(None)
+        self.successResultOf(self.factory.shutDown())
+
+
+class SizeSyntaxTests(ServerTestsMixin, SynchronousTestCase):
+    """
+    The SIZE parameter's syntax (RFC 1870 §3).
+    """
+
+    def test_badSize(self) -> None:
+        """
+        SIZE without a number, or not a number, is a 501 syntax error.
+        """
+        self.greet()
+        self.assertEqual(self.codes(b"MAIL FROM:<a@remote.test> SIZE=abc\r\n"), ["501"])
+        self.assertEqual(self.codes(b"MAIL FROM:<a@remote.test> SIZE\r\n"), ["501"])
+        self.assertEqual(self.codes(b"MAIL FROM:<a@remote.test> SIZE=1000\r\n"), ["250"])
