@@ -60,3 +60,11 @@ class DeliveryError(MailhubError):
 
     def __str__(self) -> str:
         return f"{self.code} {self.enhanced} {self.text}"
+
+
+class TemporaryAuthError(MailhubError):
+    """
+    A credential check could not be completed (the password service is
+    down, a timeout): the protocol answers "try again later", never "wrong
+    password".
+    """

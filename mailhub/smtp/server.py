@@ -27,6 +27,7 @@ What is ours, and why (each has a named regression test):
 
 from __future__ import annotations
 
+import base64
 import datetime
 import email.utils
 import ipaddress
@@ -36,6 +37,7 @@ from typing import Any, Callable
 from attrs import evolve
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.mail import smtp
@@ -44,13 +46,14 @@ from twisted.python.failure import Failure
 from mailhub.address import NULL_SENDER, Address, AddressError, parsePath
 from mailhub.config import Limits
 from mailhub.envelope import Envelope, Session
-from mailhub.errors import DeliveryError
+from mailhub import sasl
+from mailhub.errors import DeliveryError, TemporaryAuthError
 from mailhub.smtp import replies as R
 from mailhub.smtp.delivery import IMailDelivery
 from mailhub.smtp.replies import Reply
 from mailhub.spool import Spool
 
-COMMAND, DATA, CLOSED = "command", "data", "closed"
+COMMAND, DATA, AUTH, CLOSED = "command", "data", "auth", "closed"
 
 #: While a reply is pending, stop reading once this much input is waiting.
 MAX_PENDING_INPUT = 256 * 1024
@@ -98,6 +101,7 @@ class ESMTPServer(smtp.ESMTP):
     ) -> None:
         super().__init__(contextFactory=contextFactory)
         self.factory = factory
+        self.delivery = factory.delivery
         self.host = factory.hostname.encode("ascii")
         self.timeout = factory.limits.idleTimeout
         self.callLater = factory.clock.callLater
@@ -106,6 +110,7 @@ class ESMTPServer(smtp.ESMTP):
         self._shuttingDown = False
         self._skippingLongLine = False
         self._errors = 0
+        self._sasl: Any = None
         self.session: Session | None = None
         self._reset()
 
@@ -205,6 +210,17 @@ class ESMTPServer(smtp.ESMTP):
                 if not self._dataChunk():
                     return
                 continue
+            if mode is AUTH:
+                end = self._input.find(b"\n")
+                if end < 0:
+                    if len(self._input) > limit + 1:
+                        self._input = b""
+                        self.mode = COMMAND
+                        self.reply(R.LINE_TOO_LONG)
+                    return
+                line, self._input = self._input[:end], self._input[end + 1 :]
+                self._authResponse(line)
+                continue
             if mode is not COMMAND:
                 self._input = b""
                 return
@@ -303,6 +319,8 @@ class ESMTPServer(smtp.ESMTP):
         lines = [self.factory.hostname, "PIPELINING", f"SIZE {self.factory.limits.messageSize}"]
         if self.canStartTLS and not self.session.tls:
             lines.append("STARTTLS")
+        if self._authOffered() and self.session.tls and self.session.user is None:
+            lines.append("AUTH PLAIN LOGIN")
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
         self.reply(Reply(250, "", "\n".join(lines)))
 
@@ -312,6 +330,10 @@ class ESMTPServer(smtp.ESMTP):
             return None
         if self._sender is not None:
             self.reply(R.NESTED_MAIL)
+            return None
+        if self.factory.requireAuth and self.session.user is None:
+            # RFC 6409 §4.3 / RFC 4954 §6.
+            self.reply(R.AUTH_REQUIRED if self.session.tls else R.TLS_REQUIRED)
             return None
         path, params = self._splitPath(arg, "FROM:")
         if path is None:
@@ -340,7 +362,7 @@ class ESMTPServer(smtp.ESMTP):
             else:
                 self.reply(R.UNKNOWN_PARAMETER.format(parameter=_clean(name, 30)))
                 return None
-        d = maybeDeferred(self.factory.delivery.validateFrom, self.session, sender)
+        d = maybeDeferred(self.delivery.validateFrom, self.session, sender)
 
         def accepted(_: object) -> None:
             self._sender = sender
@@ -368,7 +390,7 @@ class ESMTPServer(smtp.ESMTP):
             # RFC 5321 §4.5.3.1.10
             self.reply(R.TOO_MANY_RECIPIENTS)
             return None
-        d = maybeDeferred(self.factory.delivery.validateTo, self.session, recipient)
+        d = maybeDeferred(self.delivery.validateTo, self.session, recipient)
 
         def accepted(resolution: Any) -> None:
             self._recipients.append((recipient, resolution))
@@ -500,8 +522,79 @@ class ESMTPServer(smtp.ESMTP):
             self.session = Session(peer=peer, tls=True)
             self.transport.startTLS(self.ctx)
 
+    def _authOffered(self) -> bool:
+        """
+        AUTH is offered on this listener (and, RFC 4954 §4 aside, only once
+        the connection is encrypted: see L{do_AUTH}).
+        """
+        return self.factory.authenticator is not None and self.factory.offerAuth
+
     def do_AUTH(self, arg: str) -> None:
-        self.reply(R.AUTH_UNAVAILABLE)
+        if not self._authOffered():
+            self.reply(R.AUTH_UNAVAILABLE)
+            return
+        if self.session.user is not None:
+            self.reply(R.AUTH_ALREADY)
+            return
+        if self._sender is not None:
+            self.reply(R.AUTH_IN_TRANSACTION)
+            return
+        if not self.session.tls:
+            # Passwords never cross the network in the clear.
+            self.reply(R.AUTH_NEEDS_TLS)
+            return
+        name, _, initial = arg.partition(" ")
+        mechanism = sasl.MECHANISMS.get(name.upper().encode("ascii", "replace"))
+        if mechanism is None or not name:
+            self.reply(R.AUTH_MECHANISM)
+            return
+        self._sasl = mechanism()
+        if initial:
+            self._authResponse(initial.encode("ascii"))  # blocks input itself
+        else:
+            self._challenge(self._sasl.first())
+
+    def _challenge(self, challenge: bytes) -> None:
+        self.mode = AUTH
+        self.reply(R.CHALLENGE.format(challenge=base64.b64encode(challenge).decode("ascii")))
+
+    def _authResponse(self, line: bytes) -> None:
+        self.mode = COMMAND
+        mechanism = self._sasl
+        try:
+            challenge = mechanism.respond(sasl.decode(line.rstrip(b"\r")))
+        except sasl.SASLError as e:
+            self._sasl = None
+            self.reply(R.AUTH_CANCELLED if e.cancelled else R.AUTH_MALFORMED.format(reason=str(e)))
+            return
+        if challenge is not None:
+            self._challenge(challenge)
+            return
+        self._sasl = None
+        credentials = mechanism.credentials
+        d = self.factory.authenticator.login(credentials, self.session.peer, IMailDelivery)
+
+        def authenticated(result: tuple[Any, Any, Any]) -> None:
+            _, avatar, logout = result
+            if self.mode is CLOSED:
+                logout()
+                return
+            self.delivery = avatar
+            self._onLogout = logout
+            self.session.user = credentials.username.decode("utf-8").lower()
+            self.session.mayRelay = True
+            self.reply(R.AUTH_OK)
+
+        def refused(reason: Failure) -> None:
+            if reason.check(UnauthorizedLogin):
+                self.reply(R.AUTH_FAILED)
+            else:
+                if not reason.check(TemporaryAuthError):
+                    self.log.failure("authentication failed", reason)
+                self.reply(R.AUTH_TEMPORARY)
+
+        d.addCallbacks(authenticated, refused)
+        self._block(d)
 
     _COMMANDS: dict[bytes, Callable[["ESMTPServer", str], Any]] = {}
 
@@ -608,7 +701,7 @@ class ESMTPServer(smtp.ESMTP):
             peer=self.session.peer,
         )
         self._reset()
-        d = maybeDeferred(self.factory.delivery.deliver, envelope, spool)
+        d = maybeDeferred(self.delivery.deliver, envelope, spool)
 
         def delivered(_: object) -> None:
             self.reply(R.QUEUED.format(queueId=envelope.queueId))
@@ -660,6 +753,10 @@ class SMTPFactory(ServerFactory):
     @param newQueueId: makes queue ids.
     @param newSpool: makes a L{Spool} for a queue id.
     @param describeTLS: describes a TLS transport for C{Received:}.
+    @param authenticator: logs users in (C{login(credentials, peer,
+        *interfaces)}), or C{None}.
+    @param offerAuth: offer AUTH (after TLS) on this listener.
+    @param requireAuth: MAIL needs AUTH first (submission, RFC 6409).
     """
 
     log = Logger()
@@ -678,6 +775,9 @@ class SMTPFactory(ServerFactory):
         contextFactory: Any = None,
         implicitTLS: bool = False,
         describeTLS: Callable[[Any], str | None] = lambda transport: None,
+        authenticator: Any = None,
+        offerAuth: bool = False,
+        requireAuth: bool = False,
     ) -> None:
         self.hostname = hostname
         self.delivery = delivery
@@ -688,6 +788,9 @@ class SMTPFactory(ServerFactory):
         self.contextFactory = contextFactory
         self.implicitTLS = implicitTLS
         self.describeTLS = describeTLS
+        self.authenticator = authenticator
+        self.offerAuth = offerAuth
+        self.requireAuth = requireAuth
         self.perPeer: dict[str, int] = {}
         self.sessions: set[ESMTPServer] = set()
 
