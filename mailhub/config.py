@@ -65,9 +65,20 @@ class Listeners:
     Where each service listens, as Twisted endpoint strings.
 
     @ivar smtp: the MX listeners (SMTP with STARTTLS).
+    @ivar submission: mail clients, STARTTLS then AUTH (RFC 6409).
+    @ivar submissions: mail clients, implicit TLS (RFC 8314).
+    @ivar pop3: POP3 with STLS.
+    @ivar pop3s: POP3, implicit TLS.
+
+    The implicit-TLS listeners are plain endpoint strings (C{tcp:465});
+    mailhub adds TLS with the configured certificate.
     """
 
     smtp: tuple[str, ...] = ("tcp:2525:interface=127.0.0.1",)
+    submission: tuple[str, ...] = ("tcp:2587:interface=127.0.0.1",)
+    submissions: tuple[str, ...] = ("tcp:2465:interface=127.0.0.1",)
+    pop3: tuple[str, ...] = ("tcp:1110:interface=127.0.0.1",)
+    pop3s: tuple[str, ...] = ("tcp:1995:interface=127.0.0.1",)
 
 
 @frozen
@@ -79,6 +90,26 @@ class TLSFiles:
 
     certificate: str | None = None
     key: str | None = None
+
+
+@frozen
+class Auth:
+    """
+    How users log in.
+
+    @ivar checkers: credential checkers as Twisted C{strcred} strings
+        (C{"mailhub-file:/var/lib/mailhub/users"},
+        C{"mailhub-http:https://auth.example/check"}, or a third party's);
+        empty means the users file.
+    @ivar mailboxes: what makes a local mailbox exist: C{"users"} (an
+        entry in the users file) or C{"directories"} (its Maildir exists,
+        for checkers that have no user list).
+    @ivar mx: offer AUTH on the MX listeners too.
+    """
+
+    checkers: tuple[str, ...] = ()
+    mailboxes: str = "users"
+    mx: bool = False
 
 
 @frozen
@@ -107,6 +138,15 @@ class Config:
     aliases: Mapping[str, tuple[str, ...]] = field(factory=dict)
     recipientDelimiter: str = "+"
     trustedNetworks: tuple[IPNetwork, ...] = ()
+    usersFile: str | None = None
+    auth: Auth = field(factory=Auth)
+
+    @property
+    def users(self) -> str:
+        """
+        The users file: C{users} from the file, or C{DATA/users}.
+        """
+        return self.usersFile or os.path.join(self.dataDir, "users")
 
     @property
     def primaryDomain(self) -> str:
@@ -261,6 +301,8 @@ class _Reader:
             "alias_file": lambda v, k: self.path(self.string(v, k)),
             "recipient_delimiter": self.delimiter,
             "trusted_networks": self.networks,
+            "users": lambda v, k: self.path(self.string(v, k)),
+            "auth": self.auth,
         }
         top = self.table(document, "", known)
         values = {name: known[name](top[name], name) for name in top}
@@ -277,6 +319,8 @@ class _Reader:
             "limits": "limits",
             "recipient_delimiter": "recipientDelimiter",
             "trusted_networks": "trustedNetworks",
+            "users": "usersFile",
+            "auth": "auth",
         }
         kwargs = {names[k]: v for k, v in values.items() if k in names}
         return Config(source=self.source, aliases=aliases, **kwargs)
@@ -301,11 +345,27 @@ class _Reader:
         return text
 
     def listeners(self, value: Any, key: str) -> Listeners:
-        known = ("smtp",)
+        known = ("smtp", "submission", "submissions", "pop3", "pop3s")
         table = self.table(value, key, known)
         return Listeners(
             **{name: self.strings(table[name], f"{key}.{name}") for name in table}
         )
+
+    def auth(self, value: Any, key: str) -> Auth:
+        table = self.table(value, key, ("checkers", "mailboxes", "mx"))
+        kwargs: dict[str, Any] = {}
+        if "checkers" in table:
+            kwargs["checkers"] = self.strings(table["checkers"], f"{key}.checkers")
+        if "mailboxes" in table:
+            mailboxes = self.string(table["mailboxes"], f"{key}.mailboxes")
+            if mailboxes not in ("users", "directories"):
+                raise self.fail(f"{key}.mailboxes", f"must be 'users' or 'directories', not {mailboxes!r}")
+            kwargs["mailboxes"] = mailboxes
+        if "mx" in table:
+            if not isinstance(table["mx"], bool):
+                raise self.fail(f"{key}.mx", f"must be true or false, not {_kind(table['mx'])}")
+            kwargs["mx"] = table["mx"]
+        return Auth(**kwargs)
 
     def tls(self, value: Any, key: str) -> TLSFiles:
         table = self.table(value, key, ("certificate", "key"))

@@ -141,6 +141,21 @@ class Directory:
             raise _loop
         return Resolution(tuple(mailboxes.values()), tuple(remote))
 
+    def reaches(self, address: str, user: str) -> bool:
+        """
+        Whether mail to C{address} (a local alias or subaddress) is
+        delivered to the mailbox of C{user}: what lets a user send as
+        their aliases.
+        """
+        local, _, domain = address.rpartition("@")
+        if domain not in self.domains or not local:
+            return False
+        try:
+            resolution = self.resolve(Address(local, domain))
+        except DeliveryError:
+            return False
+        return any(m.address == user for m in resolution.mailboxes)
+
     def _expand(
         self,
         key: str,

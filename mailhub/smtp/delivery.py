@@ -63,7 +63,10 @@ class IMailDelivery(Interface):
 
 _tempFailure = DeliveryError(False, 451, "4.3.0", "Error: local delivery failed, try again later")
 _noRelay = DeliveryError(
-    False, 451, "4.3.2", "Error: address forwards to another domain and relaying is not available"
+    False, 451, "4.3.2", "Error: relaying to other domains is not available on this server yet"
+)
+_notYourAddress = DeliveryError(
+    True, 553, "5.7.1", "Sender address rejected: not owned by the authenticated user"
 )
 
 
@@ -88,7 +91,9 @@ class LocalDelivery:
         return None
 
     def validateTo(self, session: Session, recipient: Address) -> Resolution:
-        resolution = self.directory.resolve(recipient, mayRelay=False)
+        # Clients allowed to relay (trusted networks, authenticated users)
+        # learn that relaying is not there yet; strangers that it is denied.
+        resolution = self.directory.resolve(recipient, mayRelay=session.mayRelay)
         if resolution.remote:
             raise _noRelay
         return resolution
@@ -132,3 +137,38 @@ class LocalDelivery:
             return Failure(_tempFailure)
 
         return self.committer.submit(job).addCallbacks(delivered, failed)
+
+
+@implementer(IMailDelivery)
+class SubmissionDelivery(LocalDelivery):
+    """
+    The delivery avatar of an authenticated user (submission, RFC 6409):
+    may send only as their own address, an alias that reaches them, or
+    the addresses the user file allows them (C{senders=} field).
+
+    @param user: the user's address, lower case.
+    @param senders: more addresses this user may send as; C{"*"} among
+        them allows any.
+    """
+
+    def __init__(
+        self,
+        directory: Directory,
+        committer: Committer,
+        names: UniqueNames,
+        user: str,
+        senders: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(directory, committer, names)
+        self.user = user
+        self.senders = frozenset(s.lower() for s in senders)
+
+    def validateFrom(self, session: Session, sender: Address) -> None:
+        if not sender.local and not sender.domain:
+            return None  # <>: delivery reports, vacation replies
+        address = sender.key
+        if address == self.user or "*" in self.senders or address in self.senders:
+            return None
+        if self.directory.reaches(address, self.user):
+            return None
+        raise _notYourAddress

@@ -1,0 +1,62 @@
+# -*- test-case-name: tests.auth.test_realm -*-
+"""
+The mailhub realm: what a logged-in user gets, per protocol.
+
+One C{twisted.cred} portal serves every protocol; the realm hands each its
+avatar over the user's Maildir (C{DATA/mail/DOMAIN/LOCAL/}): an
+L{IMailDelivery} for submission, a C{pop3.IMailbox} for POP3 (and, later,
+an C{imap4.IAccount}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.cred.portal import IRealm
+from twisted.mail.pop3 import IMailbox
+from zope.interface import implementer
+
+from mailhub.smtp.delivery import IMailDelivery
+
+
+def avatarAddress(avatarId: bytes | str) -> str:
+    """
+    The user's address from a checker's avatar id (bytes or text).
+    """
+    if isinstance(avatarId, bytes):
+        avatarId = avatarId.decode("utf-8")
+    return avatarId.lower()
+
+
+@implementer(IRealm)
+class MailhubRealm:
+    """
+    Builds avatars for logged-in users.
+
+    @param submission: makes the L{IMailDelivery} of a user (their address
+        in, the avatar out).
+    @param maildir: the Maildir path of a user's address.
+    @param pop3Mailbox: makes the POP3 mailbox over a Maildir path; it may
+        have a C{release()} method, called at logout.
+    """
+
+    def __init__(
+        self,
+        *,
+        submission: Callable[[str], IMailDelivery],
+        maildir: Callable[[str], str],
+        pop3Mailbox: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.submission = submission
+        self.maildir = maildir
+        self.pop3Mailbox = pop3Mailbox
+
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
+        address = avatarAddress(avatarId)
+        for interface in interfaces:
+            if interface is IMailDelivery:
+                return interface, self.submission(address), lambda: None
+            if interface is IMailbox and self.pop3Mailbox is not None:
+                mailbox = self.pop3Mailbox(self.maildir(address))
+                return interface, mailbox, getattr(mailbox, "release", lambda: None)
+        raise NotImplementedError(f"no avatar for {interfaces!r}")
