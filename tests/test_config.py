@@ -163,9 +163,25 @@ class ExampleTests(SynchronousTestCase):
         self.assertEqual(
             self.config.listeners,
             Listeners(
-                smtp=("tcp:25:interface=0.0.0.0", "tcp6:25:interface=2001\\:db8\\:\\:25")
+                smtp=("tcp:25:interface=0.0.0.0", "tcp6:25:interface=2001\\:db8\\:\\:25"),
+                submission=("tcp:587:interface=0.0.0.0",),
+                submissions=("tcp:465:interface=0.0.0.0",),
+                pop3=("tcp:110:interface=0.0.0.0",),
+                pop3s=("tcp:995:interface=0.0.0.0",),
             ),
         )
+
+    def test_auth(self) -> None:
+        """
+        The [auth] table and the users file.
+        """
+        from mailhub.config import Auth
+
+        self.assertEqual(
+            self.config.auth,
+            Auth(checkers=("mailhub-file:/var/lib/mailhub/users",), mailboxes="users", mx=False),
+        )
+        self.assertEqual(self.config.users, "/var/lib/mailhub/users")
 
     def test_listenerStringsParse(self) -> None:
         """
