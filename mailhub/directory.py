@@ -75,7 +75,7 @@ class MaildirMailboxes:
         return os.path.join(self.root, domain, local)
 
     def exists(self, local: str, domain: str) -> bool:
-        if "/" in local or "\0" in local or local.startswith("."):
+        if not local or "/" in local or "\0" in local or local.startswith("."):
             # Never a path outside DATA/mail/DOMAIN/.
             return False
         return os.path.isdir(self.maildir(local, domain))
@@ -176,9 +176,10 @@ class Directory:
             return True
         seen.add(key)
         candidates = [local]
-        if self.delimiter and self.delimiter in local.strip(self.delimiter):
+        base = local.split(self.delimiter, 1)[0] if self.delimiter else local
+        if base and base != local:
             # RFC 5233 style subaddress: user+tag@ delivers to user@.
-            candidates.append(local.split(self.delimiter, 1)[0])
+            candidates.append(base)
         for candidate in candidates:
             full = f"{candidate}@{domain}"
             targets = self.aliases.get(full)

@@ -117,6 +117,9 @@ class FileSystem:
     def unlink(self, path: str) -> None:
         os.unlink(path)
 
+    def mkdir(self, path: str, mode: int = 0o700) -> None:
+        os.mkdir(path, mode)
+
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         os.makedirs(path, mode, exist_ok=True)
 

@@ -35,6 +35,9 @@ from mailhub.fs import FileSystem
 
 _STOP = object()
 
+#: Bound on the committer's memory of Maildirs known to be complete.
+_MAX_KNOWN_MAILDIRS = 100_000
+
 
 @define
 class MaildirDelivery:
@@ -84,12 +87,19 @@ class _Staged:
         self.tmps = tmps
 
 
-def _stage(fs: FileSystem, delivery: MaildirDelivery) -> _Staged:
+def _stage(fs: FileSystem, delivery: MaildirDelivery, complete: set[str]) -> _Staged:
     """
     Write C{delivery} into the first Maildir's C{tmp/} and link it into the
     others' (nothing fsynced yet).  On failure, everything this created is
     removed before the error propagates.
     """
+    for maildir in delivery.maildirs:
+        if maildir not in complete:
+            # Once per Maildir and process: repair one that lacks a subdirectory.
+            ensureMaildir(fs, maildir)
+            if len(complete) > _MAX_KNOWN_MAILDIRS:
+                complete.clear()
+            complete.add(maildir)
     first = _tmpPath(delivery.maildirs[0], delivery.names[0])
     fd = _openTmp(fs, first, delivery.maildirs[0])
     tmps = [first]
@@ -133,7 +143,12 @@ def _publish(fs: FileSystem, staged: _Staged) -> list[str]:
     try:
         for tmp, maildir, name in zip(staged.tmps, delivery.maildirs, delivery.names):
             target = os.path.join(maildir, "new", name)
-            fs.rename(tmp, target)
+            try:
+                fs.rename(tmp, target)
+            except FileNotFoundError:
+                # tmp/ is there (we just wrote into it) but new/ is not.
+                ensureMaildir(fs, maildir)
+                fs.rename(tmp, target)
             done.append(target)
     except BaseException:
         _removeAll(fs, done + staged.tmps[len(done) :])
@@ -148,7 +163,7 @@ def writeMessage(fs: FileSystem, delivery: MaildirDelivery) -> list[str]:
 
     @return: the paths in C{new/}.
     """
-    staged = _stage(fs, delivery)
+    staged = _stage(fs, delivery, set())
     try:
         assert staged.fd is not None
         fs.fsync(staged.fd)
@@ -175,10 +190,23 @@ def _openTmp(fs: FileSystem, path: str, maildir: str) -> int:
 
 def ensureMaildir(fs: FileSystem, maildir: str) -> None:
     """
-    Create C{cur/ new/ tmp/} under C{maildir} where they are missing.
+    Create C{cur/ new/ tmp/} under C{maildir} where they are missing, and
+    make the new directory entries durable (where there is no C{syncfs},
+    which the batch calls anyway, by fsyncing the Maildir and its parent).
     """
+    created = False
     for sub in ("tmp", "new", "cur"):
-        fs.makedirs(os.path.join(maildir, sub))
+        path = os.path.join(maildir, sub)
+        try:
+            fs.mkdir(path)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            fs.makedirs(path)
+        created = True
+    if created and not fs.canSyncFilesystem:
+        fs.fsyncDirectory(maildir)
+        fs.fsyncDirectory(os.path.dirname(maildir))
 
 
 def _linkOrCopy(fs: FileSystem, source: str, target: str, maildir: str, size: int) -> None:
@@ -194,14 +222,18 @@ def _linkOrCopy(fs: FileSystem, source: str, target: str, maildir: str, size: in
         # Another file system (or no hard links there): copy, fsynced.
         fd = fs.openExclusive(target)
         try:
-            src = fs.openRead(source)
             try:
-                fs.copy(src, fd, size)
+                src = fs.openRead(source)
+                try:
+                    fs.copy(src, fd, size)
+                finally:
+                    fs.close(src)
+                fs.fsync(fd)
             finally:
-                fs.close(src)
-            fs.fsync(fd)
-        finally:
-            fs.close(fd)
+                fs.close(fd)
+        except BaseException:
+            _removeAll(fs, [target])
+            raise
 
 
 def _removeAll(fs: FileSystem, paths: Sequence[str]) -> None:
@@ -212,7 +244,11 @@ def _removeAll(fs: FileSystem, paths: Sequence[str]) -> None:
             pass
 
 
-def runBatch(fs: FileSystem, deliveries: Sequence[MaildirDelivery]) -> list[BaseException | None]:
+def runBatch(
+    fs: FileSystem,
+    deliveries: Sequence[MaildirDelivery],
+    complete: set[str] | None = None,
+) -> list[BaseException | None]:
     """
     Deliver a batch as one group commit: every message written into
     C{tmp/}; their data made durable; each renamed into C{new/}; the
@@ -221,15 +257,19 @@ def runBatch(fs: FileSystem, deliveries: Sequence[MaildirDelivery]) -> list[Base
     whole batch (one device flush instead of one per message); otherwise
     each file and each C{new/} directory is fsynced.
 
+    @param complete: Maildirs known to have C{cur/ new/ tmp/} (the
+        committer keeps it across batches); others are checked first.
     @return: for each delivery, C{None} on success (its C{delivered} is
         filled in) or the exception that stopped it; a failed delivery left
         nothing in C{tmp/} or C{new/}.
     """
+    if complete is None:
+        complete = set()
     results: list[BaseException | None] = [None] * len(deliveries)
     staged: dict[int, _Staged] = {}
     for index, delivery in enumerate(deliveries):
         try:
-            staged[index] = _stage(fs, delivery)
+            staged[index] = _stage(fs, delivery, complete)
         except Exception as e:
             results[index] = e
 
@@ -244,7 +284,7 @@ def runBatch(fs: FileSystem, deliveries: Sequence[MaildirDelivery]) -> list[Base
     # 1. The data.
     if fs.canSyncFilesystem:
         groups: dict[int, list[int]] = {}
-        for index, item in staged.items():
+        for index, item in list(staged.items()):
             try:
                 assert item.fd is not None
                 groups.setdefault(fs.device(item.fd), []).append(index)
@@ -358,6 +398,7 @@ class Committer:
         self._thread: threading.Thread | None = None
         self._stopped: Deferred[None] | None = None
         self.batches = 0
+        self._complete: set[str] = set()
 
     def start(self) -> None:
         """
@@ -394,7 +435,7 @@ class Committer:
             d.errback(Failure(OSError(errno.ESHUTDOWN, "delivery is stopping")))
             return d
         if not self._threaded:
-            self._report([(delivery, d)], runBatch(self._fs, [delivery]))
+            self._report([(delivery, d)], runBatch(self._fs, [delivery], self._complete))
             return d
         if self._thread is None:
             self.start()
@@ -418,7 +459,7 @@ class Committer:
             if batch:
                 deliveries = [d for d, _ in batch]  # type: ignore[misc]
                 try:
-                    results: list[BaseException | None] = runBatch(self._fs, deliveries)
+                    results: list[BaseException | None] = runBatch(self._fs, deliveries, self._complete)
                 except BaseException as e:  # never lose a caller's Deferred
                     results = [e] * len(batch)
                 self._reactor.callFromThread(self._report, batch, results)
