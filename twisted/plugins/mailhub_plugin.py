@@ -1,8 +1,12 @@
 """
-The C{twistd mailhub} plugin: a lazy service maker, nothing else.
+The C{twistd mailhub} plugin: a lazy service maker, and the credential
+checker factories (C{--auth=mailhub-file:PATH}, C{mailhub-http:URL}),
+nothing else.
 """
 
 from twisted.application.service import ServiceMaker
+
+from mailhub.auth.strcred import fileCheckerFactory, httpCheckerFactory  # noqa: F401
 
 mailhub = ServiceMaker(
     "mailhub",
