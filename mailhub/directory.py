@@ -10,7 +10,7 @@ L{DeliveryError} the SMTP server answers RCPT with.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 from attrs import frozen
 from twisted.logger import Logger
@@ -79,6 +79,25 @@ class MaildirMailboxes:
             # Never a path outside DATA/mail/DOMAIN/.
             return False
         return os.path.isdir(self.maildir(local, domain))
+
+
+class UserMailboxes(MaildirMailboxes):
+    """
+    A mailbox exists when its user does (an entry in the users file); its
+    Maildir is still C{DATA/mail/DOMAIN/LOCAL/}.
+
+    @param users: anything with C{lookup(address)} returning an entry or
+        C{None}.
+    """
+
+    def __init__(self, dataDir: str, users: Any) -> None:
+        super().__init__(dataDir)
+        self.users = users
+
+    def exists(self, local: str, domain: str) -> bool:
+        if not local or "/" in local or "\0" in local or local.startswith("."):
+            return False
+        return self.users.lookup(f"{local}@{domain}") is not None
 
 
 _unknown = DeliveryError(True, 550, "5.1.1", "Recipient address rejected: User unknown")

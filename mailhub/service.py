@@ -19,19 +19,28 @@ from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.cred import strcred
+from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailhub import __version__, tls
 from mailhub.config import Config
-from mailhub.directory import Directory, MaildirMailboxes
+from mailhub.auth.checkers import PasswordFileChecker
+from mailhub.auth.realm import MailhubRealm
+from mailhub.auth.throttle import Authenticator, LoginThrottle
+from mailhub.auth.userfile import UserFile
+from mailhub.directory import Directory, MaildirMailboxes, UserMailboxes
+from mailhub.pop3.mailbox import MaildirMailbox
+from mailhub.pop3.server import POP3Factory
 from mailhub.errors import ConfigError, MailhubError
 from mailhub.maildir.cleanup import cleanSpool, cleanTmp
 from mailhub.maildir.delivery import Committer, ensureMaildir
 from mailhub.maildir.names import QueueIds, UniqueNames
 from mailhub.fs import FileSystem
-from mailhub.smtp.delivery import LocalDelivery
+from mailhub.smtp.delivery import LocalDelivery, SubmissionDelivery
 from mailhub.smtp.server import SMTPFactory
 from mailhub.spool import Spool
 
@@ -221,27 +230,86 @@ def makeService(
 
     committer = Committer(reactor, threaded=threaded)
     CommitterService(committer).setServiceParent(top)
+    users = UserFile(config.users)
+    if config.auth.mailboxes == "users":
+        mailboxes: Any = UserMailboxes(paths.data, users)
+    else:
+        mailboxes = MaildirMailboxes(paths.data)
     directory = Directory(
         config.domains,
         config.aliases,
         config.recipientDelimiter,
-        MaildirMailboxes(paths.data),
+        mailboxes,
     )
-    delivery = LocalDelivery(directory, committer, UniqueNames(reactor, config.hostname))
+    names = UniqueNames(reactor, config.hostname)
+    delivery = LocalDelivery(directory, committer, names)
+
+    def submission(user: str) -> SubmissionDelivery:
+        entry = users.lookup(user)
+        senders = entry.extraFields().get("senders", "") if entry is not None else ""
+        return SubmissionDelivery(
+            directory, committer, names, user, tuple(s for s in senders.split(",") if s)
+        )
+
+    def maildir(address: str) -> str:
+        local, _, domain = address.rpartition("@")
+        return mailboxes.maildir(local, domain)
+
+    realm = MailhubRealm(submission=submission, maildir=maildir, pop3Mailbox=MaildirMailbox)
+    portal = Portal(realm, _checkers(config, reactor, users))
+    authenticator = Authenticator(portal, LoginThrottle(reactor), reactor)
+
     queueIds = QueueIds(reactor)
-    factory = SMTPFactory(
-        hostname=config.hostname,
-        delivery=delivery,
-        limits=config.limits,
-        clock=reactor,
-        newQueueId=queueIds.make,
-        newSpool=lambda queueId: Spool(paths.spool, queueId),
-        contextFactory=contextFactory,
-        describeTLS=tls.describeTLS,
-    )
-    top.factories["smtp"] = factory
-    SessionsService(factory).setServiceParent(top)
-    _listen(top, reactor, "smtp", config.listeners.smtp, factory)
+
+    def smtpFactory(**kwargs: Any) -> SMTPFactory:
+        return SMTPFactory(
+            hostname=config.hostname,
+            delivery=delivery,
+            limits=config.limits,
+            clock=reactor,
+            newQueueId=queueIds.make,
+            newSpool=lambda queueId: Spool(paths.spool, queueId),
+            contextFactory=contextFactory,
+            describeTLS=tls.describeTLS,
+            authenticator=authenticator,
+            trustedNetworks=config.trustedNetworks,
+            **kwargs,
+        )
+
+    listeners = config.listeners
+    services = [
+        ("smtp", listeners.smtp, smtpFactory(offerAuth=config.auth.mx), False),
+        ("submission", listeners.submission, smtpFactory(offerAuth=True, requireAuth=True), False),
+        (
+            "submissions",
+            listeners.submissions,
+            smtpFactory(offerAuth=True, requireAuth=True, implicitTLS=True),
+            True,
+        ),
+        (
+            "pop3",
+            listeners.pop3,
+            POP3Factory(
+                portal=portal, clock=reactor, contextFactory=contextFactory,
+                hostname=config.hostname,
+            ),
+            False,
+        ),
+        (
+            "pop3s",
+            listeners.pop3s,
+            POP3Factory(
+                portal=portal, clock=reactor, contextFactory=contextFactory,
+                implicitTLS=True, hostname=config.hostname,
+            ),
+            True,
+        ),
+    ]
+    for name, _, factory, _ in services:
+        top.factories[name] = factory
+        SessionsService(factory).setServiceParent(top)
+    for name, descriptions, factory, implicit in services:
+        _listen(top, reactor, name, descriptions, factory, contextFactory if implicit else None)
 
     cleaner = TimerService(
         CLEANUP_INTERVAL,
@@ -251,6 +319,24 @@ def makeService(
     cleaner.setName("tmp-cleaner")
     cleaner.setServiceParent(top)
     return top
+
+
+def _checkers(config: Config, reactor: Any, users: UserFile) -> list[Any]:
+    """
+    The credential checkers the configuration names (Twisted C{strcred}
+    strings), or the users file.
+    """
+    if not config.auth.checkers:
+        return [PasswordFileChecker(users, reactor)]
+    checkers = []
+    for index, description in enumerate(config.auth.checkers):
+        try:
+            checkers.append(strcred.makeChecker(description))
+        except Exception as e:
+            raise ConfigError(
+                config.source, f"auth.checkers[{index}]", f"cannot make checker {description!r}: {e}"
+            ) from None
+    return checkers
 
 
 def _offThread(reactor: Any, function: Any, *args: Any) -> Deferred[Any]:
@@ -282,7 +368,14 @@ def _listen(
     name: str,
     descriptions: tuple[str, ...],
     factory: Any,
+    implicitTLS: Any = None,
 ) -> None:
+    """
+    Add a listener service per endpoint string; with C{implicitTLS} (the
+    server TLS options) the factory is wrapped in TLS from the first byte.
+    """
+    if implicitTLS is not None:
+        factory = TLSMemoryBIOFactory(implicitTLS, False, factory)
     for index, description in enumerate(descriptions):
         key = f"listeners.{name}[{index}]"
         try:

@@ -43,7 +43,9 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(self.reactor.tcpServers, [])
         service.privilegedStartService()
         service.startService()
-        self.assertEqual([p[0] for p in self.reactor.tcpServers], [2525, 2526])
+        self.assertEqual(
+            [p[0] for p in self.reactor.tcpServers], [2525, 2526, 2587, 2465, 1110, 1995]
+        )
         self.assertTrue(os.path.isdir(os.path.join(self.data, "spool")))
         for domain in ("example.test", "other.test"):
             self.assertTrue(

@@ -24,6 +24,7 @@ L{writeUsers} rewrites the file atomically, keeping an operator's comments.
 from __future__ import annotations
 
 import os
+import threading
 import re
 import secrets
 from typing import Iterable
@@ -243,20 +244,25 @@ class UserFile:
         # failed stat), so that each failure is logged once.
         self._failed: object = None
         self._missing = False
+        # Lookups come from the reactor thread (RCPT) and from checker
+        # threads (logins): one reload at a time.
+        self._lock = threading.Lock()
 
     def lookup(self, address: str) -> UserEntry | None:
         """
         The entry of C{address} (any case), or C{None}.
         """
-        self._refresh()
-        return self._users.get(address.lower())
+        with self._lock:
+            self._refresh()
+            return self._users.get(address.lower())
 
     def addresses(self) -> tuple[str, ...]:
         """
         Every user's address, sorted.
         """
-        self._refresh()
-        return tuple(sorted(self._users))
+        with self._lock:
+            self._refresh()
+            return tuple(sorted(self._users))
 
     def _refresh(self) -> None:
         try:

@@ -117,7 +117,8 @@ class ESMTPServer(smtp.ESMTP):
     # Connection
 
     def connectionMade(self) -> None:
-        self.session = Session(peer=peerHost(self.transport.getPeer()))
+        peer = peerHost(self.transport.getPeer())
+        self.session = Session(peer=peer, mayRelay=self.factory.isTrusted(peer))
         self.canStartTLS = self.ctx is not None and hasattr(self.transport, "startTLS")
         self.session.tls = self.factory.implicitTLS
         self.factory.connected(self)
@@ -519,7 +520,7 @@ class ESMTPServer(smtp.ESMTP):
             self._input = b""
             self._reset()
             peer = self.session.peer
-            self.session = Session(peer=peer, tls=True)
+            self.session = Session(peer=peer, tls=True, mayRelay=self.factory.isTrusted(peer))
             self.transport.startTLS(self.ctx)
 
     def _authOffered(self) -> bool:
@@ -726,6 +727,16 @@ ESMTPServer._COMMANDS = {
 }
 
 
+def _inNetworks(host: str, networks: tuple[Any, ...]) -> bool:
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 class _Refuse(Protocol):
     """
     Says one C{421} and hangs up: the answer to a peer over its
@@ -757,6 +768,7 @@ class SMTPFactory(ServerFactory):
         *interfaces)}), or C{None}.
     @param offerAuth: offer AUTH (after TLS) on this listener.
     @param requireAuth: MAIL needs AUTH first (submission, RFC 6409).
+    @param trustedNetworks: clients from these may relay without AUTH.
     """
 
     log = Logger()
@@ -778,6 +790,7 @@ class SMTPFactory(ServerFactory):
         authenticator: Any = None,
         offerAuth: bool = False,
         requireAuth: bool = False,
+        trustedNetworks: tuple[Any, ...] = (),
     ) -> None:
         self.hostname = hostname
         self.delivery = delivery
@@ -791,6 +804,7 @@ class SMTPFactory(ServerFactory):
         self.authenticator = authenticator
         self.offerAuth = offerAuth
         self.requireAuth = requireAuth
+        self.trustedNetworks = trustedNetworks
         self.perPeer: dict[str, int] = {}
         self.sessions: set[ESMTPServer] = set()
 
@@ -833,11 +847,13 @@ class SMTPFactory(ServerFactory):
     _drained: Deferred[None] | None = None
 
     def _exempt(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.limits.peerLimitExempt)
+        return _inNetworks(host, self.limits.peerLimitExempt)
+
+    def isTrusted(self, host: str) -> bool:
+        """
+        Whether a client at C{host} may relay without authenticating.
+        """
+        return _inNetworks(host, self.trustedNetworks)
 
     def connected(self, session: ESMTPServer) -> None:
         host = session.session.peer

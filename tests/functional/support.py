@@ -49,6 +49,28 @@ _T = TypeVar("_T")
 _SIZE_IN_NAME = re.compile(r",S=([0-9]+)")
 
 
+#: The password of the users tests make.
+PASSWORD = "correct horse battery staple"
+
+_hashes: dict[str, str] = {}
+
+
+def cheapHash(password: str) -> str:
+    """
+    An Argon2id hash of C{password} at a cost low enough for tests (the
+    server verifies it like any other; production hashes cost far more).
+    """
+    if password not in _hashes:
+        from argon2 import PasswordHasher
+
+        from mailhub.auth.passwords import hashPassword
+
+        _hashes[password] = hashPassword(
+            password, PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        )
+    return _hashes[password]
+
+
 def tomlValue(value: object) -> str:
     """
     Write one TOML value: a string, number, boolean or list of them.
@@ -164,10 +186,18 @@ class RunningServer:
     def maildir(self, local: str, domain: str = DOMAIN) -> str:
         return os.path.join(self.data, "mail", domain, local)
 
-    def createMailbox(self, local: str, domain: str = DOMAIN) -> str:
+    def createMailbox(self, local: str, domain: str = DOMAIN, password: str = PASSWORD) -> str:
         """
-        Make C{local@domain} exist (its directory is the mailbox).
+        Make C{local@domain} exist: a user in the users file (with
+        C{password}) and its Maildir directory.
         """
+        from mailhub.auth.userfile import UserEntry, readUsers, writeUsers
+
+        users = os.path.join(self.data, "users")
+        entries = dict(readUsers(users)) if os.path.exists(users) else {}
+        address = f"{local}@{domain}"
+        entries[address] = UserEntry(address, cheapHash(password))
+        writeUsers(users, entries.values())
         path = self.maildir(local, domain)
         os.makedirs(path, exist_ok=True)
         return path

@@ -6,6 +6,7 @@ L{StringTransport} and a L{Clock}, no sockets.
 from __future__ import annotations
 
 import os
+import re
 
 from attrs import evolve
 from hypothesis import given, settings, strategies as st
@@ -81,6 +82,8 @@ class TLSStringTransport(StringTransport):
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
+_DATE_LINE = re.compile(rb"\t\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\Z")
+
 
 class ServerTestsMixin:
     limits = Limits(peerLimitExempt=())
@@ -147,11 +150,9 @@ class ServerTestsMixin:
         A delivered message without the Received header mailhub added.
         """
         content = self.delivery.messages[index][1]
-        # The Received header ends at the first line not starting with a tab.
+        # The Received header ends with its date line.
         lines = content.split(b"\r\n")
-        end = 1
-        while end < len(lines) and lines[end].startswith(b"\t"):
-            end += 1
+        end = next(i for i, line in enumerate(lines) if _DATE_LINE.match(line)) + 1
         return b"\r\n".join(lines[end:])
 
 
