@@ -246,7 +246,7 @@ def makeService(
 
     def submission(user: str) -> SubmissionDelivery:
         entry = users.lookup(user)
-        senders = entry.extraFields().get("senders", "") if entry is not None else ""
+        senders = entry.extraFields.get("senders", "") if entry is not None else ""
         return SubmissionDelivery(
             directory, committer, names, user, tuple(s for s in senders.split(",") if s)
         )

@@ -111,6 +111,9 @@ def writeConfig(
         "[listeners]",
         f"smtp = {tomlValue(list(listeners))}",
     ]
+    # Every other service on a port of its own choosing, never the defaults.
+    for name in ("submission", "submissions", "pop3", "pop3s"):
+        lines.append(f"{name} = {tomlValue(['tcp:0:interface=127.0.0.1'])}")
     if limits:
         lines.append("[limits]")
         lines += [f"{key} = {tomlValue(value)}" for key, value in limits.items()]
@@ -150,6 +153,11 @@ class RunningServer:
         self.service = service
         self.data = data
         self.port: int = service.port("smtp").getHost().port
+        #: The port of each service, by listener name.
+        self.ports: dict[str, int] = {
+            name: service.port(name).getHost().port
+            for name in ("smtp", "submission", "submissions", "pop3", "pop3s")
+        }
         self.factory = service.factories["smtp"]
         self._drained: list[Deferred[None]] = []
         original = self.factory.disconnected

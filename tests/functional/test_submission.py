@@ -1,0 +1,182 @@
+"""
+Submission with C{smtplib}: STARTTLS then AUTH on the submission port,
+implicit TLS on the submissions port, what an authenticated user may send.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+
+from tests.functional.support import (
+    CLIENT_NAME,
+    DOMAIN,
+    PASSWORD,
+    SOCKET_GUARD,
+    RunningServerTestCase,
+    message,
+)
+from twisted.internet.threads import deferToThread
+
+
+def unverified() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+ALICE = f"alice@{DOMAIN}"
+
+
+class SubmissionTests(RunningServerTestCase):
+    """
+    The submission listeners with a real mail client library.
+    """
+
+    aliases = {"sales": ["alice", "bob"]}
+
+    def submit(self, work, implicit: bool = False):
+        """
+        Run C{work(client)} on a connection to submission (STARTTLS done)
+        or submissions (implicit TLS), in a thread.
+        """
+        port = self.server.ports["submissions" if implicit else "submission"]
+
+        def run():
+            if implicit:
+                client = smtplib.SMTP_SSL(
+                    "127.0.0.1", port, local_hostname=CLIENT_NAME, timeout=SOCKET_GUARD,
+                    context=unverified(),
+                )
+            else:
+                client = smtplib.SMTP("127.0.0.1", port, local_hostname=CLIENT_NAME, timeout=SOCKET_GUARD)
+            try:
+                client.ehlo()
+                if not implicit:
+                    client.starttls(context=unverified())
+                    client.ehlo()
+                return work(client)
+            finally:
+                client.close()
+
+        return deferToThread(run)
+
+    async def test_authAndSendLocal(self) -> None:
+        """
+        STARTTLS, AUTH PLAIN with the user's password, then a message to a
+        local user is delivered at once, with ESMTPSA in the trace header.
+        """
+
+        def work(client: smtplib.SMTP):
+            assert "PLAIN" in client.esmtp_features["auth"], client.esmtp_features
+            client.login(ALICE, PASSWORD)
+            return client.sendmail(ALICE, [f"bob@{DOMAIN}"], message("submitted"))
+
+        self.assertEqual(await self.submit(work), {})
+        [stored] = self.server.messages("bob")
+        self.assertIn(b"with ESMTPSA id", stored)
+
+    async def test_authLoginImplicitTLS(self) -> None:
+        """
+        On the implicit-TLS port AUTH LOGIN works from the first EHLO.
+        """
+
+        def work(client: smtplib.SMTP):
+            client.user, client.password = ALICE, PASSWORD
+            code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=False)
+            assert code == 235, code
+            return client.sendmail(ALICE, [f"bob@{DOMAIN}"], message("implicit"))
+
+        self.assertEqual(await self.submit(work, implicit=True), {})
+        self.assertEqual(len(self.server.messages("bob")), 1)
+
+    async def test_noAuthBeforeTLS(self) -> None:
+        """
+        Before STARTTLS, AUTH is not offered and is refused (538); MAIL is
+        refused with 530.
+        """
+
+        def work():
+            client = smtplib.SMTP("127.0.0.1", self.server.ports["submission"], local_hostname=CLIENT_NAME, timeout=SOCKET_GUARD)
+            try:
+                client.ehlo()
+                offered = client.has_extn("auth")
+                auth = client.docmd("AUTH", "PLAIN AGFsaWNlAHg=")
+                mail = client.docmd("MAIL", f"FROM:<{ALICE}>")
+                return offered, auth, mail
+            finally:
+                client.close()
+
+        offered, auth, mail = await deferToThread(work)
+        self.assertFalse(offered)
+        self.assertEqual(auth[0], 538)
+        self.assertEqual(mail[0], 530)
+
+    async def test_wrongPassword(self) -> None:
+        """
+        A wrong password is refused with 535 (after the throttle's delay).
+        """
+
+        def work(client: smtplib.SMTP):
+            try:
+                client.login(ALICE, "wrong")
+            except smtplib.SMTPAuthenticationError as e:
+                return e.smtp_code
+            return None
+
+        self.assertEqual(await self.submit(work), 535)
+
+    async def test_mailBeforeAuth(self) -> None:
+        """
+        After TLS but before AUTH, MAIL is 530 5.7.0.
+        """
+
+        def work(client: smtplib.SMTP):
+            return client.docmd("MAIL", f"FROM:<{ALICE}>")
+
+        code, text = await self.submit(work)
+        self.assertEqual((code, text[:5]), (530, b"5.7.0"))
+
+    async def test_senderMustBeOwn(self) -> None:
+        """
+        The user may send as their alias but not as another user (553 5.7.1).
+        """
+
+        def work(client: smtplib.SMTP):
+            client.login(ALICE, PASSWORD)
+            own = client.docmd("MAIL", f"FROM:<sales@{DOMAIN}>")
+            client.rset()
+            other = client.docmd("MAIL", f"FROM:<bob@{DOMAIN}>")
+            return own, other
+
+        own, other = await self.submit(work)
+        self.assertEqual(own[0], 250)
+        self.assertEqual((other[0], other[1][:5]), (553, b"5.7.1"))
+
+    async def test_remoteRecipientNotYet(self) -> None:
+        """
+        Until the relay queue lands, a remote recipient is refused with a
+        clear temporary 451 4.3.2, never accepted and dropped.
+        """
+
+        def work(client: smtplib.SMTP):
+            client.login(ALICE, PASSWORD)
+            client.docmd("MAIL", f"FROM:<{ALICE}>")
+            return client.docmd("RCPT", "TO:<friend@elsewhere.example>")
+
+        code, text = await self.submit(work)
+        self.assertEqual((code, text[:5]), (451, b"4.3.2"))
+
+    async def test_mxDoesNotOfferAuth(self) -> None:
+        """
+        The MX port offers no AUTH, even after STARTTLS.
+        """
+
+        def work(client: smtplib.SMTP):
+            client.ehlo()
+            client.starttls(context=unverified())
+            client.ehlo()
+            return client.has_extn("auth")
+
+        self.assertFalse(await self.smtp(work))
