@@ -212,7 +212,11 @@ class MailhubService(MultiService):
 
 
 def makeService(
-    config: Config, reactor: Any, prepare: bool = True, threaded: bool = True
+    config: Config,
+    reactor: Any,
+    prepare: bool = True,
+    threaded: bool = True,
+    checkers: list[Any] | None = None,
 ) -> MailhubService:
     """
     Build the server.
@@ -221,6 +225,8 @@ def makeService(
         for C{mailhub check-config}, which changes nothing).
     @param threaded: deliver on a worker thread (off in tests driven by a
         memory reactor, which has no threads).
+    @param checkers: credential checkers that replace the configured ones
+        (C{twistd mailhub --auth=...}).
     @raise ConfigError: something in the configuration cannot be served.
     """
     paths = Paths(os.path.abspath(config.dataDir))
@@ -256,7 +262,7 @@ def makeService(
         return mailboxes.maildir(local, domain)
 
     realm = MailhubRealm(submission=submission, maildir=maildir, pop3Mailbox=MaildirMailbox)
-    portal = Portal(realm, _checkers(config, reactor, users))
+    portal = Portal(realm, checkers or _checkers(config, reactor, users))
     authenticator = Authenticator(portal, LoginThrottle(reactor), reactor)
 
     queueIds = QueueIds(reactor)

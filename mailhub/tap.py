@@ -10,13 +10,14 @@ import sys
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.cred import strcred
 from twisted.python import usage
 
 from mailhub import config as configuration
 from mailhub.errors import ConfigError
 
 
-class Options(usage.Options):
+class Options(usage.Options, strcred.AuthOptionMixin):
     """
     Options of C{twistd mailhub}.
     """
@@ -56,7 +57,8 @@ def makeService(options: Any) -> IService:
     from mailhub.service import makeService as build
 
     try:
-        service = build(loadConfig(options), reactor)
+        # --auth=... (Twisted's strcred) replaces the configured checkers.
+        service = build(loadConfig(options), reactor, checkers=options.get("credCheckers") or None)
     except ConfigError as e:
         sys.stderr.write(f"mailhub: {e}\n")
         raise SystemExit(1)

@@ -132,3 +132,21 @@ class ServiceTests(SynchronousTestCase):
         service = makeService(self.config(), self.reactor, threaded=False)
         error = self.assertRaises(ListenError, service.privilegedStartService)
         self.assertIn("listeners.smtp[0] tcp:2525:interface=127.0.0.1", str(error))
+
+
+class TapTests(SynchronousTestCase):
+    """
+    C{twistd mailhub} options.
+    """
+
+    def test_authOption(self) -> None:
+        """
+        C{--auth=mailhub-file:PATH} (Twisted's strcred) gives a file checker.
+        """
+        from mailhub.auth.checkers import PasswordFileChecker
+        from mailhub.tap import Options
+
+        options = Options()
+        options.parseOptions(["--auth", "mailhub-file:" + os.path.abspath(self.mktemp())])
+        [checker] = options["credCheckers"]
+        self.assertIsInstance(checker, PasswordFileChecker)
