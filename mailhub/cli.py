@@ -66,8 +66,17 @@ def describe(config: Config, out: TextIO) -> None:
         f"data:          {data}",
         f"mailboxes:     {os.path.join(data, 'mail', 'DOMAIN', 'USER')}/",
     ]
-    for listener in config.listeners.smtp:
-        lines.append(f"smtp:          {listener} (STARTTLS)")
+    for name, what in (
+        ("smtp", "MX, STARTTLS"),
+        ("submission", "STARTTLS, AUTH"),
+        ("submissions", "implicit TLS, AUTH"),
+        ("pop3", "STLS"),
+        ("pop3s", "implicit TLS"),
+    ):
+        for listener in getattr(config.listeners, name):
+            lines.append(f"{name + ':':<15}{listener} ({what})")
+    lines.append(f"users:         {config.users}")
+    lines.append(f"checkers:      {', '.join(config.auth.checkers) or 'the users file'}")
     if config.tls.certificate:
         lines.append(f"tls:           {config.tls.certificate} (key {config.tls.key})")
     else:
