@@ -55,7 +55,7 @@ from attrs import define
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.mail.pop3 import IMailbox
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
@@ -69,7 +69,6 @@ LOCK_NAME = "mailhub-pop3.lock"
 STALE_LOCK_AGE = 30 * 60.0
 
 #: RFC 1939 §7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
-_UID_MAX = 70
 _UID_OK = re.compile(r"[\x21-\x7e]{1,70}\Z")
 _SIZE_FIELD = re.compile(r",([SW])=([0-9]{1,15})(?=,|\Z)")
 _READ_SIZE = 64 * 1024
@@ -77,8 +76,6 @@ _READ_SIZE = 64 * 1024
 # Maildirs this process has locked (real paths), and the lock guarding it.
 _held: set[str] = set()
 _heldLock = threading.Lock()
-
-log = Logger()
 
 
 class MailboxInUse(MailhubError):
@@ -99,6 +96,11 @@ class ISessionMailbox(IMailbox):  # type: ignore[misc, valid-type]
 
         @raise MailboxInUse: another session holds it.
         @raise OSError: the Maildir cannot be read.
+        """
+
+    def count() -> int:
+        """
+        How many messages the snapshot holds, deleted ones included.
         """
 
     def isDeleted(index: int) -> bool:
@@ -430,7 +432,8 @@ class MaildirMailbox:
 
     def release(self) -> None:
         """
-        Remove the lock file if it is still ours; forget the snapshot.
+        Remove the lock file if it is still ours, and let this process lock
+        the Maildir again.
         """
         content, self._lockContent = self._lockContent, None
         if content is not None:
@@ -607,6 +610,9 @@ class MaildirMailbox:
         self.commit()
 
     # Session
+
+    def count(self) -> int:
+        return len(self._load())
 
     def isDeleted(self, index: int) -> bool:
         return self._message(index).deleted

@@ -20,10 +20,15 @@ What is ours, and why (each Twisted trap has a named regression test):
   - No APOP: it needs the password in clear text on the server, and
     Twisted's always fails.  The greeting carries no timestamp.
   - Messages go out through a pull producer a chunk at a time, never read
-    whole; bare LF becomes CRLF and CRLF stays CRLF (Twisted turns CRLF into
-    CR CR LF and cuts TOP wrongly when a chunk ends inside the header), and
-    lines are dot-stuffed (RFC 1939 §3).  TCP_NODELAY is set: Twisted's
-    RETR of many messages stalls about 40 ms each on Nagle's algorithm.
+    whole; bare LF becomes CRLF and CRLF stays CRLF, and lines are
+    dot-stuffed (RFC 1939 §3).  Twisted's RETR and TOP expect LF files:
+    CRLF goes out as CR CR LF; TOP misses a header end that is not inside
+    one chunk and drops a body line longer than a chunk; a message that
+    cannot be opened gets no reply at all and one whose reading fails
+    (a text-mode file) leaves the session blocked for ever.  Here a
+    message that cannot be opened is C{-ERR [SYS/TEMP]} and a read that
+    fails mid-message hangs up.  TCP_NODELAY is set: Twisted's RETR of
+    many messages stalls about 40 ms each on Nagle's algorithm.
   - Response codes (RFC 2449 §8, RFC 3206): C{[AUTH]}, C{[SYS/TEMP]},
     C{[IN-USE]}.  A failure that is ours is C{[SYS/TEMP]}, never a
     traceback.
@@ -142,9 +147,8 @@ MAILBOX_TEMPORARY = Reply(False, "Mailbox cannot be opened, try again later", "S
 OK = Reply(True, "")
 STAT = Reply(True, "{count} {size}")
 LIST_FOLLOWS = Reply(True, "{count} messages ({size} octets)")
-SCAN_LINE = Reply(True, "{number} {size}")
 UIDL_FOLLOWS = Reply(True, "Unique-ID listing follows")
-UIDL_LINE = Reply(True, "{number} {uid}")
+LISTING_LINE = Reply(True, "{number} {value}")
 RETR_FOLLOWS = Reply(True, "{size} octets")
 TOP_FOLLOWS = Reply(True, "Top of message follows")
 MARKED_DELETED = Reply(True, "Message {number} deleted")
@@ -805,15 +809,21 @@ class POP3Server(pop3.POP3):
         self.reply(STAT.format(count=len(live), size=sum(size for _, size in live)))
 
     def do_LIST(self, rest: bytes) -> Deferred[bool] | None:
-        return self._listing(rest, "LIST", lambda i: self.mbox.listMessages(i))  # type: ignore[union-attr]
+        assert self.mbox is not None
+        return self._listing(rest, "LIST", self.mbox.listMessages)
 
     def do_UIDL(self, rest: bytes) -> Deferred[bool] | None:
-        def uid(index: int) -> str:
-            return self.mbox.getUidl(index).decode("ascii")  # type: ignore[union-attr]
-
-        return self._listing(rest, "UIDL", uid)
+        mbox = self.mbox
+        assert mbox is not None
+        return self._listing(rest, "UIDL", lambda index: mbox.getUidl(index).decode("ascii"))
 
     def _listing(self, rest: bytes, verb: str, value: Callable[[int], object]) -> Deferred[bool] | None:
+        """
+        LIST or UIDL: one message's line, or every message's (RFC 1939 §5,
+        §7).
+        """
+        mbox = self.mbox
+        assert mbox is not None
         try:
             words = rest.decode("ascii").split()
         except UnicodeDecodeError:
@@ -824,15 +834,16 @@ class POP3Server(pop3.POP3):
         if words:
             index = self._message(words[0])
             if index is not None:
-                line = SCAN_LINE if verb == "LIST" else UIDL_LINE
-                self.reply(line.format(number=index + 1, size=value(index), uid=value(index)))
+                self.reply(LISTING_LINE.format(number=index + 1, value=value(index)))
             return None
-        live = self._live()
         if verb == "LIST":
+            live = self._live()
             head = LIST_FOLLOWS.format(count=len(live), size=sum(size for _, size in live))
+            numbers = [number for number, _ in live]
         else:
             head = UIDL_FOLLOWS
-        lines = (f"{number} {value(number - 1)}\r\n".encode("ascii") for number, _ in live)
+            numbers = [i + 1 for i in range(mbox.count()) if not mbox.isDeleted(i)]
+        lines = (f"{number} {value(number - 1)}\r\n".encode("ascii") for number in numbers)
         return self._send(head, _listChunks(lines))
 
     def do_RETR(self, rest: bytes) -> Deferred[bool] | None:

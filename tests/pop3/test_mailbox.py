@@ -282,7 +282,7 @@ class SizeTests(MaildirTestsMixin, SynchronousTestCase):
         self.assertEqual(box.listMessages(0), len(CRLF_MESSAGE))
         self.assertEqual(fs.subjectsOf("openRead"), [])
 
-    def test_wirteSizeFromName(self) -> None:
+    def test_wireSizeFromName(self) -> None:
         """
         C{W=} (the size with CRLF) wins over C{S=} (the size on disk), as
         Dovecot writes them for LF files.
