@@ -267,6 +267,10 @@ def makeService(
 
     queueIds = QueueIds(reactor)
 
+    def runBlocking(function: Any, *args: Any) -> Deferred[Any]:
+        # Mailbox listing and commits grow with the mailbox: off the reactor.
+        return _offThread(reactor, function, *args)
+
     def smtpFactory(**kwargs: Any) -> SMTPFactory:
         return SMTPFactory(
             hostname=config.hostname,
@@ -296,8 +300,8 @@ def makeService(
             "pop3",
             listeners.pop3,
             POP3Factory(
-                portal=portal, clock=reactor, contextFactory=contextFactory,
-                hostname=config.hostname,
+                portal=authenticator, clock=reactor, contextFactory=contextFactory,
+                hostname=config.hostname, runBlocking=runBlocking,
             ),
             False,
         ),
@@ -305,8 +309,8 @@ def makeService(
             "pop3s",
             listeners.pop3s,
             POP3Factory(
-                portal=portal, clock=reactor, contextFactory=contextFactory,
-                implicitTLS=True, hostname=config.hostname,
+                portal=authenticator, clock=reactor, contextFactory=contextFactory,
+                implicitTLS=True, hostname=config.hostname, runBlocking=runBlocking,
             ),
             True,
         ),

@@ -404,6 +404,10 @@ class POP3Server(pop3.POP3):
 
     def connectionMade(self) -> None:
         self.peer = peerHost(self.transport.getPeer())
+        portalFor = getattr(self.portal, "portalFor", None)
+        if portalFor is not None:
+            # An Authenticator: logins from this peer are throttled and logged.
+            self.portal = portalFor(self.peer)
         self.canStartTLS = self.ctx is not None and hasattr(self.transport, "startTLS")
         # Twisted's RETR of many messages stalls ~40 ms each on Nagle's
         # algorithm and delayed ACKs.
@@ -794,7 +798,11 @@ class POP3Server(pop3.POP3):
             )
             self.reply(AUTH_TEMPORARY)
         elif reason.check(UnauthorizedLogin, LoginDenied):
-            self.log.info("pop3 login failed user={user} peer={peer}", user=name, peer=self.peer)
+            if not hasattr(self.factory.portal, "portalFor"):
+                # (An Authenticator logs the failure itself, with the peer.)
+                self.log.info(
+                    "pop3 login failed user={user} peer={peer}", user=name, peer=self.peer
+                )
             self.reply(AUTH_FAILED)
         else:
             self.log.failure("POP3 login of {user} failed", reason, user=name)
