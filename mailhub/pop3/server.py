@@ -52,7 +52,7 @@ from twisted.cred.error import LoginDenied, UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPullProducer, IReactorTime
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.mail.pop3 import IMailbox
@@ -61,7 +61,7 @@ from zope.interface import implementer
 
 from mailhub.errors import TemporaryAuthError
 from mailhub.pop3.mailbox import ISessionMailbox, MailboxInUse
-from mailhub.smtp.server import peerHost
+from mailhub.sessions import Refuse, SessionFactory, peerHost
 
 AUTHORIZATION, SASL, TRANSACTION, CLOSED = "authorization", "sasl", "transaction", "closed"
 
@@ -976,21 +976,7 @@ POP3Server._COMMANDS = {
 }
 
 
-class _Refuse(Protocol):
-    """
-    Says one C{-ERR} and hangs up: the answer to a peer over its
-    connection limit.
-    """
-
-    def __init__(self, line: bytes) -> None:
-        self.line = line
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.line)
-        self.transport.loseConnection()
-
-
-class POP3Factory(ServerFactory):
+class POP3Factory(SessionFactory):
     """
     Builds L{POP3Server} sessions for one listener.
 
@@ -1040,64 +1026,13 @@ class POP3Factory(ServerFactory):
         self.connectionsPerPeer = connectionsPerPeer
         self.peerLimitExempt = peerLimitExempt
         self.runBlocking = runBlocking
-        self.perPeer: dict[str, int] = {}
-        self.sessions: set[POP3Server] = set()
-        self._drained: Deferred[None] | None = None
+        self.initSessions()
 
     def buildProtocol(self, addr: Any) -> Protocol:
         host = peerHost(addr)
-        if self.perPeer.get(host, 0) >= self.connectionsPerPeer and not self._exempt(host):
+        if self.overLimit(host, self.connectionsPerPeer, self.peerLimitExempt):
             self.log.info("too many POP3 connections peer={peer}", peer=host)
-            refuse = _Refuse(TOO_MANY_CONNECTIONS.toBytes())
+            refuse = Refuse(TOO_MANY_CONNECTIONS.toBytes())
             refuse.factory = self
             return refuse
         return self.protocol(self, contextFactory=None if self.implicitTLS else self.contextFactory)
-
-    def _exempt(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.peerLimitExempt)
-
-    def shutDown(self, grace: float = 10.0) -> Deferred[None]:
-        """
-        Close every session (each hears C{-ERR [SYS/TEMP]}; one with a
-        reply under way finishes it first).  Nothing uncommitted is applied.
-
-        @param grace: seconds to wait before the connections left are
-            aborted.
-        @return: fires when every session is gone.
-        """
-        done: Deferred[None] = Deferred()
-        if not self.sessions:
-            done.callback(None)
-            return done
-        self._drained = done
-        for session in list(self.sessions):
-            session.shutDown()
-
-        def abort() -> None:
-            for session in list(self.sessions):
-                session.transport.abortConnection()
-
-        timer = self.clock.callLater(grace, abort)
-        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
-        return done
-
-    def connected(self, session: POP3Server) -> None:
-        self.perPeer[session.peer] = self.perPeer.get(session.peer, 0) + 1
-        self.sessions.add(session)
-
-    def disconnected(self, session: POP3Server) -> None:
-        if session not in self.sessions:
-            return
-        self.sessions.discard(session)
-        left = self.perPeer.get(session.peer, 1) - 1
-        if left:
-            self.perPeer[session.peer] = left
-        else:
-            self.perPeer.pop(session.peer, None)
-        if not self.sessions and self._drained is not None:
-            drained, self._drained = self._drained, None
-            drained.callback(None)

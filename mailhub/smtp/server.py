@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
-import ipaddress
 import re
 from typing import Any, Callable
 
@@ -38,7 +37,7 @@ from attrs import evolve
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
@@ -51,6 +50,7 @@ from mailhub.errors import DeliveryError, TemporaryAuthError
 from mailhub.smtp import replies as R
 from mailhub.smtp.delivery import IMailDelivery
 from mailhub.smtp.replies import Reply
+from mailhub.sessions import Refuse, SessionFactory, inNetworks, peerHost
 from mailhub.spool import Spool
 
 COMMAND, DATA, AUTH, CLOSED = "command", "data", "auth", "closed"
@@ -61,22 +61,6 @@ MAX_PENDING_INPUT = 256 * 1024
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?\Z")
 _HTTP_VERBS = frozenset({b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"})
-
-
-def peerHost(address: Any) -> str:
-    """
-    The client's IP address as text; an IPv4 client on an IPv6 socket
-    (C{::ffff:192.0.2.1}) is given as IPv4, so that network lists match.
-    """
-    host = getattr(address, "host", "")
-    if host.startswith("::ffff:"):
-        try:
-            mapped = ipaddress.IPv6Address(host).ipv4_mapped
-        except ValueError:
-            mapped = None
-        if mapped is not None:
-            return str(mapped)
-    return host
 
 
 def _clean(text: str, limit: int = 100) -> str:
@@ -113,6 +97,13 @@ class ESMTPServer(smtp.ESMTP):
         self._sasl: Any = None
         self.session: Session | None = None
         self._reset()
+
+    @property
+    def peer(self) -> str:
+        """
+        The client's address (what the factory counts sessions by).
+        """
+        return self.session.peer if self.session is not None else ""
 
     # Connection
 
@@ -727,31 +718,7 @@ ESMTPServer._COMMANDS = {
 }
 
 
-def _inNetworks(host: str, networks: tuple[Any, ...]) -> bool:
-    if not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-class _Refuse(Protocol):
-    """
-    Says one C{421} and hangs up: the answer to a peer over its
-    connection limit.
-    """
-
-    def __init__(self, line: bytes) -> None:
-        self.line = line
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.line)
-        self.transport.loseConnection()
-
-
-class SMTPFactory(ServerFactory):
+class SMTPFactory(SessionFactory):
     """
     Builds L{ESMTPServer} sessions for one listener.
 
@@ -805,71 +772,21 @@ class SMTPFactory(ServerFactory):
         self.offerAuth = offerAuth
         self.requireAuth = requireAuth
         self.trustedNetworks = trustedNetworks
-        self.perPeer: dict[str, int] = {}
-        self.sessions: set[ESMTPServer] = set()
+        self.initSessions()
 
     def buildProtocol(self, addr: Any) -> Protocol:
         host = peerHost(addr)
-        if self.perPeer.get(host, 0) >= self.limits.connectionsPerPeer and not self._exempt(host):
+        if self.overLimit(host, self.limits.connectionsPerPeer, self.limits.peerLimitExempt):
             self.log.info("too many connections peer={peer}", peer=host)
             reply = R.TOO_MANY_CONNECTIONS.format(host=self.hostname)
-            refuse = _Refuse(f"{reply.code} {reply.enhanced} {reply.text}\r\n".encode())
+            refuse = Refuse(f"{reply.code} {reply.enhanced} {reply.text}\r\n".encode())
             refuse.factory = self
             return refuse
         p = self.protocol(self, contextFactory=None if self.implicitTLS else self.contextFactory)
         return p
 
-    def shutDown(self, grace: float = 10.0) -> Deferred[None]:
-        """
-        Close every session (each hears C{421 4.3.2}; one that is having a
-        message delivered hears its reply first).
-
-        @param grace: seconds to wait for sessions to go before their
-            connections are aborted.
-        @return: fires when every session is gone.
-        """
-        done: Deferred[None] = Deferred()
-        if not self.sessions:
-            done.callback(None)
-            return done
-        self._drained = done
-        for session in list(self.sessions):
-            session.shutDown()
-
-        def abort() -> None:
-            for session in list(self.sessions):
-                session.transport.abortConnection()
-
-        timer = self.clock.callLater(grace, abort)
-        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
-        return done
-
-    _drained: Deferred[None] | None = None
-
-    def _exempt(self, host: str) -> bool:
-        return _inNetworks(host, self.limits.peerLimitExempt)
-
     def isTrusted(self, host: str) -> bool:
         """
         Whether a client at C{host} may relay without authenticating.
         """
-        return _inNetworks(host, self.trustedNetworks)
-
-    def connected(self, session: ESMTPServer) -> None:
-        host = session.session.peer
-        self.perPeer[host] = self.perPeer.get(host, 0) + 1
-        self.sessions.add(session)
-
-    def disconnected(self, session: ESMTPServer) -> None:
-        if session not in self.sessions:
-            return
-        self.sessions.discard(session)
-        host = session.session.peer
-        left = self.perPeer.get(host, 1) - 1
-        if left:
-            self.perPeer[host] = left
-        else:
-            self.perPeer.pop(host, None)
-        if not self.sessions and self._drained is not None:
-            drained, self._drained = self._drained, None
-            drained.callback(None)
+        return inNetworks(host, self.trustedNetworks)
