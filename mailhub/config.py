@@ -113,6 +113,49 @@ class Auth:
 
 
 @frozen
+class Relay:
+    """
+    Relaying mail to other domains.
+
+    @ivar firstRetry: seconds before the first retry.
+    @ivar maxRetry: the longest wait between tries (the delay doubles up
+        to it).
+    @ivar delayWarning: seconds after which the sender is told the message
+        is delayed, or C{None} for never.
+    @ivar lifetime: seconds after which an undelivered message is bounced.
+    @ivar concurrency: deliveries in flight at once, in all.
+    @ivar perDomain: deliveries in flight at once to one domain.
+    @ivar tls: certificate policy for STARTTLS: C{"opportunistic"} (any
+        certificate) or C{"verify"} (the MX name must match).
+    @ivar verifyDomains: domains to which C{"verify"} applies whatever
+        C{tls} says.
+    @ivar smarthost: send everything through this host (C{"[host]:port"}
+        means no MX lookup), or C{None} for MX delivery.
+    @ivar smarthostTLS: C{"require"} or C{"opportunistic"}.
+    @ivar smarthostUser: AUTH user at the smarthost, or C{None}.
+    @ivar smarthostPassword: its password.
+    @ivar transport: per-domain routes, like Postfix's transport map.
+    @ivar dnsServers: C{(host, port)} of the DNS servers, or empty for the
+        system's C{resolv.conf}.
+    """
+
+    firstRetry: float = 300.0
+    maxRetry: float = 1800.0
+    delayWarning: float | None = 4 * 3600.0
+    lifetime: float = 5 * 86400.0
+    concurrency: int = 20
+    perDomain: int = 4
+    tls: str = "opportunistic"
+    verifyDomains: tuple[str, ...] = ()
+    smarthost: str | None = None
+    smarthostTLS: str = "require"
+    smarthostUser: str | None = None
+    smarthostPassword: str | None = None
+    transport: Mapping[str, str] = field(factory=dict)
+    dnsServers: tuple[tuple[str, int], ...] = ()
+
+
+@frozen
 class Config:
     """
     A validated configuration.
@@ -140,6 +183,7 @@ class Config:
     trustedNetworks: tuple[IPNetwork, ...] = ()
     usersFile: str | None = None
     auth: Auth = field(factory=Auth)
+    relay: Relay = field(factory=Relay)
 
     @property
     def users(self) -> str:
@@ -303,6 +347,7 @@ class _Reader:
             "trusted_networks": self.networks,
             "users": lambda v, k: self.path(self.string(v, k)),
             "auth": self.auth,
+            "relay": self.relay,
         }
         top = self.table(document, "", known)
         values = {name: known[name](top[name], name) for name in top}
@@ -321,6 +366,7 @@ class _Reader:
             "trusted_networks": "trustedNetworks",
             "users": "usersFile",
             "auth": "auth",
+            "relay": "relay",
         }
         kwargs = {names[k]: v for k, v in values.items() if k in names}
         return Config(source=self.source, aliases=aliases, **kwargs)
@@ -366,6 +412,84 @@ class _Reader:
                 raise self.fail(f"{key}.mx", f"must be true or false, not {_kind(table['mx'])}")
             kwargs["mx"] = table["mx"]
         return Auth(**kwargs)
+
+    def relay(self, value: Any, key: str) -> Relay:
+        table = self.table(
+            value,
+            key,
+            (
+                "first_retry", "max_retry", "delay_warning", "lifetime", "concurrency",
+                "per_domain", "tls", "verify_domains", "smarthost", "smarthost_tls",
+                "smarthost_user", "smarthost_password", "transport", "dns_servers",
+            ),
+        )
+        kwargs: dict[str, Any] = {}
+
+        def choice(name: str, choices: tuple[str, ...]) -> str:
+            text = self.string(table[name], f"{key}.{name}")
+            if text not in choices:
+                raise self.fail(f"{key}.{name}", f"must be one of {', '.join(choices)}, not {text!r}")
+            return text
+
+        for name, attribute in (
+            ("first_retry", "firstRetry"), ("max_retry", "maxRetry"), ("lifetime", "lifetime"),
+        ):
+            if name in table:
+                kwargs[attribute] = self.seconds(table[name], f"{key}.{name}")
+        if "delay_warning" in table:
+            value = table["delay_warning"]
+            kwargs["delayWarning"] = (
+                None if value == 0 else self.seconds(value, f"{key}.delay_warning")
+            )
+        for name, attribute in (("concurrency", "concurrency"), ("per_domain", "perDomain")):
+            if name in table:
+                kwargs[attribute] = self.integer(table[name], f"{key}.{name}")
+        if "tls" in table:
+            kwargs["tls"] = choice("tls", ("opportunistic", "verify"))
+        if "smarthost_tls" in table:
+            kwargs["smarthostTLS"] = choice("smarthost_tls", ("require", "opportunistic"))
+        if "verify_domains" in table:
+            kwargs["verifyDomains"] = tuple(
+                self.domain(v, f"{key}.verify_domains[{i}]")
+                for i, v in enumerate(self.strings(table["verify_domains"], f"{key}.verify_domains"))
+            )
+        for name, attribute in (
+            ("smarthost", "smarthost"), ("smarthost_user", "smarthostUser"),
+            ("smarthost_password", "smarthostPassword"),
+        ):
+            if name in table:
+                kwargs[attribute] = self.string(table[name], f"{key}.{name}")
+        if "transport" in table:
+            routes = table["transport"]
+            if not isinstance(routes, dict):
+                raise self.fail(f"{key}.transport", "must be a table of domain = route")
+            transport = {}
+            for domain, route in routes.items():
+                where = f"{key}.transport.{_quoteKey(domain)}"
+                transport[self.domain(domain, where)] = self.string(route, where)
+            kwargs["transport"] = transport
+        if "dns_servers" in table:
+            servers = []
+            for i, text in enumerate(self.strings(table["dns_servers"], f"{key}.dns_servers")):
+                host, port = text, 53
+                if text.startswith("["):
+                    host, _, rest = text[1:].partition("]")
+                    if rest.startswith(":"):
+                        port = rest[1:]
+                elif text.count(":") == 1:
+                    host, port = text.split(":")
+                try:
+                    ipaddress.ip_address(host)
+                    port = int(port)
+                    if not 0 < port < 65536:
+                        raise ValueError(port)
+                except ValueError:
+                    raise self.fail(
+                        f"{key}.dns_servers[{i}]", f"not an address like 192.0.2.53 or [::1]:5353: {text!r}"
+                    ) from None
+                servers.append((host, port))
+            kwargs["dnsServers"] = tuple(servers)
+        return Relay(**kwargs)
 
     def tls(self, value: Any, key: str) -> TLSFiles:
         table = self.table(value, key, ("certificate", "key"))

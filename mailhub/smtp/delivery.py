@@ -78,14 +78,23 @@ class LocalDelivery:
     @param directory: resolves recipients.
     @param committer: writes Maildir files durably.
     @param names: makes unique Maildir names.
+    @param relay: queues mail for other domains (C{enqueue}, C{cancel},
+        C{release}), or C{None} where there is no relay.
     """
 
     log = Logger()
 
-    def __init__(self, directory: Directory, committer: Committer, names: UniqueNames) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        committer: Committer,
+        names: UniqueNames,
+        relay: Any = None,
+    ) -> None:
         self.directory = directory
         self.committer = committer
         self.names = names
+        self.relay = relay
 
     def validateFrom(self, session: Session, sender: Address) -> None:
         return None
@@ -94,11 +103,48 @@ class LocalDelivery:
         # Clients allowed to relay (trusted networks, authenticated users)
         # learn that relaying is not there yet; strangers that it is denied.
         resolution = self.directory.resolve(recipient, mayRelay=session.mayRelay)
-        if resolution.remote:
+        if resolution.remote and self.relay is None:
             raise _noRelay
         return resolution
 
     def deliver(self, envelope: Envelope, spool: Spool) -> Deferred[None]:
+        try:
+            content = spool.finish()
+        except OSError:
+            self.log.failure("spool close failed id={queueId}", queueId=envelope.queueId)
+            return fail(_tempFailure)
+        remote: dict[str, None] = {}
+        for _, resolution in envelope.recipients:
+            for address in resolution.remote:
+                remote[address] = None
+        if not remote:
+            return self._deliverLocal(envelope, spool, content)
+        if self.relay is None:
+            return fail(_noRelay)
+        return Deferred.fromCoroutine(self._deliverBoth(envelope, spool, content, list(remote)))
+
+    async def _deliverBoth(
+        self, envelope: Envelope, spool: Spool, content: bytes | None, remote: list[str]
+    ) -> None:
+        """
+        Queue the remote recipients, then deliver the local ones; if the
+        local part fails the queue entry is taken back, so that the
+        client's retry does not send twice.
+        """
+        try:
+            entry = await self.relay.enqueue(envelope, content, spool.path, spool.size, remote)
+        except Exception:
+            self.log.failure("queueing failed id={queueId}", queueId=envelope.queueId)
+            raise _tempFailure from None
+        if any(resolution.mailboxes for _, resolution in envelope.recipients):
+            try:
+                await self._deliverLocal(envelope, spool, content)
+            except BaseException:
+                await self.relay.cancel(envelope.queueId)
+                raise
+        self.relay.release(entry)
+
+    def _deliverLocal(self, envelope: Envelope, spool: Spool, content: bytes | None) -> Deferred[None]:
         mailboxes = {}
         for _, resolution in envelope.recipients:
             for mailbox in resolution.mailboxes:
@@ -106,11 +152,6 @@ class LocalDelivery:
         sender = str(envelope.sender)
         # RFC 5321 §4.4: the final delivery adds Return-Path.
         prefix = b"Return-Path: <" + sender.encode("ascii", "replace") + b">\r\n"
-        try:
-            content = spool.finish()
-        except OSError:
-            self.log.failure("spool close failed id={queueId}", queueId=envelope.queueId)
-            return fail(_tempFailure)
         size = len(prefix) + spool.size
         job = MaildirDelivery(
             maildirs=list(mailboxes),
@@ -158,8 +199,9 @@ class SubmissionDelivery(LocalDelivery):
         names: UniqueNames,
         user: str,
         senders: tuple[str, ...] = (),
+        relay: Any = None,
     ) -> None:
-        super().__init__(directory, committer, names)
+        super().__init__(directory, committer, names, relay)
         self.user = user
         self.senders = frozenset(s.lower() for s in senders)
 

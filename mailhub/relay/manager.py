@@ -1,0 +1,366 @@
+# -*- test-case-name: tests.relay.test_manager -*-
+"""
+The relay manager: when to try each queued message, and what to do with
+the outcome.
+
+One timer, for the earliest due entry, reset when mail is enqueued; no
+polling loop.  Only C{(nextAttempt, id)} pairs are kept in memory (a heap);
+an entry is read from disk when it is due, so a queue of 100,000 deferred
+messages costs little memory.
+
+An attempt records C{attempts + 1} and the next attempt time on disk
+B{before} it connects anywhere, so a crash mid-attempt never causes a
+retry storm; then it delivers every pending recipient, one SMTP
+transaction per destination domain (bounded per domain and in all), and
+keeps each recipient's outcome: sent, failed (bounced at once: a 5xx,
+NXDOMAIN, a null MX, a loop), or still pending (retried on the policy's
+schedule until its lifetime ends, then bounced).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, Awaitable, Callable
+
+from attrs import evolve
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from mailhub.relay import bounce
+from mailhub.relay.policy import RetryPolicy
+from mailhub.relay.values import FAILED, PENDING, SENT, Outcome, QueuedRecipient, QueueEntry
+
+#: RFC 5321 §6.3: more Received headers than this is a loop.
+MAX_RECEIVED = 100
+
+
+def countReceived(headers: bytes) -> int:
+    """
+    How many C{Received:} fields a header block has.
+    """
+    return sum(1 for line in headers.split(b"\n") if line[:9].lower() == b"received:")
+
+
+class RelayManager(Service):
+    """
+    Delivers the relay queue.
+
+    @param clock: the reactor's clock.
+    @param queue: the durable queue (blocking methods, run through
+        C{runBlocking}).
+    @param sender: delivers one domain's recipients:
+        C{deliver(domain, route, sender, recipients, messagePath, size)}
+        returning a Deferred (or coroutine) of C{{address: Outcome}}.
+    @param policy: the retry schedule.
+    @param runBlocking: runs a blocking function off the reactor thread.
+    @param route: the route for a domain (smarthost, transport map), or
+        C{None} for MX delivery.
+    @param sendBounce: delivers a report message to an address (locally
+        or through the queue); returns a Deferred.
+    @param hostname: this server's name (Reporting-MTA).
+    @param newMessageId: makes Message-IDs for reports.
+    @param concurrency: entries in flight at once.
+    @param perDomain: transactions in flight at once per domain.
+    @param stopTimeout: how long C{stopService} waits for attempts.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        queue: Any,
+        sender: Any,
+        policy: RetryPolicy,
+        runBlocking: Callable[..., Deferred[Any]],
+        route: Callable[[str], Any],
+        sendBounce: Callable[[str, bytes], Deferred[Any]],
+        hostname: str,
+        newMessageId: Callable[[], str],
+        concurrency: int = 20,
+        perDomain: int = 4,
+        stopTimeout: float = 30.0,
+    ) -> None:
+        self.clock = clock
+        self.queue = queue
+        self.sender = sender
+        self.policy = policy
+        self.runBlocking = runBlocking
+        self.route = route
+        self.sendBounce = sendBounce
+        self.hostname = hostname
+        self.newMessageId = newMessageId
+        self.concurrency = concurrency
+        self.perDomain = perDomain
+        self.stopTimeout = stopTimeout
+        self._due: list[tuple[float, str]] = []
+        self._queued: set[str] = set()
+        self._inFlight: dict[str, Deferred[None]] = {}
+        self._domains: dict[str, DeferredSemaphore] = {}
+        self._timer: IDelayedCall | None = None
+        self._loading: Deferred[Any] | None = None
+
+    # Service
+
+    def startService(self) -> None:
+        super().startService()
+        self._loading = self.runBlocking(self.queue.scan)
+
+        def loaded(pairs: list[tuple[float, str]]) -> None:
+            self._loading = None
+            for when, queueId in pairs:
+                self._push(when, queueId)
+            self.log.info("relay queue loaded: {count} entries", count=len(pairs))
+            self._schedule()
+
+        def failed(reason: Any) -> None:
+            self._loading = None
+            self.log.failure("relay queue could not be loaded", reason)
+
+        self._loading.addCallbacks(loaded, failed)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Cancel the timer and wait (at most C{stopTimeout}) for attempts in
+        flight; nothing is left scheduled.
+        """
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if not self._inFlight:
+            return succeed(None)
+        waiting = DeferredList(list(self._inFlight.values()), consumeErrors=True)
+        done: Deferred[None] = Deferred()
+        timeout = self.clock.callLater(self.stopTimeout, lambda: done.called or done.callback(None))
+
+        def finished(_: object) -> None:
+            if timeout.active():
+                timeout.cancel()
+            if not done.called:
+                done.callback(None)
+
+        waiting.addBoth(finished)
+        return done
+
+    # Scheduling
+
+    def enqueued(self, entry: QueueEntry) -> None:
+        """
+        A new entry is durable in the queue: consider it (it is normally
+        due at once).
+        """
+        self._push(entry.nextAttempt, entry.id)
+        self._schedule()
+
+    def flush(self) -> Deferred[None]:
+        """
+        Make every deferred entry due now (C{SIGUSR1}, C{mailhub queue
+        flush}): the queue is re-read, since the command may have changed
+        entries on disk.
+        """
+        d = self.runBlocking(self.queue.scan)
+
+        def rescanned(pairs: list[tuple[float, str]]) -> None:
+            now = self.clock.seconds()
+            self._due = []
+            self._queued = set()
+            for _, queueId in pairs:
+                if queueId not in self._inFlight:
+                    self._push(now, queueId)
+            self.log.info("relay queue flushed: {count} entries due", count=len(self._due))
+            self._schedule()
+
+        return d.addCallback(rescanned)
+
+    def _push(self, when: float, queueId: str) -> None:
+        if queueId in self._queued or queueId in self._inFlight:
+            return
+        self._queued.add(queueId)
+        heapq.heappush(self._due, (when, queueId))
+
+    def _schedule(self) -> None:
+        """
+        One timer, for the earliest due entry.
+        """
+        if not self.running:
+            return
+        if not self._due or len(self._inFlight) >= self.concurrency:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            return
+        delay = max(0.0, self._due[0][0] - self.clock.seconds())
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(delay)
+        else:
+            self._timer = self.clock.callLater(delay, self._run)
+
+    def _run(self) -> None:
+        self._timer = None
+        now = self.clock.seconds()
+        while self._due and self._due[0][0] <= now and len(self._inFlight) < self.concurrency:
+            _, queueId = heapq.heappop(self._due)
+            self._queued.discard(queueId)
+            d = Deferred.fromCoroutine(self._attempt(queueId))
+            self._inFlight[queueId] = d
+            d.addErrback(lambda f, q=queueId: self.log.failure("relay attempt {id} failed", f, id=q))
+            d.addBoth(lambda _, q=queueId: self._finished(q))
+        self._schedule()
+
+    def _finished(self, queueId: str) -> None:
+        self._inFlight.pop(queueId, None)
+        self._schedule()
+
+    # One attempt
+
+    async def _attempt(self, queueId: str) -> None:
+        entry: QueueEntry | None = await self.runBlocking(self.queue.get, queueId)
+        if entry is None:
+            return
+        if entry.done:
+            await self.runBlocking(self.queue.remove, queueId)
+            return
+        now = self.clock.seconds()
+        # Recorded before connecting: a crash mid-attempt never retries early.
+        entry = evolve(entry, attempts=entry.attempts + 1)
+        entry = evolve(entry, nextAttempt=self.policy.nextAttempt(entry, now))
+        await self.runBlocking(self.queue.update, entry)
+        await self.runBlocking(self.queue.markInFlight, queueId)
+        try:
+            entry = await self._deliver(entry)
+        finally:
+            await self.runBlocking(self.queue.clearInFlight, queueId)
+        if entry.done:
+            await self.runBlocking(self.queue.remove, queueId)
+            self.log.info("removed id={id}: nothing left to deliver", id=queueId)
+        else:
+            await self.runBlocking(self.queue.update, entry)
+            self._push(entry.nextAttempt, queueId)
+            self._schedule()
+
+    async def _deliver(self, entry: QueueEntry) -> QueueEntry:
+        """
+        Try every pending recipient; return the entry with the outcomes
+        recorded, bounces and delay warnings sent.
+        """
+        path = self.queue.messagePath(entry.id)
+        headers: bytes = await self.runBlocking(bounce.originalHeaders, path)
+        failedNow: list[QueuedRecipient] = []
+        if countReceived(headers) > MAX_RECEIVED:
+            loop = Outcome(554, "mail loop: too many Received headers", True, "", "5.4.6")
+            outcomes = {r.address: loop for r in entry.pending}
+        else:
+            outcomes = await self._sendAll(entry, path)
+        for recipient in entry.pending:
+            outcome = outcomes.get(recipient.address)
+            if outcome is None:
+                continue
+            response = " ".join(
+                part for part in (str(outcome.code) if outcome.code else "", outcome.enhanced, outcome.text) if part
+            )
+            verdict = self.policy.classify(outcome)
+            if verdict == "sent":
+                state = SENT
+                self.log.info(
+                    "sent id={id} to=<{to}> relay={mta} response={response}",
+                    id=entry.id, to=recipient.address, mta=outcome.remoteMTA, response=response,
+                )
+            elif verdict == "failed":
+                state = FAILED
+                self.log.info(
+                    "bounced id={id} to=<{to}> relay={mta} response={response}",
+                    id=entry.id, to=recipient.address, mta=outcome.remoteMTA, response=response,
+                )
+            else:
+                state = PENDING
+                self.log.info(
+                    "deferred id={id} to=<{to}> relay={mta} response={response}",
+                    id=entry.id, to=recipient.address, mta=outcome.remoteMTA, response=response,
+                )
+            updated = evolve(recipient, state=state, response=response, remoteMTA=outcome.remoteMTA)
+            entry = entry.withRecipient(updated)
+            if state == FAILED:
+                failedNow.append(updated)
+            elif state == PENDING:
+                entry = evolve(entry, lastError=response)
+        now = self.clock.seconds()
+        if entry.pending and self.policy.expired(entry, now):
+            for recipient in entry.pending:
+                updated = evolve(
+                    recipient,
+                    state=FAILED,
+                    response=f"giving up after {entry.attempts} attempts: {recipient.response}".strip(),
+                )
+                entry = entry.withRecipient(updated)
+                failedNow.append(updated)
+                self.log.info("expired id={id} to=<{to}>", id=entry.id, to=recipient.address)
+        if failedNow and bounce.shouldBounce(entry):
+            await self._report(entry, failedNow, "failed", headers)
+        elif entry.pending and self.policy.shouldWarn(entry, now) and bounce.shouldBounce(entry):
+            await self._report(entry, list(entry.pending), "delayed", headers)
+            entry = evolve(entry, warned=True)
+        return entry
+
+    async def _sendAll(self, entry: QueueEntry, path: str) -> dict[str, Outcome]:
+        byDomain: dict[str, list[str]] = {}
+        for recipient in entry.pending:
+            byDomain.setdefault(recipient.domain, []).append(recipient.address)
+        results: dict[str, Outcome] = {}
+
+        async def one(domain: str, addresses: list[str]) -> None:
+            semaphore = self._domains.setdefault(domain, DeferredSemaphore(self.perDomain))
+            await semaphore.acquire()
+            try:
+                outcomes = await _asDeferred(
+                    self.sender.deliver(
+                        domain, self.route(domain), entry.sender, addresses, path, entry.size
+                    )
+                )
+            except Exception as e:
+                self.log.failure("delivery to {domain} failed", domain=domain)
+                outcomes = {a: Outcome(0, f"local error: {e}", False, "", "4.3.0") for a in addresses}
+            finally:
+                semaphore.release()
+                if not semaphore.waiting and semaphore.tokens == semaphore.limit:
+                    self._domains.pop(domain, None)
+            results.update(outcomes)
+
+        await DeferredList(
+            [Deferred.fromCoroutine(one(d, a)) for d, a in byDomain.items()], consumeErrors=True
+        )
+        return results
+
+    async def _report(
+        self, entry: QueueEntry, recipients: list[QueuedRecipient], action: str, headers: bytes
+    ) -> None:
+        message = bounce.makeReport(
+            entry,
+            recipients,
+            action,
+            reportingMTA=self.hostname,
+            now=self.clock.seconds(),
+            originalHeaders=headers,
+            messageId=self.newMessageId(),
+            arrival=entry.created,
+            retryUntil=self.policy.retryUntil(entry),
+        )
+        try:
+            await _asDeferred(self.sendBounce(entry.sender, message))
+        except Exception:
+            self.log.failure("could not send the {action} report for id={id}", action=action, id=entry.id)
+        else:
+            self.log.info(
+                "report id={id} action={action} to=<{to}>", id=entry.id, action=action, to=entry.sender
+            )
+
+
+def _asDeferred(result: Any) -> Deferred[Any]:
+    if isinstance(result, Deferred):
+        return result
+    if isinstance(result, Awaitable):
+        return Deferred.fromCoroutine(result)  # type: ignore[arg-type]
+    return succeed(result)

@@ -1,0 +1,372 @@
+"""
+Tests for L{mailhub.relay.manager.RelayManager}: the whole life of a queued
+message, driven by a L{Clock}, an in-memory queue and a scripted sender.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from attrs import evolve
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailhub.relay.manager import RelayManager
+from mailhub.relay.policy import RetryPolicy
+from mailhub.relay.values import FAILED, PENDING, SENT, Outcome, QueuedRecipient, QueueEntry
+
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+
+HEADERS = b"Received: from a\r\nSubject: hello\r\nFrom: alice@example.test\r\n\r\nbody\r\n"
+
+
+class MemoryQueue:
+    """
+    The queue's interface over a dict (a test double; the real queue is
+    tested on its own).
+    """
+
+    def __init__(self, directory: str, message: bytes = HEADERS) -> None:
+        self.directory = directory
+        os.makedirs(directory)
+        self.entries: dict[str, QueueEntry] = {}
+        self.message = message
+        self.updates: list[QueueEntry] = []
+        self.inFlight: set[str] = set()
+        self.removed: list[str] = []
+
+    def scan(self) -> list[tuple[float, str]]:
+        return [(e.nextAttempt, e.id) for e in self.entries.values()]
+
+    def get(self, queueId: str) -> QueueEntry | None:
+        return self.entries.get(queueId)
+
+    def update(self, entry: QueueEntry) -> None:
+        self.entries[entry.id] = entry
+        self.updates.append(entry)
+
+    def remove(self, queueId: str) -> None:
+        self.entries.pop(queueId, None)
+        self.removed.append(queueId)
+
+    def messagePath(self, queueId: str) -> str:
+        path = os.path.join(self.directory, queueId + ".msg")
+        with open(path, "wb") as f:
+            f.write(self.message)
+        return path
+
+    def markInFlight(self, queueId: str) -> None:
+        self.inFlight.add(queueId)
+
+    def clearInFlight(self, queueId: str) -> None:
+        self.inFlight.discard(queueId)
+
+
+class ScriptedSender:
+    """
+    Answers each delivery with the next scripted outcome for the domain;
+    C{hold} keeps the answer pending.
+    """
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[Any]] = {}
+        self.calls: list[tuple[float, str, tuple[str, ...]]] = []
+        self.clock: Clock | None = None
+        self.held: list[Deferred[Any]] = []
+        self.hold = False
+
+    def deliver(self, domain, route, sender, recipients, messagePath, size):
+        self.calls.append((self.clock.seconds(), domain, tuple(recipients)))
+        if self.hold:
+            d: Deferred[Any] = Deferred()
+            self.held.append(d)
+            return d
+        answer = self.script[domain].pop(0)
+        if isinstance(answer, Outcome):
+            return succeed({r: answer for r in recipients})
+        return succeed(answer)
+
+
+OK = Outcome(250, "ok", False, "mx.remote.test", "2.0.0")
+TEMP = Outcome(451, "try later", False, "mx.remote.test", "4.7.1")
+PERM = Outcome(550, "no such user", True, "mx.remote.test", "5.1.1")
+
+
+class ManagerTests(SynchronousTestCase):
+    """
+    Scheduling, retries, bounces and warnings.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.queue = MemoryQueue(self.mktemp())
+        self.sender = ScriptedSender()
+        self.sender.clock = self.clock
+        self.reports: list[tuple[str, bytes]] = []
+        self.ids = iter(f"report{n}@mx.test" for n in range(100))
+        self.manager = self.makeManager()
+
+    def makeManager(self, **kwargs: Any) -> RelayManager:
+        return RelayManager(
+            clock=self.clock,
+            queue=self.queue,
+            sender=self.sender,
+            policy=kwargs.pop("policy", RetryPolicy()),
+            runBlocking=maybeDeferred,
+            route=lambda domain: None,
+            sendBounce=lambda to, message: succeed(self.reports.append((to, message))),
+            hostname="mx.test",
+            newMessageId=lambda: next(self.ids),
+            **kwargs,
+        )
+
+    def entry(self, queueId: str = "Q1", *recipients: str, sender: str = "alice@example.test") -> QueueEntry:
+        now = self.clock.seconds()
+        entry = QueueEntry(
+            id=queueId,
+            sender=sender,
+            recipients=tuple(QueuedRecipient(r) for r in (recipients or ("bob@remote.test",))),
+            created=now,
+            nextAttempt=now,
+            size=100,
+        )
+        self.queue.entries[queueId] = entry
+        return entry
+
+    def start(self) -> None:
+        self.manager.startService()
+        self.addCleanup(self.stop, self.manager)
+
+    def stop(self, manager: RelayManager) -> None:
+        if manager.running:
+            d = manager.stopService()
+            self.clock.advance(manager.stopTimeout)
+            self.successResultOf(d)
+
+    def test_deliveredAtOnce(self) -> None:
+        """
+        A new entry is tried at once; on 250 it is removed.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [OK]
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        self.assertEqual(self.queue.entries, {})
+        self.assertEqual(self.queue.removed, ["Q1"])
+        self.assertEqual(self.reports, [])
+
+    def test_retrySchedule(self) -> None:
+        """
+        Transient failures are retried after 5, 10, 20, 30, 30 minutes, and
+        not before.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [TEMP] * 6 + [OK]
+        start = self.clock.seconds()
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        for minutes in (5, 10, 20, 30, 30, 30):
+            self.clock.advance(minutes * MINUTE - 1)
+            before = len(self.sender.calls)
+            self.clock.advance(1)
+            self.assertEqual(len(self.sender.calls), before + 1)
+        times = [(t - start) / MINUTE for t, _, _ in self.sender.calls]
+        self.assertEqual(times, [0, 5, 15, 35, 65, 95, 125])
+        self.assertEqual(self.queue.entries, {})
+
+    def test_attemptRecordedBeforeConnecting(self) -> None:
+        """
+        The attempt count and next attempt are on disk before the sender is
+        called.
+        """
+        self.start()
+        self.sender.hold = True
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        recorded = self.queue.entries["Q1"]
+        self.assertEqual(recorded.attempts, 1)
+        self.assertEqual(recorded.nextAttempt, self.clock.seconds() + 5 * MINUTE)
+        self.assertIn("Q1", self.queue.inFlight)
+        self.sender.held[0].callback({"bob@remote.test": OK})
+        self.assertNotIn("Q1", self.queue.inFlight)
+
+    def test_permanentBouncesOneRecipient(self) -> None:
+        """
+        A 5xx bounces that recipient at once; the other is delivered; the
+        sender gets one report naming the failed recipient.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [{"bob@remote.test": PERM, "carol@remote.test": OK}]
+        self.manager.enqueued(self.entry("Q1", "bob@remote.test", "carol@remote.test"))
+        self.clock.advance(0)
+        self.assertEqual(self.queue.entries, {})
+        [(to, report)] = self.reports
+        self.assertEqual(to, "alice@example.test")
+        self.assertIn(b"bob@remote.test", report)
+        self.assertNotIn(b"Final-Recipient: rfc822; carol@remote.test", report)
+
+    def test_oneTransactionPerDomain(self) -> None:
+        """
+        Recipients of one domain share a transaction; domains are separate.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [OK]
+        self.sender.script["other.test"] = [OK]
+        self.manager.enqueued(self.entry("Q1", "a@remote.test", "b@remote.test", "c@other.test"))
+        self.clock.advance(0)
+        self.assertEqual(
+            sorted((d, r) for _, d, r in self.sender.calls),
+            [("other.test", ("c@other.test",)), ("remote.test", ("a@remote.test", "b@remote.test"))],
+        )
+
+    def test_delayWarningThenBounceAtLifetime(self) -> None:
+        """
+        After 4 hours the sender is warned once; after the lifetime the
+        message is bounced and removed.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [TEMP] * 1000
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        self.clock.pump([30 * MINUTE] * (4 * 2 + 1))
+        self.assertEqual(len(self.reports), 1)
+        self.assertIn(b"Action: delayed", self.reports[0][1])
+        self.clock.pump([30 * MINUTE] * (2 * 24 * 5))
+        self.assertEqual(len(self.reports), 2)
+        self.assertIn(b"Action: failed", self.reports[1][1])
+        self.assertEqual(self.queue.entries, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noBounceForNullSender(self) -> None:
+        """
+        A failed report (sender <>) is never bounced.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [PERM]
+        self.manager.enqueued(self.entry(sender=""))
+        self.clock.advance(0)
+        self.assertEqual(self.reports, [])
+        self.assertEqual(self.queue.entries, {})
+
+    def test_loopBounced(self) -> None:
+        """
+        More than 100 Received headers is a loop: bounced without trying.
+        """
+        self.queue.message = b"Received: x\r\n" * 101 + b"\r\nbody\r\n"
+        self.start()
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        self.assertEqual(self.sender.calls, [])
+        self.assertEqual(len(self.reports), 1)
+
+    def test_restartResumes(self) -> None:
+        """
+        A new manager over the same queue picks up deferred entries at
+        their next attempt time, not before.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [TEMP, OK]
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        self.successResultOf(self.manager.stopService())
+        self.clock.advance(MINUTE)
+        self.manager = self.makeManager()
+        self.start()
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 1)
+        self.clock.advance(4 * MINUTE)
+        self.assertEqual(len(self.sender.calls), 2)
+        self.assertEqual(self.queue.entries, {})
+
+    def test_concurrencyLimit(self) -> None:
+        """
+        At most C{concurrency} entries are in flight; the rest wait.
+        """
+        self.manager = self.makeManager(concurrency=2)
+        self.start()
+        self.sender.hold = True
+        for n in range(5):
+            self.manager.enqueued(self.entry(f"Q{n}", f"u{n}@d{n}.test"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 2)
+        self.sender.held[0].callback({"u0@d0.test": OK})
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 3)
+
+    def test_perDomainLimit(self) -> None:
+        """
+        At most C{perDomain} transactions to one domain at once.
+        """
+        self.manager = self.makeManager(perDomain=1)
+        self.start()
+        self.sender.hold = True
+        for n in range(3):
+            self.manager.enqueued(self.entry(f"Q{n}", f"u{n}@same.test"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 1)
+        self.sender.held[0].callback({"u0@same.test": OK})
+        self.assertEqual(len(self.sender.calls), 2)
+
+    def test_flush(self) -> None:
+        """
+        Flushing makes deferred entries due at once.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [TEMP, OK]
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        self.successResultOf(self.manager.flush())
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 2)
+        self.assertEqual(self.queue.entries, {})
+
+    def test_stopLeavesNothingScheduled(self) -> None:
+        """
+        Stopping cancels the timer and waits for attempts in flight (at
+        most the stop timeout).
+        """
+        self.start()
+        self.sender.hold = True
+        self.manager.enqueued(self.entry("Q1"))
+        self.manager.enqueued(evolve(self.entry("Q2"), nextAttempt=self.clock.seconds() + HOUR))
+        self.clock.advance(0)
+        d = self.manager.stopService()
+        self.assertNoResult(d)
+        self.sender.held[0].callback({"bob@remote.test": TEMP})
+        self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stopTimeout(self) -> None:
+        """
+        An attempt that never ends does not hold stopping up for ever.
+        """
+        self.start()
+        self.sender.hold = True
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        d = self.manager.stopService()
+        self.clock.advance(self.manager.stopTimeout)
+        self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_senderExceptionIsTransient(self) -> None:
+        """
+        An exception in the sender counts as a transient failure.
+        """
+        self.start()
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("boom")
+
+        self.sender.deliver = broken  # type: ignore[method-assign]
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        entry = self.queue.entries["Q1"]
+        self.assertEqual(entry.recipients[0].state, PENDING)
+        self.assertIn("boom", entry.lastError)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
