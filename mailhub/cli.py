@@ -11,6 +11,12 @@ The C{mailhub} command for operators.
     - C{mailhub user del ADDRESS [--purge]} removes a user; their Maildir
       stays unless C{--purge}.
     - C{mailhub user list} prints every user's address.
+    - C{mailhub queue list} prints one line per relay queue entry.
+    - C{mailhub queue show ID} prints an entry's envelope and headers.
+    - C{mailhub queue flush [ID]} makes an entry (or every deferred one)
+      due now and tells the running server (C{SIGUSR1}).
+    - C{mailhub queue delete ID} removes an entry (not while it is being
+      tried).
 
 Each takes C{--config FILE} and C{--data DIR}.  A password is asked for
 twice on the terminal, or read as one line from standard input with
@@ -26,9 +32,11 @@ import getpass as _getpass
 import os
 import shutil
 import sys
+from datetime import datetime, timezone
 from typing import Callable, Sequence, TextIO
 
 from attrs import evolve
+from twisted.internet.interfaces import IReactorTime
 
 from mailhub import __version__
 from mailhub.auth.passwords import MAX_PASSWORD_BYTES, hashPassword
@@ -37,6 +45,8 @@ from mailhub.config import Config, embedded, load
 from mailhub.errors import ConfigError, MailhubError
 from mailhub.fs import FileSystem
 from mailhub.maildir.delivery import ensureMaildir
+from mailhub.relay.queue import NoSuchEntry, Queue, checkId, readPid, signalServer
+from mailhub.relay.values import QueueEntry
 
 
 def _addConfigArguments(parser: argparse.ArgumentParser) -> None:
@@ -357,6 +367,237 @@ def _userCommand(
     return 0
 
 
+# The relay queue
+
+
+def _queue(config: Config) -> Queue:
+    return Queue(os.path.join(config.dataDir, "queue"))
+
+
+def _queueId(arguments: argparse.Namespace) -> str:
+    try:
+        return checkId(arguments.id)
+    except ValueError:
+        raise _Failed(f"not a queue id: {_printable(arguments.id)}") from None
+
+
+def _printable(text: str) -> str:
+    """
+    C{text} safe for a terminal: what remote servers and senders wrote
+    (replies, headers, addresses) may hold escape sequences.
+    """
+    return "".join(
+        c if c.isprintable() or c == "\t" else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+        for c in text
+    )
+
+
+def _duration(seconds: float) -> str:
+    """
+    C{42s}, C{5m}, C{2h}, C{3d}: rounded down.
+    """
+    whole = int(max(0.0, seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def _next(entry: QueueEntry, now: float) -> str:
+    if entry.done:
+        return "done"
+    if entry.nextAttempt <= now:
+        return "due"
+    return f"in {_duration(entry.nextAttempt - now)}"
+
+
+def _sender(entry: QueueEntry) -> str:
+    return f"<{_printable(entry.sender)}>"
+
+
+def _recipients(entry: QueueEntry) -> str:
+    return ", ".join(f"{_printable(r.address)} ({r.state})" for r in entry.recipients)
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def queueList(arguments: argparse.Namespace, out: TextIO, now: float) -> None:
+    """
+    C{mailhub queue list}: one line per entry, oldest id first: id, age,
+    sender, recipients with their state, next attempt, last error; then a
+    count.
+    """
+    config = _config(arguments)
+    queue = _queue(config)
+    count = pending = 0
+    for queueId in queue.ids():
+        entry = queue.get(queueId)
+        if entry is None:
+            continue
+        count += 1
+        pending += len(entry.pending)
+        fields = [
+            queueId,
+            _duration(now - entry.created),
+            _sender(entry),
+            _recipients(entry),
+            _next(entry, now),
+        ]
+        if entry.lastError:
+            fields.append(_printable(entry.lastError))
+        out.write("  ".join(fields) + "\n")
+    if count:
+        out.write(
+            f"{_plural(count, 'entry', 'entries')},"
+            f" {_plural(pending, 'recipient', 'recipients')} pending\n"
+        )
+    else:
+        out.write("queue is empty\n")
+    corrupt = os.path.join(queue.directory, "corrupt")
+    with contextlib.suppress(OSError):
+        aside = sum(1 for name in os.listdir(corrupt) if name.endswith(".env"))
+        if aside:
+            out.write(f"{_plural(aside, 'unreadable record', 'unreadable records')} set aside in {corrupt}/\n")
+
+
+#: How much of a message C{queue show} reads looking for the end of the header.
+_MAX_HEADER = 256 * 1024
+
+
+def _headers(path: str) -> list[str]:
+    """
+    The header lines of the message file (continuation lines kept), read
+    only as far as the blank line that ends them.
+    """
+    data = b""
+    with open(path, "rb") as f:
+        while len(data) < _MAX_HEADER:
+            chunk = f.read(16384)
+            if not chunk:
+                break
+            data += chunk
+            if b"\n\r\n" in data or b"\n\n" in data or data.startswith((b"\r\n", b"\n")):
+                break
+    lines = []
+    for line in data[:_MAX_HEADER].split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line:
+            break
+        lines.append(_printable(line.decode("utf-8", "replace")))
+    return lines
+
+
+def queueShow(arguments: argparse.Namespace, out: TextIO, now: float) -> None:
+    """
+    C{mailhub queue show ID}: the envelope, every recipient with its state
+    and last response, and the message's header.
+    """
+    queueId = _queueId(arguments)
+    queue = _queue(_config(arguments))
+    entry = queue.get(queueId)
+    if entry is None:
+        raise _Failed(f"no queue entry {queueId}")
+    created = datetime.fromtimestamp(entry.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = [
+        f"id:           {entry.id}",
+        f"sender:       {_sender(entry)}",
+        f"created:      {created} ({_duration(now - entry.created)} ago)",
+        f"next attempt: {_next(entry, now)}",
+        f"attempts:     {entry.attempts}",
+        f"last error:   {_printable(entry.lastError) or '-'}",
+        f"warned:       {'yes' if entry.warned else 'no'}",
+        f"size:         {entry.size} bytes",
+        f"in flight:    {'yes' if queue.inFlight(queueId) else 'no'}",
+        "recipients:",
+    ]
+    for r in entry.recipients:
+        line = f"  {_printable(r.address)}  {r.state}"
+        if r.response:
+            line += f"  {_printable(r.response)}"
+        if r.remoteMTA:
+            line += f"  ({_printable(r.remoteMTA)})"
+        lines.append(line)
+    lines.append("headers:")
+    try:
+        lines += [f"  {header}" for header in _headers(queue.messagePath(queueId))]
+    except OSError as e:
+        lines.append(f"  (cannot read the message: {e.strerror or e})")
+    out.write("\n".join(lines) + "\n")
+
+
+def queueFlush(arguments: argparse.Namespace, out: TextIO) -> None:
+    """
+    C{mailhub queue flush [ID]}: make the entry, or every deferred entry,
+    due now, and signal the running server to look.
+    """
+    config = _config(arguments)
+    queueId = _queueId(arguments) if arguments.id is not None else None
+    try:
+        flushed = _queue(config).requestFlush(queueId)
+    except NoSuchEntry:
+        raise _Failed(f"no queue entry {queueId}") from None
+    for busy in flushed.busy:
+        out.write(f"{busy} is being tried now; left alone\n")
+    if not flushed.ids:
+        out.write("nothing to flush\n")
+        return
+    out.write(f"{_plural(len(flushed.ids), 'entry', 'entries')} due now\n")
+    if signalServer(config.dataDir):
+        out.write(f"signalled the server (pid {readPid(config.dataDir)}) to retry now\n")
+    else:
+        out.write("no running server was signalled; the entries are due at the next start\n")
+
+
+def queueDelete(arguments: argparse.Namespace, out: TextIO) -> None:
+    """
+    C{mailhub queue delete ID}: remove an entry, unless it is being tried
+    right now.
+    """
+    queueId = _queueId(arguments)
+    queue = _queue(_config(arguments))
+    if queue.get(queueId) is None:
+        raise _Failed(f"no queue entry {queueId}")
+    if not queue.markInFlight(queueId):
+        raise _Failed(f"{queueId} is being tried now; try again when the attempt ends")
+    try:
+        # Read again under the marker: it may have changed or gone.
+        entry = queue.get(queueId)
+        if entry is None:
+            raise _Failed(f"no queue entry {queueId}")
+        try:
+            queue.remove(queueId)
+        except NoSuchEntry:
+            raise _Failed(f"no queue entry {queueId}") from None
+    finally:
+        queue.clearInFlight(queueId)
+    recipients = ", ".join(_printable(r.address) for r in entry.recipients)
+    out.write(f"deleted {queueId} from {_sender(entry)} to {recipients}\n")
+
+
+def _queueCommand(
+    arguments: argparse.Namespace, out: TextIO, err: TextIO, clock: IReactorTime
+) -> int:
+    try:
+        if arguments.queueCommand == "list":
+            queueList(arguments, out, clock.seconds())
+        elif arguments.queueCommand == "show":
+            queueShow(arguments, out, clock.seconds())
+        elif arguments.queueCommand == "flush":
+            queueFlush(arguments, out)
+        else:
+            queueDelete(arguments, out)
+    except MailhubError as e:
+        err.write(f"mailhub: {e}\n")
+        return 1
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        err.write(f"mailhub: {where}{e.strerror or e}\n")
+        return 1
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailhub", description="Operate a mailhub server.")
     parser.add_argument("--version", action="version", version=f"mailhub {__version__}")
@@ -386,6 +627,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     for sub in (add, passwd, delete, listing):
         _addConfigArguments(sub)
+    queue = commands.add_parser("queue", help="list, show, flush and delete relay queue entries")
+    queueCommands = queue.add_subparsers(
+        dest="queueCommand", metavar="SUBCOMMAND", required=True
+    )
+    queueList_ = queueCommands.add_parser("list", help="one line per queue entry")
+    queueShow_ = queueCommands.add_parser("show", help="an entry's envelope and headers")
+    queueShow_.add_argument("id", metavar="ID")
+    queueFlush_ = queueCommands.add_parser(
+        "flush", help="retry an entry, or every deferred entry, now"
+    )
+    queueFlush_.add_argument("id", metavar="ID", nargs="?")
+    queueDelete_ = queueCommands.add_parser("delete", help="remove an entry without sending it")
+    queueDelete_.add_argument("id", metavar="ID")
+    for sub in (queueList_, queueShow_, queueFlush_, queueDelete_):
+        _addConfigArguments(sub)
     return parser
 
 
@@ -395,6 +651,7 @@ def main(
     err: TextIO = sys.stderr,
     stdin: TextIO | None = None,
     getpass: Callable[[str], str] | None = None,
+    clock: IReactorTime | None = None,
 ) -> int:
     """
     Run the C{mailhub} command.
@@ -405,6 +662,8 @@ def main(
     @param stdin: where C{--password-stdin} reads; C{sys.stdin} when C{None}.
     @param getpass: asks for a password without echo; L{getpass.getpass}
         when C{None}.
+    @param clock: the time for ages in C{queue} output; the reactor's when
+        C{None}.
     @return: the exit status: 0, 1 for an error, 2 for a usage error.
     """
     parser = _parser()
@@ -427,6 +686,11 @@ def main(
             stdin if stdin is not None else sys.stdin,
             getpass if getpass is not None else _getpass.getpass,
         )
+    if arguments.command == "queue":
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        assert clock is not None
+        return _queueCommand(arguments, out, err, clock)
     parser.print_help(err)
     return 2
 

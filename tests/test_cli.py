@@ -574,3 +574,244 @@ class CheckConfigTests(CLITestCase):
         status = main(["check-config", "--config", self.config], out, err)
         self.assertEqual((status, out.getvalue()), (1, ""))
         self.assertEqual(err.getvalue(), f"mailhub: {self.config}: bogus: unknown key\n")
+
+
+class QueueCommandTests(CLITestCase):
+    """
+    C{mailhub queue list|show|flush|delete}, with a fixed clock.
+    """
+
+    NOW = 1_700_000_000.0
+
+    def setUp(self) -> None:
+        super().setUp()
+        from twisted.internet.task import Clock
+
+        from mailhub.relay.queue import Queue
+
+        self.clock = Clock()
+        self.clock.advance(self.NOW)
+        self.queueDir = os.path.join(self.data, "queue")
+        self.queue = Queue(self.queueDir, clock=self.clock)
+        self.killed: list[tuple[int, int]] = []
+
+    def enqueue(self, queueId: str, **changes: object) -> None:
+        from attrs import evolve
+
+        from mailhub.relay.values import QueuedRecipient, QueueEntry
+
+        entry = QueueEntry(
+            id=queueId,
+            sender="alice@example.com",
+            recipients=(
+                QueuedRecipient("bob@example.net", "pending", "451 4.7.1 greylisted", "mx.example.net"),
+                QueuedRecipient("carol@example.org", "sent", "250 2.0.0 ok", "mx.example.org"),
+            ),
+            created=self.NOW - 300,
+            nextAttempt=self.NOW + 240,
+            attempts=2,
+            lastError="451 4.7.1 greylisted",
+        )
+        self.queue.add(
+            evolve(entry, **changes),
+            b"Received: from x by mx.example.com\r\n"
+            b"Subject: hello \x1b[31mred\r\n"
+            b" folded\r\n"
+            b"\r\n"
+            b"Body: not a header\r\n",
+        )
+
+    def queueRun(self, *arguments: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        status = main(
+            ["queue", *arguments, "--config", self.config], out, err, clock=self.clock
+        )
+        return status, out.getvalue(), err.getvalue()
+
+    def fakeServer(self, pid: int = 4242) -> None:
+        from mailhub.relay import queue as queueModule
+
+        os.makedirs(self.data, exist_ok=True)
+        with open(os.path.join(self.data, "mailhub.pid"), "w") as f:
+            f.write(f"{pid}\n")
+        self.patch(os, "kill", lambda pid, sig: self.killed.append((pid, sig)))
+        self.patch(queueModule, "_commandLine", lambda pid: b"twistd\x00mailhub\x00")
+
+    def test_listEmpty(self) -> None:
+        """
+        No queue directory at all is an empty queue.
+        """
+        self.assertEqual(self.queueRun("list"), (0, "queue is empty\n", ""))
+
+    def test_list(self) -> None:
+        """
+        One line per entry: id, age, sender, recipients with state, next
+        attempt, last error; then a count.
+        """
+        self.enqueue("00000000000001")
+        self.enqueue(
+            "00000000000002",
+            sender="",
+            created=self.NOW - 3 * 86400,
+            nextAttempt=self.NOW - 1,
+            lastError="",
+        )
+        status, out, err = self.queueRun("list")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "00000000000001  5m  <alice@example.com>  bob@example.net (pending),"
+                " carol@example.org (sent)  in 4m  451 4.7.1 greylisted",
+                "00000000000002  3d  <>  bob@example.net (pending),"
+                " carol@example.org (sent)  due",
+                "2 entries, 2 recipients pending",
+            ],
+        )
+
+    def test_listCorrupt(self) -> None:
+        """
+        An unreadable record is set aside, and the listing says so.
+        """
+        self.enqueue("00000000000001")
+        with open(os.path.join(self.queueDir, "00000000000002.env"), "w") as f:
+            f.write("{")
+        status, out, err = self.queueRun("list")
+        self.assertEqual((status, err), (0, ""))
+        lines = out.splitlines()
+        self.assertEqual(lines[1], "1 entry, 1 recipient pending")
+        self.assertEqual(
+            lines[2], f"1 unreadable record set aside in {os.path.join(self.queueDir, 'corrupt')}/"
+        )
+
+    def test_show(self) -> None:
+        """
+        The envelope, each recipient with state and response, and the
+        headers (only), with control characters made harmless.
+        """
+        self.enqueue("00000000000001")
+        status, out, err = self.queueRun("show", "00000000000001")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "id:           00000000000001",
+                "sender:       <alice@example.com>",
+                "created:      2023-11-14 22:08:20 UTC (5m ago)",
+                "next attempt: in 4m",
+                "attempts:     2",
+                "last error:   451 4.7.1 greylisted",
+                "warned:       no",
+                "size:         92 bytes",
+                "in flight:    no",
+                "recipients:",
+                "  bob@example.net  pending  451 4.7.1 greylisted  (mx.example.net)",
+                "  carol@example.org  sent  250 2.0.0 ok  (mx.example.org)",
+                "headers:",
+                "  Received: from x by mx.example.com",
+                "  Subject: hello \\x1b[31mred",
+                "   folded",
+            ],
+        )
+
+    def test_showUnknown(self) -> None:
+        self.assertError(self.queueRun("show", "00000000000009"), "no queue entry 00000000000009")
+
+    def test_badId(self) -> None:
+        """
+        An id that could leave the queue directory is refused by every
+        command.
+        """
+        for command in ("show", "flush", "delete"):
+            self.assertError(self.queueRun(command, "../users"), "not a queue id")
+
+    def test_flushOne(self) -> None:
+        """
+        C{flush ID} rewrites that entry's next attempt to 0 and signals
+        the server named by the pid file.
+        """
+        import signal
+
+        self.enqueue("00000000000001")
+        self.enqueue("00000000000002")
+        self.fakeServer()
+        status, out, err = self.queueRun("flush", "00000000000001")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            ["1 entry due now", "signalled the server (pid 4242) to retry now"],
+        )
+        self.assertEqual(self.queue.get("00000000000001").nextAttempt, 0)  # type: ignore[union-attr]
+        self.assertEqual(self.queue.get("00000000000002").nextAttempt, self.NOW + 240)  # type: ignore[union-attr]
+        self.assertEqual(self.killed, [(4242, signal.SIGUSR1)])
+
+    def test_flushAllNoServer(self) -> None:
+        """
+        C{flush} makes every deferred entry due; with no server running it
+        says they are due at the next start.
+        """
+        self.enqueue("00000000000001")
+        self.enqueue("00000000000002")
+        self.enqueue("00000000000003")
+        self.queue.markInFlight("00000000000003")
+        status, out, err = self.queueRun("flush")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "00000000000003 is being tried now; left alone",
+                "2 entries due now",
+                "no running server was signalled; the entries are due at the next start",
+            ],
+        )
+        self.assertEqual(
+            [self.queue.get(i).nextAttempt for i in self.queue.ids()],  # type: ignore[union-attr]
+            [0, 0, self.NOW + 240],
+        )
+
+    def test_flushEmpty(self) -> None:
+        self.fakeServer()
+        self.assertEqual(self.queueRun("flush"), (0, "nothing to flush\n", ""))
+        self.assertEqual(self.killed, [])
+
+    def test_flushUnknown(self) -> None:
+        self.assertError(self.queueRun("flush", "00000000000009"), "no queue entry 00000000000009")
+
+    def test_delete(self) -> None:
+        """
+        C{delete ID} removes the entry and says whose it was.
+        """
+        self.enqueue("00000000000001")
+        self.enqueue("00000000000002")
+        status, out, err = self.queueRun("delete", "00000000000001")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(
+            out,
+            "deleted 00000000000001 from <alice@example.com>"
+            " to bob@example.net, carol@example.org\n",
+        )
+        self.assertEqual(self.queue.ids(), ["00000000000002"])
+        self.assertEqual(
+            sorted(os.listdir(self.queueDir)),
+            ["00000000000002.env", "00000000000002.msg", "tmp"],
+        )
+
+    def test_deleteInFlight(self) -> None:
+        """
+        An entry being tried is not deleted, and its marker stays.
+        """
+        self.enqueue("00000000000001")
+        self.queue.markInFlight("00000000000001")
+        self.assertError(self.queueRun("delete", "00000000000001"), "being tried now")
+        self.assertEqual(self.queue.ids(), ["00000000000001"])
+        self.assertTrue(self.queue.inFlight("00000000000001"))
+
+    def test_deleteUnknown(self) -> None:
+        self.assertError(self.queueRun("delete", "00000000000009"), "no queue entry 00000000000009")
+
+    def test_help(self) -> None:
+        """
+        C{queue} needs a subcommand (a usage error, status 2).
+        """
+        status, out, err = self.queueRun()
+        self.assertEqual(status, 2)

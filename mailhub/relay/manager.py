@@ -32,6 +32,9 @@ from mailhub.relay import bounce
 from mailhub.relay.policy import RetryPolicy
 from mailhub.relay.values import FAILED, PENDING, SENT, Outcome, QueuedRecipient, QueueEntry
 
+#: Seconds to wait before trying an entry that a command holds.
+BUSY_RETRY = 5.0
+
 #: RFC 5321 §6.3: more Received headers than this is a loop.
 MAX_RECEIVED = 100
 
@@ -218,29 +221,38 @@ class RelayManager(Service):
     # One attempt
 
     async def _attempt(self, queueId: str) -> None:
-        entry: QueueEntry | None = await self.runBlocking(self.queue.get, queueId)
-        if entry is None:
+        # The in-flight marker first: while it is held, "mailhub queue
+        # delete/flush" leave the entry alone.
+        if not await self.runBlocking(self.queue.markInFlight, queueId):
+            self._push(self.clock.seconds() + BUSY_RETRY, queueId)
             return
-        if entry.done:
-            await self.runBlocking(self.queue.remove, queueId)
-            return
-        now = self.clock.seconds()
-        # Recorded before connecting: a crash mid-attempt never retries early.
-        entry = evolve(entry, attempts=entry.attempts + 1)
-        entry = evolve(entry, nextAttempt=self.policy.nextAttempt(entry, now))
-        await self.runBlocking(self.queue.update, entry)
-        await self.runBlocking(self.queue.markInFlight, queueId)
         try:
+            entry: QueueEntry | None = await self.runBlocking(self.queue.get, queueId)
+            if entry is None:
+                return  # removed, or set aside as corrupt
+            if entry.done:
+                await self.runBlocking(self._remove, queueId)
+                return
+            now = self.clock.seconds()
+            # Recorded before connecting: a crash mid-attempt never retries early.
+            entry = evolve(entry, attempts=entry.attempts + 1)
+            entry = evolve(entry, nextAttempt=self.policy.nextAttempt(entry, now))
+            await self.runBlocking(self.queue.update, entry)
             entry = await self._deliver(entry)
+            if entry.done:
+                await self.runBlocking(self._remove, queueId)
+                self.log.info("removed id={id}: nothing left to deliver", id=queueId)
+            else:
+                await self.runBlocking(self.queue.update, entry)
+                self._push(entry.nextAttempt, queueId)
         finally:
             await self.runBlocking(self.queue.clearInFlight, queueId)
-        if entry.done:
-            await self.runBlocking(self.queue.remove, queueId)
-            self.log.info("removed id={id}: nothing left to deliver", id=queueId)
-        else:
-            await self.runBlocking(self.queue.update, entry)
-            self._push(entry.nextAttempt, queueId)
-            self._schedule()
+
+    def _remove(self, queueId: str) -> None:
+        try:
+            self.queue.remove(queueId)
+        except LookupError:
+            pass  # already gone ("mailhub queue delete")
 
     async def _deliver(self, entry: QueueEntry) -> QueueEntry:
         """

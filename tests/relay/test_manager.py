@@ -38,6 +38,7 @@ class MemoryQueue:
         self.updates: list[QueueEntry] = []
         self.inFlight: set[str] = set()
         self.removed: list[str] = []
+        self.busy: set[str] = set()
 
     def scan(self) -> list[tuple[float, str]]:
         return [(e.nextAttempt, e.id) for e in self.entries.values()]
@@ -59,8 +60,11 @@ class MemoryQueue:
             f.write(self.message)
         return path
 
-    def markInFlight(self, queueId: str) -> None:
+    def markInFlight(self, queueId: str) -> bool:
+        if queueId in self.inFlight or queueId in self.busy:
+            return False
         self.inFlight.add(queueId)
+        return True
 
     def clearInFlight(self, queueId: str) -> None:
         self.inFlight.discard(queueId)
@@ -340,6 +344,20 @@ class ManagerTests(SynchronousTestCase):
         self.sender.held[0].callback({"bob@remote.test": TEMP})
         self.successResultOf(d)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_busyEntryRetriedSoon(self) -> None:
+        """
+        An entry a command holds is tried again a few seconds later.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [OK]
+        self.queue.busy.add("Q1")
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        self.assertEqual(self.sender.calls, [])
+        self.queue.busy.clear()
+        self.clock.advance(5)
+        self.assertEqual(len(self.sender.calls), 1)
 
     def test_stopTimeout(self) -> None:
         """

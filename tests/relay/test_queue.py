@@ -1,0 +1,597 @@
+"""
+Tests for L{mailhub.relay.queue}: the durable relay queue.
+
+The house rule under test: a failure injected at each step of L{Queue.add}
+leaves either no entry or a complete one, never one a reader half sees.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+
+from attrs import evolve
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailhub.relay import queue as queueModule
+from mailhub.relay.queue import (
+    LEFTOVER_AGE,
+    Flushed,
+    NoSuchEntry,
+    Queue,
+    checkId,
+    decode,
+    encode,
+    signalServer,
+)
+from mailhub.relay.values import FAILED, SENT, QueuedRecipient, QueueEntry
+from tests.test_fs import ScriptedFileSystem
+
+MESSAGE = b"Received: from a by b\r\nSubject: hello\r\n\r\n" + b"line\r\n" * 500
+
+#: Well after any file the tests write (their mtimes are the real time).
+LATER = 4_000_000_000.0
+
+
+def makeEntry(queueId: str = "0123456789ABCD", **changes: object) -> QueueEntry:
+    entry = QueueEntry(
+        id=queueId,
+        sender="alice@example.com",
+        recipients=(
+            QueuedRecipient("bob@example.net"),
+            QueuedRecipient("carol@example.org", SENT, "250 2.0.0 ok", "mx.example.org"),
+        ),
+        created=1_700_000_000.5,
+        nextAttempt=1_700_000_300.0,
+        attempts=1,
+        lastError="451 4.7.1 greylisted",
+        size=len(MESSAGE),
+    )
+    return evolve(entry, **changes)
+
+
+class QueueTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        self.clock = Clock()
+        self.clock.advance(LATER)
+        self.queue = Queue(self.directory, clock=self.clock)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.directory, *parts)
+
+    def read(self, *parts: str) -> bytes:
+        with open(self.path(*parts), "rb") as f:
+            return f.read()
+
+    def write(self, data: bytes, *parts: str, old: bool = True) -> str:
+        path = self.path(*parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        if old:
+            os.utime(path, (0, 0))
+        return path
+
+    def listing(self, *parts: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(*parts)))
+        except FileNotFoundError:
+            return []
+
+
+class AddTests(QueueTestCase):
+    def test_roundTrip(self) -> None:
+        """
+        An entry added from memory reads back equal, with its message as
+        given, as C{ID.env} and C{ID.msg}; nothing is left in C{tmp/}.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        self.assertEqual(self.queue.get(entry.id), entry)
+        with open(self.queue.messagePath(entry.id), "rb") as f:
+            self.assertEqual(f.read(), MESSAGE)
+        self.assertEqual(self.listing(), ["0123456789ABCD.env", "0123456789ABCD.msg", "tmp"])
+        self.assertEqual(self.listing("tmp"), [])
+        self.assertEqual(self.queue.ids(), [entry.id])
+
+    def test_spooled(self) -> None:
+        """
+        From a spool file, the first C{spoolSize} bytes are the message;
+        the size recorded is theirs.
+        """
+        spool = os.path.abspath(self.mktemp())
+        with open(spool, "wb") as f:
+            f.write(MESSAGE + b"trailing garbage")
+        entry = makeEntry(size=0)
+        self.queue.add(entry, spoolPath=spool, spoolSize=len(MESSAGE))
+        self.assertEqual(self.queue.get(entry.id), evolve(entry, size=len(MESSAGE)))
+        self.assertEqual(self.read(entry.id + ".msg"), MESSAGE)
+
+    def test_compactJSON(self) -> None:
+        """
+        The envelope is compact JSON with a version and every field.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        data = self.read(entry.id + ".env")
+        document = json.loads(data)
+        self.assertEqual(data, json.dumps(document, separators=(",", ":")).encode())
+        self.assertEqual(document["v"], 1)
+        self.assertEqual(
+            set(document),
+            {"v", "id", "sender", "recipients", "created", "nextAttempt", "attempts", "lastError", "warned", "size"},
+        )
+        self.assertEqual(decode(encode(entry), entry.id), entry)
+
+    def test_exists(self) -> None:
+        """
+        Adding an id that is in the queue fails and changes nothing.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        self.assertRaises(FileExistsError, self.queue.add, evolve(entry, sender="x@y"), b"other")
+        self.assertEqual(self.queue.get(entry.id), entry)
+        self.assertEqual(self.read(entry.id + ".msg"), MESSAGE)
+
+    def test_contentOrSpool(self) -> None:
+        self.assertRaises(TypeError, self.queue.add, makeEntry())
+        self.assertRaises(TypeError, self.queue.add, makeEntry(), b"x", spoolPath="/etc/passwd")
+
+    def test_durableOrder(self) -> None:
+        """
+        Both temporary files are fsynced before any rename; the message is
+        renamed into place and the directory fsynced before the envelope is
+        renamed, and the directory is fsynced again after it.
+        """
+        fs = ScriptedFileSystem()
+        queue = Queue(self.directory, fs, clock=self.clock)
+        os.makedirs(self.path("tmp"))
+        queue.add(makeEntry(), MESSAGE)
+        steps = [
+            (op, os.path.basename(subject or "").split(".")[1] if op in ("fsync", "rename") else "")
+            for (op, _), subject in zip(fs.calls, fs.subjects)
+            if op in ("fsync", "rename", "fsyncDirectory")
+        ]
+        self.assertEqual(
+            steps,
+            [
+                ("fsync", "msg"),
+                ("fsync", "env"),
+                ("rename", "msg"),
+                ("fsyncDirectory", ""),
+                ("rename", "env"),
+                ("fsyncDirectory", ""),
+            ],
+        )
+        self.assertEqual(fs.openFds, set())
+
+
+class FailureTests(QueueTestCase):
+    """
+    A failure at every step of L{Queue.add}.
+    """
+
+    def steps(self, spooled: bool) -> list[tuple[str, int]]:
+        """
+        Every C{(operation, nth)} call of a successful add.
+        """
+        fs = ScriptedFileSystem()
+        directory = os.path.abspath(self.mktemp())
+        self.addWithSpool(Queue(directory, fs, clock=self.clock), spooled)
+        seen: dict[str, int] = {}
+        result = []
+        for op, _ in fs.calls:
+            seen[op] = seen.get(op, 0) + 1
+            result.append((op, seen[op]))
+        return result
+
+    def addWithSpool(self, queue: Queue, spooled: bool) -> None:
+        if spooled:
+            spool = os.path.abspath(self.mktemp())
+            with open(spool, "wb") as f:
+                f.write(MESSAGE)
+            queue.add(makeEntry(), spoolPath=spool, spoolSize=len(MESSAGE))
+        else:
+            queue.add(makeEntry(), MESSAGE)
+
+    def assertNoPartial(self, directory: str) -> bool:
+        """
+        In C{directory}: no entry, or a complete one; never an envelope
+        without its message.  Return whether the entry is there.
+        """
+        reader = Queue(directory, clock=self.clock)
+        names = set(os.listdir(directory)) if os.path.isdir(directory) else set()
+        entry = makeEntry()
+        if entry.id + ".env" in names:
+            self.assertIn(entry.id + ".msg", names)
+            self.assertEqual(reader.get(entry.id), entry)
+            with open(reader.messagePath(entry.id), "rb") as f:
+                self.assertEqual(f.read(), MESSAGE)
+            return True
+        self.assertIsNone(reader.get(entry.id))
+        self.assertEqual(reader.scan(), [])
+        return False
+
+    def test_everyStep(self) -> None:
+        """
+        Whichever step fails, C{add} raises and leaves nothing: no entry,
+        no message, no temporary file, no open descriptor.
+        """
+        for spooled in (False, True):
+            steps = self.steps(spooled)
+            self.assertTrue(
+                {"openExclusive", "write" if not spooled else "copy", "fsync", "close", "rename", "fsyncDirectory"}
+                <= {op for op, _ in steps}
+            )
+            for op, nth in steps:
+                directory = os.path.abspath(self.mktemp())
+                fs = ScriptedFileSystem(failOp=op, failAt=nth)
+                queue = Queue(directory, fs, clock=self.clock)
+                self.assertRaises(OSError, self.addWithSpool, queue, spooled)
+                self.assertIsNotNone(fs.raised, (op, nth))
+                self.assertFalse(self.assertNoPartial(directory), (spooled, op, nth))
+                for sub in (directory, os.path.join(directory, "tmp")):
+                    leftover = [n for n in os.listdir(sub) if n not in ("tmp",)] if os.path.isdir(sub) else []
+                    self.assertEqual(leftover, [], (spooled, op, nth))
+                self.assertEqual(fs.openFds, set(), (spooled, op, nth))
+
+    def test_everyStepCleanupFails(self) -> None:
+        """
+        When the disk keeps failing (the clean-up too), what is left is
+        still no entry or a complete one, and the next scan (a minute
+        later) clears the leftovers.
+        """
+        for op, nth in self.steps(False):
+            directory = os.path.abspath(self.mktemp())
+
+            class Broken(ScriptedFileSystem):
+                def _step(self, name: str, *args: object) -> bool:
+                    due = super()._step(name, *args)
+                    return due or self.raised is not None
+
+            fs = Broken(failOp=op, failAt=nth)
+            self.assertRaises(OSError, Queue(directory, fs, clock=self.clock).add, makeEntry(), MESSAGE)
+            if not self.assertNoPartial(directory):
+                self.assertEqual(
+                    [n for n in os.listdir(directory) if n != "tmp"] if os.path.isdir(directory) else [],
+                    [],
+                    (op, nth),
+                )
+
+
+class UpdateRemoveTests(QueueTestCase):
+    def test_update(self) -> None:
+        """
+        C{update} replaces the envelope; the message is untouched.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        changed = evolve(
+            entry.withRecipient(QueuedRecipient("bob@example.net", FAILED, "550 5.1.1 no", "mx")),
+            attempts=2,
+            warned=True,
+            nextAttempt=0.0,
+        )
+        self.queue.update(changed)
+        self.assertEqual(self.queue.get(entry.id), changed)
+        self.assertEqual(self.read(entry.id + ".msg"), MESSAGE)
+        self.assertEqual(self.listing("tmp"), [])
+
+    def test_updateFails(self) -> None:
+        """
+        A failed update leaves the old envelope whole and no temporary file.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        for op in ("openExclusive", "write", "fsync", "close", "rename"):
+            queue = Queue(self.directory, ScriptedFileSystem(failOp=op), clock=self.clock)
+            self.assertRaises(OSError, queue.update, evolve(entry, attempts=9))
+            self.assertEqual(self.queue.get(entry.id), entry, op)
+            self.assertEqual(self.listing("tmp"), [], op)
+
+    def test_updateMissing(self) -> None:
+        """
+        Updating an entry that is gone does not bring back an envelope
+        without a message.
+        """
+        self.assertRaises(NoSuchEntry, self.queue.update, makeEntry())
+        self.assertEqual(self.listing(), [])
+
+    def test_remove(self) -> None:
+        """
+        C{remove} takes both files away, the envelope first, and fsyncs the
+        directory.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        fs = ScriptedFileSystem()
+        Queue(self.directory, fs, clock=self.clock).remove(entry.id)
+        self.assertEqual(
+            [(op, os.path.basename(s or "")) for (op, _), s in zip(fs.calls, fs.subjects) if op != "openDirectory"],
+            [
+                ("unlink", entry.id + ".env"),
+                ("unlink", entry.id + ".msg"),
+                ("fsyncDirectory", os.path.basename(self.directory)),
+            ],
+        )
+        self.assertIsNone(self.queue.get(entry.id))
+        self.assertEqual(self.listing(), ["tmp"])
+        self.assertRaises(NoSuchEntry, self.queue.remove, entry.id)
+
+    def test_getMissing(self) -> None:
+        self.assertIsNone(self.queue.get("00000000000000"))
+
+
+class ScanTests(QueueTestCase):
+    def test_valid(self) -> None:
+        """
+        C{scan} returns C{(nextAttempt, id)} of every entry, sorted.
+        """
+        self.queue.add(makeEntry("B", nextAttempt=5.0), MESSAGE)
+        self.queue.add(makeEntry("A", nextAttempt=9.0), MESSAGE)
+        self.queue.add(makeEntry("C", nextAttempt=0.0), MESSAGE)
+        self.assertEqual(self.queue.scan(), [(0.0, "C"), (5.0, "B"), (9.0, "A")])
+
+    def test_empty(self) -> None:
+        """
+        No directory is an empty queue, and scanning makes none.
+        """
+        self.assertEqual(self.queue.scan(), [])
+        self.assertEqual(self.queue.ids(), [])
+        self.assertFalse(os.path.exists(self.directory))
+
+    def test_corrupt(self) -> None:
+        """
+        Unreadable envelopes (not JSON, wrong version, wrong id, bad
+        fields) are moved aside to C{corrupt/} with their message and a
+        log line; the good entry stays.
+        """
+        self.queue.add(makeEntry("GOOD"), MESSAGE)
+        good = json.loads(encode(makeEntry("X")))
+        bad = {
+            "NOTJSON": b"{\"v\":1,",
+            "VERSION": json.dumps(dict(good, v=2, id="VERSION")).encode(),
+            "WRONGID": json.dumps(dict(good, id="OTHER")).encode(),
+            "STATE": json.dumps(dict(good, id="STATE", recipients=[{"address": "a@b", "state": "lost"}])).encode(),
+            "NAN": encode(makeEntry("NAN")).replace(b'"created":1700000000.5', b'"created":NaN'),
+            "BOOL": json.dumps(dict(good, id="BOOL", attempts=True)).encode(),
+            "LIST": b"[]",
+            "BINARY": b"\xff\xfe",
+        }
+        for queueId, data in bad.items():
+            self.write(data, queueId + ".env")
+            self.write(MESSAGE, queueId + ".msg")
+        with capturedLogs() as events:
+            self.assertEqual(self.queue.scan(), [(makeEntry().nextAttempt, "GOOD")])
+        self.assertEqual(self.listing(), ["GOOD.env", "GOOD.msg", "corrupt", "tmp"])
+        self.assertEqual(
+            self.listing("corrupt"),
+            sorted(f"{q}.{e}" for q in bad for e in ("env", "msg")),
+        )
+        for queueId, data in bad.items():
+            self.assertEqual(self.read("corrupt", queueId + ".env"), data)
+        logged = {e.get("id") for e in events if "unreadable" in e.get("log_format", "")}
+        self.assertEqual(logged, set(bad))
+        # Not retried forever: the next scan has nothing to say.
+        with capturedLogs() as events:
+            self.queue.scan()
+        self.assertEqual(list(events), [])
+
+    def test_corruptTwice(self) -> None:
+        """
+        A second corrupt record with the same id does not overwrite the
+        first one set aside.
+        """
+        for n in range(2):
+            self.write(b"junk%d" % n, "ID.env")
+            self.write(MESSAGE, "ID.msg")
+            self.queue.scan()
+        self.assertEqual(self.listing("corrupt"), ["ID.env", "ID.env.1", "ID.msg", "ID.msg.1"])
+
+    def test_envelopeWithoutMessage(self) -> None:
+        """
+        An envelope whose message is missing cannot be sent: it is moved
+        to C{corrupt/}, and C{get} says there is no entry.
+        """
+        self.write(encode(makeEntry("LONELY")), "LONELY.env")
+        with capturedLogs() as events:
+            self.assertEqual(self.queue.scan(), [])
+        self.assertEqual(self.listing("corrupt"), ["LONELY.env"])
+        self.assertEqual([e["id"] for e in events], ["LONELY"])
+        self.assertIsNone(self.queue.get("LONELY"))
+
+    def test_orphanMessage(self) -> None:
+        """
+        A message without an envelope (a crash between the renames) is
+        removed once it is a minute old; a newer one may be an add in
+        progress and is kept.
+        """
+        self.write(MESSAGE, "OLD.msg")
+        new = self.write(MESSAGE, "NEW.msg", old=False)
+        os.utime(new, (LATER - LEFTOVER_AGE / 2,) * 2)
+        self.queue.scan()
+        self.assertEqual(self.listing(), ["NEW.msg"])
+
+    def test_leftoverTemporary(self) -> None:
+        """
+        Old files in C{tmp/} from another process are removed; this
+        process's own are an add in progress.
+        """
+        self.write(b"x", "tmp", "A.msg.deadbeef.1")
+        self.write(b"x", "tmp", f"A.env.{queueModule._TOKEN}.3")
+        new = self.write(b"x", "tmp", "B.msg.deadbeef.2", old=False)
+        os.utime(new, (LATER - 1,) * 2)
+        self.queue.scan()
+        self.assertEqual(self.listing("tmp"), sorted(["B.msg.deadbeef.2", f"A.env.{queueModule._TOKEN}.3"]))
+
+    def test_otherFilesIgnored(self) -> None:
+        """
+        Files that are not queue files are neither entries nor removed.
+        """
+        self.write(b"x", "README")
+        self.write(b"x", "a.b.msg")
+        self.assertEqual(self.queue.scan(), [])
+        self.assertEqual(self.listing(), ["README", "a.b.msg"])
+
+    def test_staleMarkers(self) -> None:
+        """
+        C{scan} removes markers of dead processes, of an earlier process
+        with our pid, and unreadable old ones; it keeps this process's own
+        and a live process's.
+        """
+        self.queue.add(makeEntry("MINE"), MESSAGE)
+        self.assertTrue(self.queue.markInFlight("MINE"))
+        self.write(b"999999999 feedface\n", "DEAD.lock")
+        self.write(f"{os.getpid()} feedface\n".encode(), "REUSED.lock")
+        self.write(f"{os.getppid()} feedface\n".encode(), "LIVE.lock")
+        self.write(b"", "TORN.lock")
+        self.write(b"", "FRESH.lock", old=False)
+        os.utime(self.path("FRESH.lock"), (LATER,) * 2)
+        self.queue.scan()
+        self.assertEqual(
+            [n for n in self.listing() if n.endswith(".lock")],
+            ["FRESH.lock", "LIVE.lock", "MINE.lock"],
+        )
+
+
+class InFlightTests(QueueTestCase):
+    def test_marker(self) -> None:
+        """
+        C{markInFlight} takes C{ID.lock} once; C{inFlight} sees it;
+        C{clearInFlight} gives it back (twice is harmless).
+        """
+        self.queue.add(makeEntry(), MESSAGE)
+        queueId = makeEntry().id
+        self.assertFalse(self.queue.inFlight(queueId))
+        self.assertTrue(self.queue.markInFlight(queueId))
+        self.assertTrue(self.queue.inFlight(queueId))
+        self.assertFalse(self.queue.markInFlight(queueId))
+        self.assertEqual(self.read(queueId + ".lock"), f"{os.getpid()} {queueModule._TOKEN}\n".encode())
+        self.queue.clearInFlight(queueId)
+        self.assertFalse(self.queue.inFlight(queueId))
+        self.queue.clearInFlight(queueId)
+
+    def test_markerWriteFails(self) -> None:
+        """
+        A marker that cannot be written is not left behind.
+        """
+        self.queue.add(makeEntry(), MESSAGE)
+        queue = Queue(self.directory, ScriptedFileSystem(failOp="write"), clock=self.clock)
+        self.assertRaises(OSError, queue.markInFlight, makeEntry().id)
+        self.assertFalse(self.queue.inFlight(makeEntry().id))
+
+
+class IdTests(QueueTestCase):
+    """
+    Path traversal through queue ids.
+    """
+
+    BAD = ["", "../x", "..", "a/b", "a.env", "/etc/passwd", "a\x00", "a\n", "é", "١٢", "x" * 65, None, 5]
+
+    def test_checkId(self) -> None:
+        self.assertEqual(checkId("0123456789abcDEF"), "0123456789abcDEF")
+        for bad in self.BAD:
+            self.assertRaises(ValueError, checkId, bad)
+
+    def test_everyMethod(self) -> None:
+        """
+        Every method that takes an id refuses a bad one before touching
+        the disk.
+        """
+        for bad in self.BAD:
+            for call in (
+                lambda: self.queue.add(makeEntry(bad), MESSAGE),  # type: ignore[arg-type]
+                lambda: self.queue.update(makeEntry(bad)),  # type: ignore[arg-type]
+                lambda: self.queue.remove(bad),  # type: ignore[arg-type]
+                lambda: self.queue.get(bad),  # type: ignore[arg-type]
+                lambda: self.queue.messagePath(bad),  # type: ignore[arg-type]
+                lambda: self.queue.inFlight(bad),  # type: ignore[arg-type]
+                lambda: self.queue.markInFlight(bad),  # type: ignore[arg-type]
+                lambda: self.queue.clearInFlight(bad),  # type: ignore[arg-type]
+            ):
+                self.assertRaises(ValueError, call)
+            if bad is not None:
+                self.assertRaises(ValueError, self.queue.requestFlush, bad)
+        self.assertFalse(os.path.exists(self.directory))
+
+
+class FlushTests(QueueTestCase):
+    def test_all(self) -> None:
+        """
+        Every entry with recipients pending is made due; done and busy
+        ones are left alone; the markers are given back.
+        """
+        self.queue.add(makeEntry("A"), MESSAGE)
+        self.queue.add(makeEntry("B", nextAttempt=0.0), MESSAGE)
+        done = makeEntry("C")
+        done = done.withRecipient(QueuedRecipient("bob@example.net", SENT))
+        self.queue.add(done, MESSAGE)
+        self.queue.add(makeEntry("D"), MESSAGE)
+        self.queue.markInFlight("D")
+        self.assertEqual(self.queue.requestFlush(), Flushed(("A", "B"), ("D",)))
+        self.assertEqual(self.queue.get("A"), makeEntry("A", nextAttempt=0.0))
+        self.assertEqual(self.queue.get("C"), done)
+        self.assertEqual(self.queue.get("D"), makeEntry("D"))
+        self.assertEqual([n for n in self.listing() if n.endswith(".lock")], ["D.lock"])
+
+    def test_one(self) -> None:
+        self.queue.add(makeEntry("A"), MESSAGE)
+        self.queue.add(makeEntry("B"), MESSAGE)
+        self.assertEqual(self.queue.requestFlush("B"), Flushed(("B",), ()))
+        self.assertEqual(self.queue.get("A"), makeEntry("A"))
+        self.assertEqual(self.queue.get("B").nextAttempt, 0.0)  # type: ignore[union-attr]
+        self.assertRaises(NoSuchEntry, self.queue.requestFlush, "Z")
+
+
+class SignalTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.data = os.path.abspath(self.mktemp())
+        os.makedirs(self.data)
+        self.killed: list[tuple[int, int]] = []
+        self.patch(os, "kill", lambda pid, sig: self.killed.append((pid, sig)))
+        self.patch(queueModule, "_commandLine", lambda pid: b"twistd\x00-n\x00mailhub\x00")
+
+    def pidFile(self, text: str) -> None:
+        with open(os.path.join(self.data, "mailhub.pid"), "w") as f:
+            f.write(text)
+
+    def test_signal(self) -> None:
+        self.pidFile("4242\n")
+        self.assertTrue(signalServer(self.data))
+        self.assertEqual(self.killed, [(4242, signal.SIGUSR1)])
+
+    def test_noPidFile(self) -> None:
+        self.assertFalse(signalServer(self.data))
+        self.assertEqual(self.killed, [])
+
+    def test_badPid(self) -> None:
+        """
+        Nothing that would signal a process group, or is not a number.
+        """
+        for text in ("0", "-1", "", "12abc", "1.5"):
+            self.pidFile(text)
+            self.assertFalse(signalServer(self.data), text)
+        self.assertEqual(self.killed, [])
+
+    def test_dead(self) -> None:
+        def kill(pid: int, sig: int) -> None:
+            raise ProcessLookupError(errno.ESRCH, "no such process")
+
+        self.patch(os, "kill", kill)
+        self.pidFile("4242")
+        self.assertFalse(signalServer(self.data))
+
+    def test_notTheServer(self) -> None:
+        """
+        A stale pid file naming another program now: it is not sent a
+        signal that would kill it.
+        """
+        self.patch(queueModule, "_commandLine", lambda pid: b"/usr/bin/vim\x00notes\x00")
+        self.pidFile("4242")
+        self.assertFalse(signalServer(self.data))
+        self.assertEqual(self.killed, [])
