@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -40,6 +40,12 @@ from mailhub.maildir.cleanup import cleanSpool, cleanTmp
 from mailhub.maildir.delivery import Committer, ensureMaildir
 from mailhub.maildir.names import QueueIds, UniqueNames
 from mailhub.fs import FileSystem
+from mailhub.relay.enqueue import Relay, ReportSender
+from mailhub.relay.manager import RelayManager
+from mailhub.relay.mx import LazyResolver, makeResolver
+from mailhub.relay.policy import RetryPolicy
+from mailhub.relay.queue import Queue
+from mailhub.relay.sender import Route, SMTPSender, parseRoute
 from mailhub.smtp.delivery import LocalDelivery, SubmissionDelivery
 from mailhub.smtp.server import SMTPFactory
 from mailhub.spool import Spool
@@ -69,6 +75,14 @@ class Paths:
     @property
     def spool(self) -> str:
         return os.path.join(self.data, "spool")
+
+    @property
+    def queue(self) -> str:
+        return os.path.join(self.data, "queue")
+
+    @property
+    def pidFile(self) -> str:
+        return os.path.join(self.data, "mailhub.pid")
 
 
 class ListenerService(StreamServerEndpointService):
@@ -248,13 +262,22 @@ def makeService(
         mailboxes,
     )
     names = UniqueNames(reactor, config.hostname)
-    delivery = LocalDelivery(directory, committer, names)
+    queueIds = QueueIds(reactor)
+
+    def runBlocking(function: Any, *args: Any) -> Deferred[Any]:
+        # Work that grows with a mailbox or the queue: off the reactor.
+        return _offThread(reactor, function, *args)
+
+    relay = _relay(config, reactor, paths, runBlocking, queueIds, directory, committer, names)
+    top.manager = relay.manager
+    relay.manager.setServiceParent(top)
+    delivery = LocalDelivery(directory, committer, names, relay)
 
     def submission(user: str) -> SubmissionDelivery:
         entry = users.lookup(user)
         senders = entry.extraFields.get("senders", "") if entry is not None else ""
         return SubmissionDelivery(
-            directory, committer, names, user, tuple(s for s in senders.split(",") if s)
+            directory, committer, names, user, tuple(s for s in senders.split(",") if s), relay
         )
 
     def maildir(address: str) -> str:
@@ -265,11 +288,6 @@ def makeService(
     portal = Portal(realm, checkers or _checkers(config, reactor, users))
     authenticator = Authenticator(portal, LoginThrottle(reactor), reactor)
 
-    queueIds = QueueIds(reactor)
-
-    def runBlocking(function: Any, *args: Any) -> Deferred[Any]:
-        # Mailbox listing and commits grow with the mailbox: off the reactor.
-        return _offThread(reactor, function, *args)
 
     def smtpFactory(**kwargs: Any) -> SMTPFactory:
         return SMTPFactory(
@@ -329,6 +347,84 @@ def makeService(
     cleaner.setName("tmp-cleaner")
     cleaner.setServiceParent(top)
     return top
+
+
+def _relay(
+    config: Config,
+    reactor: Any,
+    paths: Paths,
+    runBlocking: Any,
+    queueIds: QueueIds,
+    directory: Directory,
+    committer: Committer,
+    names: UniqueNames,
+) -> Relay:
+    """
+    The relay: durable queue, MX delivery (or smarthost and transport
+    routes), the manager, and the report sender for bounces.
+    """
+    settings = config.relay
+    queue = Queue(paths.queue, clock=reactor)
+
+    def route(text: str, key: str, **extra: Any) -> Route:
+        if text.startswith("smtp:"):
+            text = text[len("smtp:") :]
+        try:
+            parsed = parseRoute(text)
+        except ValueError as e:
+            raise ConfigError(config.source, key, str(e)) from None
+        return evolve(parsed, **extra) if extra else parsed
+
+    transport = {
+        domain: route(text, f"relay.transport.{domain}") for domain, text in settings.transport.items()
+    }
+    smarthost = None
+    if settings.smarthost is not None:
+        smarthost = route(
+            settings.smarthost,
+            "relay.smarthost",
+            tlsPolicy=settings.smarthostTLS,
+            username=settings.smarthostUser,
+            password=settings.smarthostPassword,
+        )
+
+    def routeFor(domain: str) -> Route | None:
+        return transport.get(domain, smarthost)
+
+    servers = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in settings.dnsServers]
+    resolver = LazyResolver(lambda: makeResolver(servers or None))
+    sender = SMTPSender(
+        reactor,
+        resolver,
+        config.hostname,
+        tlsPolicy=settings.tls,
+        policies={domain: "verify" for domain in settings.verifyDomains},
+    )
+    def sendBounce(to: str, message: bytes) -> Deferred[None]:
+        return Deferred.fromCoroutine(reports(to, message))
+
+    manager = RelayManager(
+        clock=reactor,
+        queue=queue,
+        sender=sender,
+        policy=RetryPolicy(
+            firstRetry=settings.firstRetry,
+            maxRetry=settings.maxRetry,
+            delayWarning=settings.delayWarning,
+            lifetime=settings.lifetime,
+        ),
+        runBlocking=runBlocking,
+        route=routeFor,
+        sendBounce=sendBounce,
+        hostname=config.hostname,
+        newMessageId=lambda: f"{queueIds.make()}@{config.hostname}",
+        concurrency=settings.concurrency,
+        perDomain=settings.perDomain,
+        resolver=resolver,
+    )
+    relay = Relay(reactor, queue, manager, runBlocking)
+    reports = ReportSender(directory, committer, names, relay, queueIds.make)
+    return relay
 
 
 def _checkers(config: Config, reactor: Any, users: UserFile) -> list[Any]:

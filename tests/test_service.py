@@ -101,10 +101,14 @@ class ServiceTests(SynchronousTestCase):
 
         original = module.deferToThreadPool
 
-        def fake(reactor, pool, function, *args):
-            pool.append((function, args))
-            from twisted.internet.defer import succeed
+        from mailhub.maildir.cleanup import cleanTmp
 
+        def fake(reactor, pool, function, *args):
+            from twisted.internet.defer import maybeDeferred, succeed
+
+            if function is not cleanTmp:
+                return maybeDeferred(function, *args)
+            pool.append((function, args))
             return succeed(None)
 
         module.deferToThreadPool = fake

@@ -67,6 +67,7 @@ class RelayManager(Service):
     @param concurrency: entries in flight at once.
     @param perDomain: transactions in flight at once per domain.
     @param stopTimeout: how long C{stopService} waits for attempts.
+    @param resolver: closed (C{close()}) when the service stops.
     """
 
     log = Logger()
@@ -86,6 +87,7 @@ class RelayManager(Service):
         concurrency: int = 20,
         perDomain: int = 4,
         stopTimeout: float = 30.0,
+        resolver: Any = None,
     ) -> None:
         self.clock = clock
         self.queue = queue
@@ -99,6 +101,7 @@ class RelayManager(Service):
         self.concurrency = concurrency
         self.perDomain = perDomain
         self.stopTimeout = stopTimeout
+        self.resolver = resolver
         self._due: list[tuple[float, str]] = []
         self._queued: set[str] = set()
         self._inFlight: dict[str, Deferred[None]] = {}
@@ -134,6 +137,8 @@ class RelayManager(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self.resolver is not None:
+            self.resolver.close()
         if not self._inFlight:
             return succeed(None)
         waiting = DeferredList(list(self._inFlight.values()), consumeErrors=True)

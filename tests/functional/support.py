@@ -114,6 +114,14 @@ def writeConfig(
     # Every other service on a port of its own choosing, never the defaults.
     for name in ("submission", "submissions", "pop3", "pop3s"):
         lines.append(f"{name} = {tomlValue(['tcp:0:interface=127.0.0.1'])}")
+    # Relaying never leaves this machine: DNS goes to a closed port on
+    # loopback, and the remote domain the tests use to a refusing port.
+    lines += [
+        "[relay]",
+        'dns_servers = ["127.0.0.1:9"]',
+        "[relay.transport]",
+        '"elsewhere.example" = "[127.0.0.1]:1"',
+    ]
     if limits:
         lines.append("[limits]")
         lines += [f"{key} = {tomlValue(value)}" for key, value in limits.items()]

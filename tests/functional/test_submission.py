@@ -5,6 +5,7 @@ implicit TLS on the submissions port, what an authenticated user may send.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import ssl
 
@@ -154,19 +155,19 @@ class SubmissionTests(RunningServerTestCase):
         self.assertEqual(own[0], 250)
         self.assertEqual((other[0], other[1][:5]), (553, b"5.7.1"))
 
-    async def test_remoteRecipientNotYet(self) -> None:
+    async def test_remoteRecipientQueued(self) -> None:
         """
-        Until the relay queue lands, a remote recipient is refused with a
-        clear temporary 451 4.3.2, never accepted and dropped.
+        A remote recipient of an authenticated user is accepted into the
+        durable relay queue (the 250 comes once the entry is on disk).
         """
 
         def work(client: smtplib.SMTP):
             client.login(ALICE, PASSWORD)
-            client.docmd("MAIL", f"FROM:<{ALICE}>")
-            return client.docmd("RCPT", "TO:<friend@elsewhere.example>")
+            return client.sendmail(ALICE, ["friend@elsewhere.example"], message("outbound"))
 
-        code, text = await self.submit(work)
-        self.assertEqual((code, text[:5]), (451, b"4.3.2"))
+        self.assertEqual(await self.submit(work), {})
+        queue = os.path.join(self.server.data, "queue")
+        self.assertEqual(len([n for n in os.listdir(queue) if n.endswith(".msg")]), 1)
 
     async def test_mxDoesNotOfferAuth(self) -> None:
         """

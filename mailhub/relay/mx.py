@@ -1,0 +1,476 @@
+# -*- test-case-name: tests.relay.test_mx -*-
+"""
+Where to deliver a domain's mail: its MX hosts, in order, with their
+addresses (RFC 5321 section 5.1).
+
+Everything goes through an injected L{twisted.names} resolver
+(L{IResolver}); L{makeResolver} makes one from the configuration.
+
+The primitives are two functions: L{lookupMX} (the exchanger names of a
+domain, most preferred first, ties shuffled, the implicit MX when there is
+none) and L{resolveHost} (the IPv6 and IPv4 addresses of one host).
+L{MXResolver} puts them together for the sender: it drops this server from
+the list (RFC 5321 section 5.1: ourselves and every less preferred host) and
+hosts without an address, and turns every DNS answer that means "no" into a
+L{RoutingError} that says whether retrying can help:
+
+    - NXDOMAIN for the domain: permanent, C{5.1.2};
+    - a null MX (RFC 7505): permanent, C{5.1.10};
+    - no MX and no address (or no MX host with an address): permanent,
+      C{5.4.4};
+    - this server is the best MX (or the route points at it): permanent,
+      C{5.4.6} (a routing loop: a configuration error here or there);
+    - SERVFAIL, REFUSED, a timeout, anything else: transient, C{4.4.3}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random as _randomModule
+from typing import Any, Callable, Iterable, Sequence
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IResolver
+from twisted.logger import Logger
+from twisted.names import client, dns, error
+from twisted.python.failure import Failure
+
+from mailhub.errors import DeliveryError
+
+__all__ = [
+    "RoutingError",
+    "MXHost",
+    "MXResolver",
+    "lookupMX",
+    "resolveHost",
+    "makeResolver",
+    "normalizeName",
+]
+
+_log = Logger()
+
+
+class RoutingError(DeliveryError):
+    """
+    No host to deliver a domain's mail to could be found.
+
+    Its C{code} is always C{0} (no SMTP reply was involved); C{permanent}
+    and C{enhanced} say what a bounce or a retry needs.
+    """
+
+    def __init__(self, permanent: bool, enhanced: str, text: str) -> None:
+        super().__init__(permanent, 0, enhanced, text)
+
+
+@frozen
+class MXHost:
+    """
+    One host to try, with its addresses.
+
+    @ivar name: the exchanger's name (lower case, no trailing dot), or an
+        address literal for a route given as one.
+    @ivar addresses: its IPv6 addresses, then its IPv4 addresses, in the
+        order DNS gave them.
+    """
+
+    name: str
+    addresses: tuple[str, ...]
+
+
+def normalizeName(name: str | bytes) -> str:
+    """
+    A domain name as mailhub compares them: lower case, no trailing dot.
+
+    @param name: the name, as text or as DNS gives it.
+
+    @return: the normalised name; C{""} for the root (C{"."}).
+    """
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    return name.strip().rstrip(".").lower()
+
+
+def _isAddress(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _transient(what: str, failure: Failure) -> RoutingError:
+    """
+    The error for a DNS failure that may go away (RFC 3463 X.4.3, "directory
+    server failure").
+    """
+    if failure.check(error.DNSServerError):
+        why = "SERVFAIL"
+    elif failure.check(error.DNSQueryRefusedError):
+        why = "REFUSED"
+    elif failure.check(error.DNSQueryTimeoutError, error.TimeoutError):
+        why = "timeout"
+    else:
+        why = failure.getErrorMessage() or failure.type.__name__
+    return RoutingError(False, "4.4.3", f"DNS lookup of {what} failed: {why}")
+
+
+async def _mxRecords(resolver: IResolver, domain: str) -> list[tuple[int, str]]:
+    """
+    The MX records of C{domain} as C{(preference, exchange)}, unsorted.
+
+    @raise RoutingError: NXDOMAIN (permanent) or a DNS failure (transient).
+    """
+    try:
+        answers, _authority, _additional = await resolver.lookupMailExchange(domain)
+    except error.DNSNameError:
+        raise RoutingError(
+            True, "5.1.2", f"domain {domain} does not exist (NXDOMAIN)"
+        ) from None
+    except Exception:
+        raise _transient(f"MX {domain}", Failure()) from None
+    records: list[tuple[int, str]] = []
+    for rr in answers:
+        if rr.type == dns.MX:
+            records.append((rr.payload.preference, normalizeName(rr.payload.name.name)))
+    return records
+
+
+def _order(
+    records: Iterable[tuple[int, str]], random: _randomModule.Random | None
+) -> list[tuple[int, str]]:
+    """
+    Sort MX records by preference, each group of equal preference shuffled
+    (RFC 5321 section 5.1: "randomized to spread the load").
+    """
+    rng = random if random is not None else _randomModule.SystemRandom()
+    byPreference: dict[int, list[str]] = {}
+    for preference, name in records:
+        group = byPreference.setdefault(preference, [])
+        if name not in group:
+            group.append(name)
+    ordered: list[tuple[int, str]] = []
+    for preference in sorted(byPreference):
+        group = byPreference[preference]
+        rng.shuffle(group)
+        ordered.extend((preference, name) for name in group)
+    return ordered
+
+
+async def _orderedMX(
+    resolver: IResolver, domain: str, random: _randomModule.Random | None
+) -> list[tuple[int, str]]:
+    """
+    L{lookupMX} with the preferences kept.
+    """
+    domain = normalizeName(domain)
+    records = await _mxRecords(resolver, domain)
+    if not records:
+        # RFC 5321 §5.1: no MX records: the domain itself is the implicit MX,
+        # with preference 0.
+        return [(0, domain)]
+    # RFC 7505 §3: a null MX is a single record, preference 0, exchange ".".
+    if any(name == "" for _, name in records):
+        raise RoutingError(
+            True,
+            "5.1.10",
+            f"domain {domain} does not accept mail (null MX, RFC 7505)",
+        )
+    return _order(records, random)
+
+
+async def lookupMX(
+    resolver: IResolver,
+    domain: str,
+    *,
+    random: _randomModule.Random | None = None,
+) -> list[str]:
+    """
+    The hosts that take mail for C{domain}, most preferred first.
+
+    Hosts of equal preference come in random order (RFC 5321 section 5.1).
+    A domain without MX records has the implicit MX: itself.  Addresses are
+    not looked up here (see L{resolveHost}), so the implicit MX may turn out
+    to have none.
+
+    @param resolver: the DNS resolver.
+    @param domain: the mail domain.
+    @param random: the source of the shuffle (tests give a seeded one);
+        L{random.SystemRandom} by default.
+
+    @return: the host names, lower case, without a trailing dot.
+
+    @raise RoutingError: permanent for NXDOMAIN (C{5.1.2}) and a null MX
+        (C{5.1.10}); transient (C{4.4.3}) for any DNS failure.
+    """
+    return [name for _, name in await _orderedMX(resolver, domain, random)]
+
+
+async def _addresses(resolver: IResolver, host: str) -> tuple[list[str], list[Failure]]:
+    """
+    The addresses of C{host} and the lookups that failed other than with
+    NXDOMAIN.
+    """
+    queries: list[Deferred[Any]] = [
+        resolver.lookupIPV6Address(host),
+        resolver.lookupAddress(host),
+    ]
+    results = await DeferredList(queries, consumeErrors=True)
+    addresses: list[str] = []
+    failures: list[Failure] = []
+    for ok, value in results:
+        if not ok:
+            if not value.check(error.DNSNameError):
+                failures.append(value)
+            continue
+        for rr in value[0]:
+            if rr.type in (dns.A, dns.AAAA):
+                address = str(ipaddress.ip_address(rr.payload.address))
+                if address not in addresses:
+                    addresses.append(address)
+    return addresses, failures
+
+
+async def resolveHost(resolver: IResolver, host: str) -> list[str]:
+    """
+    The addresses of one host: its IPv6 addresses (AAAA), then its IPv4
+    addresses (A).  An address literal is its own answer.
+
+    @param resolver: the DNS resolver.
+    @param host: a host name or an address literal (C{"192.0.2.1"},
+        C{"2001:db8::1"}, maybe in brackets).
+
+    @return: the addresses as text, maybe none (the name exists but has no
+        address, or does not exist).
+
+    @raise RoutingError: transient (C{4.4.3}) if no address was found and a
+        lookup failed other than with NXDOMAIN.
+    """
+    literal = host.strip().removeprefix("[").removesuffix("]")
+    if _isAddress(literal):
+        return [str(ipaddress.ip_address(literal))]
+    host = normalizeName(host)
+    addresses, failures = await _addresses(resolver, host)
+    if not addresses and failures:
+        raise _transient(f"the address of {host}", failures[0])
+    return addresses
+
+
+class MXResolver:
+    """
+    Finds the hosts to deliver a domain's mail to, never this server.
+
+    @ivar resolver: the DNS resolver.
+    @ivar localNames: this server's host names (normalised) and addresses.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        resolver: IResolver,
+        localNames: Iterable[str] = (),
+        *,
+        random: _randomModule.Random | None = None,
+    ) -> None:
+        """
+        @param resolver: the DNS resolver (any L{IResolver}).
+        @param localNames: the names and addresses that are this server:
+            its host name, its other names, the addresses it listens on.
+            An MX host with one of them is ourselves.
+        @param random: the source of the shuffle of equal MX preferences.
+        """
+        self.resolver = resolver
+        self.random = random
+        self.localNames = frozenset(_normaliseLocal(n) for n in localNames)
+
+    def isLocal(self, name: str, addresses: Sequence[str] = ()) -> bool:
+        """
+        Whether a host is this server.
+
+        @param name: its name or address literal.
+        @param addresses: its addresses.
+        """
+        if _normaliseLocal(name) in self.localNames:
+            return True
+        return any(_normaliseLocal(a) in self.localNames for a in addresses)
+
+    async def mxHosts(self, domain: str) -> list[MXHost]:
+        """
+        The hosts that take mail for C{domain}, in the order to try them,
+        each with its addresses; this server and the hosts less preferred
+        than it are left out (RFC 5321 section 5.1), and so are hosts
+        without an address.
+
+        @param domain: the mail domain.
+
+        @return: at least one host.
+
+        @raise RoutingError: see the module's docstring.
+        """
+        domain = normalizeName(domain)
+        ordered = await _orderedMX(self.resolver, domain, self.random)
+        implicit = ordered == [(0, domain)]
+        lookups = [
+            Deferred.fromCoroutine(_addresses(self.resolver, name)) for _, name in ordered
+        ]
+        results = await DeferredList(lookups, consumeErrors=True)
+        found: list[tuple[int, MXHost]] = []
+        failures: list[Failure] = []
+        looped = False
+        for (preference, name), (ok, value) in zip(ordered, results):
+            if not ok:
+                failures.append(value)
+                continue
+            addresses, failed = value
+            if self.isLocal(name, addresses):
+                # RFC 5321 §5.1: this server is an MX host of the domain: only
+                # the more preferred hosts may be tried.
+                looped = True
+                found = [(p, h) for p, h in found if p < preference]
+                break
+            failures.extend(failed)
+            if addresses:
+                found.append((preference, MXHost(name, tuple(addresses))))
+        hosts = [h for _, h in found]
+        if looped and not hosts:
+            raise RoutingError(
+                True,
+                "5.4.6",
+                f"mail for {domain} loops back to myself: an MX host of it is "
+                f"this server (check the MX records and the local domains)",
+            )
+        if not hosts:
+            if failures:
+                raise _transient(f"the MX hosts of {domain}", failures[0])
+            if implicit:
+                raise RoutingError(
+                    True, "5.4.4", f"domain {domain} has no MX and no address"
+                )
+            raise RoutingError(
+                True, "5.4.4", f"no MX host of {domain} has an address"
+            )
+        return hosts
+
+    async def routeHost(self, host: str) -> MXHost:
+        """
+        The addresses of a host named in a route (no MX lookup).
+
+        @param host: a host name or address literal.
+
+        @return: the host with at least one address.
+
+        @raise RoutingError: permanent C{5.4.6} if the host is this server,
+            permanent C{5.4.4} if it has no address, transient C{4.4.3} on
+            a DNS failure.
+        """
+        literal = host.strip().removeprefix("[").removesuffix("]")
+        name = literal if _isAddress(literal) else normalizeName(host)
+        addresses = await resolveHost(self.resolver, name)
+        if self.isLocal(name, addresses):
+            raise RoutingError(
+                True,
+                "5.4.6",
+                f"the route to {name} loops back to myself: it is this server",
+            )
+        if not addresses:
+            raise RoutingError(True, "5.4.4", f"host {name} has no address")
+        return MXHost(name, tuple(addresses))
+
+
+def _normaliseLocal(name: str) -> str:
+    literal = name.strip().removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(literal))
+    except ValueError:
+        return normalizeName(name)
+
+
+def _parseServer(text: str) -> tuple[str, int]:
+    """
+    C{"192.0.2.53"}, C{"192.0.2.53:5353"}, C{"2001:db8::53"},
+    C{"[2001:db8::53]:5353"} as C{(address, port)}.
+
+    @raise ValueError: if it is none of these.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        port = int(rest.removeprefix(":")) if rest else dns.PORT
+        if rest and not rest.startswith(":"):
+            raise ValueError(text)
+    elif text.count(":") == 1:
+        address, _, portText = text.partition(":")
+        port = int(portText)
+    else:
+        address, port = text, dns.PORT
+    address = str(ipaddress.ip_address(address))
+    if not 0 < port < 65536:
+        raise ValueError(text)
+    return address, port
+
+
+def makeResolver(
+    servers: list[str] | None, *, resolvconf: str | None = None
+) -> IResolver:
+    """
+    Make the DNS resolver the relay uses.
+
+    @param servers: name servers as C{"address"} or C{"address:port"}
+        (C{"[v6-address]:port"}); C{None} for those of the system's
+        C{resolv.conf}.
+    @param resolvconf: another C{resolv.conf} to read when C{servers} is
+        C{None}.
+
+    @return: a caching resolver (also reading C{/etc/hosts}).  It uses the
+        global reactor (L{client.createResolver} takes no other), so only
+        the composition root calls this.
+
+    @raise ValueError: if a server is not an address with an optional port.
+    """
+    if servers is None:
+        return client.createResolver(resolvconf=resolvconf)  # type: ignore[no-any-return]
+    parsed = [_parseServer(s) for s in servers]
+    if not parsed:
+        raise ValueError("no DNS servers given")
+    return client.createResolver(servers=parsed)  # type: ignore[no-any-return]
+
+
+class LazyResolver:
+    """
+    Makes the real resolver on the first lookup, and stops it on
+    L{close}: Twisted's resolver re-reads C{resolv.conf} on a timer from
+    the moment it exists, which a server that never relays need not pay
+    for, and which must not outlive the service.
+
+    @param make: makes the resolver (L{makeResolver} with its arguments).
+    """
+
+    def __init__(self, make: Callable[[], IResolver]) -> None:
+        self._make = make
+        self._resolver: IResolver | None = None
+
+    def _get(self) -> IResolver:
+        if self._resolver is None:
+            self._resolver = self._make()
+        return self._resolver
+
+    def lookupMailExchange(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._get().lookupMailExchange(name, timeout)
+
+    def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._get().lookupAddress(name, timeout)
+
+    def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._get().lookupIPV6Address(name, timeout)
+
+    def close(self) -> None:
+        """
+        Cancel the resolver's timers (its C{resolv.conf} re-reading).
+        """
+        resolvers = getattr(self._resolver, "resolvers", [self._resolver])
+        for resolver in resolvers:
+            call = getattr(resolver, "_parseCall", None)
+            if call is not None and call.active():
+                call.cancel()
+        self._resolver = None
