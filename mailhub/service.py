@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import sys
 from typing import Any
 
@@ -164,6 +165,12 @@ class MailhubService(MultiService):
     #: line on stderr and exit status 1, rather than a traceback.
     exitOnListenError = False
 
+    #: Under twistd: SIGUSR1 flushes the relay queue, and DATA/mailhub.pid
+    #: tells C{mailhub queue flush} whom to signal.
+    controlBySignal = False
+
+    manager: Any = None
+
     def privilegedStartService(self) -> None:
         self._prepare()
         try:
@@ -178,6 +185,8 @@ class MailhubService(MultiService):
     def startService(self) -> None:
         self._prepare()  # when started without privilegedStartService
         super().startService()
+        if self.controlBySignal:
+            self._installControl()
         self.log.info(
             "mailhub {version} serving {domains} as {hostname}",
             version=__version__,
@@ -210,12 +219,47 @@ class MailhubService(MultiService):
         the committer (every delivery already submitted completes).
         """
         Service.stopService(self)
+        if self.controlBySignal:
+            self._removeControl()
 
         async def stop() -> None:
             for child in reversed(list(self)):
                 await maybeDeferred(child.stopService)
 
         return Deferred.fromCoroutine(stop())
+
+    def _installControl(self) -> None:
+        """
+        The handler first, then the pid file: SIGUSR1's default action
+        would end the process.
+        """
+
+        def flush(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self._flush)
+
+        signal.signal(signal.SIGUSR1, flush)
+        path = self.paths.pidFile
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(temporary, path)
+
+    def _removeControl(self) -> None:
+        try:
+            with open(self.paths.pidFile) as f:
+                ours = f.read().strip() == str(os.getpid())
+            if ours:
+                os.unlink(self.paths.pidFile)
+        except OSError:
+            pass
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+    def _flush(self) -> None:
+        if self.manager is not None and self.manager.running:
+            self.log.info("SIGUSR1: flushing the relay queue")
+            self.manager.flush().addErrback(
+                lambda f: self.log.failure("flush failed", f)
+            )
 
     def port(self, name: str) -> Any:
         """

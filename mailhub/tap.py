@@ -63,4 +63,5 @@ def makeService(options: Any) -> IService:
         sys.stderr.write(f"mailhub: {e}\n")
         raise SystemExit(1)
     service.exitOnListenError = True
+    service.controlBySignal = True
     return service

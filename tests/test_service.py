@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -154,3 +155,37 @@ class TapTests(SynchronousTestCase):
         options.parseOptions(["--auth", "mailhub-file:" + os.path.abspath(self.mktemp())])
         [checker] = options["credCheckers"]
         self.assertIsInstance(checker, PasswordFileChecker)
+
+
+class ControlTests(SynchronousTestCase):
+    """
+    Under twistd the server writes DATA/mailhub.pid and flushes the relay
+    queue on SIGUSR1.
+    """
+
+    def test_pidFileAndSignal(self) -> None:
+        """
+        Starting writes the pid file; SIGUSR1 makes every queued entry due;
+        stopping removes the file and the handler.
+        """
+        import signal
+
+        data = os.path.abspath(self.mktemp())
+        reactor = MemoryReactorClock()
+        calls = []
+        reactor.callFromThread = lambda f, *a: calls.append(f)  # type: ignore[attr-defined]
+        service = makeService(fromDocument({"data": data}), reactor, threaded=False)
+        service.controlBySignal = True
+        service.startService()
+        pidFile = os.path.join(data, "mailhub.pid")
+        with open(pidFile) as f:
+            self.assertEqual(f.read().strip(), str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        self.assertEqual(len(calls), 1)
+        flushed = []
+        service.manager.flush = lambda: flushed.append(1) or succeed(None)
+        calls[0]()
+        self.assertEqual(flushed, [1])
+        self.successResultOf(service.stopService())
+        self.assertFalse(os.path.exists(pidFile))
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)
