@@ -797,3 +797,43 @@ class BadFileTests(ConfigErrorTestCase):
         self.assertOneLine(error, aliasPath, "line 1")
         self.assertIn("aliases.abuse", error.problem)
         self.assertIn(path, error.problem)
+
+
+class RelayConfigTests(SynchronousTestCase):
+    """
+    The [relay] table.
+    """
+
+    def test_example(self) -> None:
+        """
+        The example file's [relay] values load.
+        """
+        from mailhub.config import load
+
+        config = load(os.path.join(os.path.dirname(__file__), "..", "etc", "mailhub.toml"))
+        self.assertEqual(config.relay.firstRetry, 300.0)
+        self.assertEqual(config.relay.delayWarning, 14400.0)
+        self.assertEqual(config.relay.verifyDomains, ("example.com",))
+        self.assertEqual(config.relay.transport, {"partner.example": "smtp:[192.0.2.25]:2525"})
+
+    def test_values(self) -> None:
+        """
+        Warning off with 0; DNS servers with ports; bad values name the key.
+        """
+        from mailhub.config import fromDocument
+        from mailhub.errors import ConfigError
+
+        relay = fromDocument(
+            {"relay": {"delay_warning": 0, "dns_servers": ["192.0.2.53", "127.0.0.1:5353", "[::1]:53"]}}
+        ).relay
+        self.assertIsNone(relay.delayWarning)
+        self.assertEqual(relay.dnsServers, (("192.0.2.53", 53), ("127.0.0.1", 5353), ("::1", 53)))
+        for document, key in (
+            ({"relay": {"tls": "sometimes"}}, "relay.tls"),
+            ({"relay": {"dns_servers": ["dns.example"]}}, "relay.dns_servers[0]"),
+            ({"relay": {"first_retry": -1}}, "relay.first_retry"),
+            ({"relay": {"transport": {"bad domain": "[x]"}}}, 'relay.transport."bad domain"'),
+            ({"relay": {"frob": 1}}, "relay.frob"),
+        ):
+            error = self.assertRaises(ConfigError, fromDocument, document)
+            self.assertEqual(error.key, key)
