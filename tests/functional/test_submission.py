@@ -181,3 +181,25 @@ class SubmissionTests(RunningServerTestCase):
             return client.has_extn("auth")
 
         self.assertFalse(await self.smtp(work))
+
+    async def test_sendersFieldAllowsMore(self) -> None:
+        """
+        The users file's C{senders=} extra field (per user) allows more
+        sender addresses; here C{*} allows any.
+        """
+        from mailhub.auth.userfile import UserEntry, readUsers, writeUsers
+        from tests.functional.support import cheapHash
+
+        users = os.path.join(self.server.data, "users")
+        entries = readUsers(users)
+        address = f"carol@{DOMAIN}"
+        entries[address] = UserEntry(address, cheapHash(PASSWORD), ("", "", "", "", "", "senders=*"))
+        writeUsers(users, entries.values())
+        os.makedirs(self.server.maildir("carol"), exist_ok=True)
+
+        def work(client: smtplib.SMTP):
+            client.login(address, PASSWORD)
+            return client.docmd("MAIL", "FROM:<newsletter@elsewhere.example>")
+
+        code, _ = await self.submit(work)
+        self.assertEqual(code, 250)
