@@ -45,7 +45,7 @@ from mailhub.relay.enqueue import Relay, ReportSender
 from mailhub.relay.manager import RelayManager
 from mailhub.relay.mx import LazyResolver, makeResolver
 from mailhub.relay.policy import RetryPolicy
-from mailhub.relay.queue import Queue
+from mailhub.relay.queue import GroupSync, Queue
 from mailhub.relay.sender import Route, SMTPSender, parseRoute
 from mailhub.smtp.delivery import LocalDelivery, SubmissionDelivery
 from mailhub.smtp.server import SMTPFactory
@@ -393,6 +393,13 @@ def makeService(
     return top
 
 
+#: Seconds a relay connection is kept open for the next message to its host.
+RELAY_CONNECTION_CACHE_TIME = 2.0
+
+#: Threads beyond the relay's concurrency, for the sessions' queue writes.
+RELAY_THREADS_EXTRA = 16
+
+
 def _relay(
     config: Config,
     reactor: Any,
@@ -408,7 +415,15 @@ def _relay(
     routes), the manager, and the report sender for bounces.
     """
     settings = config.relay
-    queue = Queue(paths.queue, clock=reactor)
+    fs = FileSystem()
+    # Queue writes from concurrent sessions and attempts share syncfs calls
+    # (group commit) where the kernel has a reliable syncfs.
+    groupSync = GroupSync(fs, paths.queue) if fs.canSyncFilesystem else None
+    queue = Queue(paths.queue, fs, clock=reactor, groupSync=groupSync)
+    if hasattr(reactor, "suggestThreadPoolSize"):
+        # Queue steps block on a shared sync: enough threads for every
+        # attempt in flight and the sessions writing at once.
+        reactor.suggestThreadPoolSize(settings.concurrency + RELAY_THREADS_EXTRA)
 
     def route(text: str, key: str, **extra: Any) -> Route:
         if text.startswith("smtp:"):
@@ -443,6 +458,9 @@ def _relay(
         config.hostname,
         tlsPolicy=settings.tls,
         policies={domain: "verify" for domain in settings.verifyDomains},
+        # Like Postfix's smtp_connection_cache_time_limit: a connection
+        # waits this long for the next message to the same host.
+        connectionCacheTime=RELAY_CONNECTION_CACHE_TIME,
     )
     def sendBounce(to: str, message: bytes) -> Deferred[None]:
         return Deferred.fromCoroutine(reports(to, message))

@@ -140,7 +140,7 @@ class RelayManager(Service):
         if self.resolver is not None:
             self.resolver.close()
         if not self._inFlight:
-            return succeed(None)
+            return self._closeSender()
         waiting = DeferredList(list(self._inFlight.values()), consumeErrors=True)
         done: Deferred[None] = Deferred()
         timeout = self.clock.callLater(self.stopTimeout, lambda: done.called or done.callback(None))
@@ -152,7 +152,18 @@ class RelayManager(Service):
                 done.callback(None)
 
         waiting.addBoth(finished)
-        return done
+        return done.addCallback(lambda _: self._closeSender())
+
+    def _closeSender(self) -> Deferred[None]:
+        """
+        Close the connections the sender keeps for reuse, if it keeps any.
+        """
+        close = getattr(self.sender, "close", None)
+        if close is None:
+            return succeed(None)
+        d = _asDeferred(close())
+        d.addErrback(lambda f: self.log.failure("closing relay connections failed", f))
+        return d.addCallback(lambda _: None)
 
     # Scheduling
 
@@ -227,31 +238,70 @@ class RelayManager(Service):
 
     async def _attempt(self, queueId: str) -> None:
         # The in-flight marker first: while it is held, "mailhub queue
-        # delete/flush" leave the entry alone.
-        if not await self.runBlocking(self.queue.markInFlight, queueId):
+        # delete/flush" leave the entry alone.  Taking it and reading the
+        # entry is one trip off the reactor thread.
+        taken, entry = await self.runBlocking(self._claim, queueId)
+        if not taken:
             self._push(self.clock.seconds() + BUSY_RETRY, queueId)
             return
+        released = False
         try:
-            entry: QueueEntry | None = await self.runBlocking(self.queue.get, queueId)
             if entry is None:
                 return  # removed, or set aside as corrupt
             if entry.done:
-                await self.runBlocking(self._remove, queueId)
+                released = True
+                await self.runBlocking(self._removeAndRelease, queueId)
                 return
             now = self.clock.seconds()
             # Recorded before connecting: a crash mid-attempt never retries early.
             entry = evolve(entry, attempts=entry.attempts + 1)
             entry = evolve(entry, nextAttempt=self.policy.nextAttempt(entry, now))
-            await self.runBlocking(self.queue.update, entry)
-            entry = await self._deliver(entry)
+            headers: bytes = await self.runBlocking(self._recordAttempt, entry)
+            entry = await self._deliver(entry, headers)
+            released = True
             if entry.done:
-                await self.runBlocking(self._remove, queueId)
+                await self.runBlocking(self._removeAndRelease, queueId)
                 self.log.info("removed id={id}: nothing left to deliver", id=queueId)
             else:
-                await self.runBlocking(self.queue.update, entry)
+                await self.runBlocking(self._updateAndRelease, entry)
                 self._push(entry.nextAttempt, queueId)
         finally:
-            await self.runBlocking(self.queue.clearInFlight, queueId)
+            if not released:
+                await self.runBlocking(self.queue.clearInFlight, queueId)
+
+    # Blocking steps, each one trip to a thread.
+
+    def _claim(self, queueId: str) -> tuple[bool, QueueEntry | None]:
+        """
+        Take the entry's in-flight marker and read the entry.
+        """
+        if not self.queue.markInFlight(queueId):
+            return False, None
+        try:
+            return True, self.queue.get(queueId)
+        except BaseException:
+            self.queue.clearInFlight(queueId)
+            raise
+
+    def _recordAttempt(self, entry: QueueEntry) -> bytes:
+        """
+        Write the attempt durably, then read the message's headers (for
+        the loop check and reports).
+        """
+        self.queue.update(entry)
+        return bounce.originalHeaders(self.queue.messagePath(entry.id))
+
+    def _removeAndRelease(self, queueId: str) -> None:
+        try:
+            self._remove(queueId)
+        finally:
+            self.queue.clearInFlight(queueId)
+
+    def _updateAndRelease(self, entry: QueueEntry) -> None:
+        try:
+            self.queue.update(entry)
+        finally:
+            self.queue.clearInFlight(entry.id)
 
     def _remove(self, queueId: str) -> None:
         try:
@@ -259,13 +309,14 @@ class RelayManager(Service):
         except LookupError:
             pass  # already gone ("mailhub queue delete")
 
-    async def _deliver(self, entry: QueueEntry) -> QueueEntry:
+    async def _deliver(self, entry: QueueEntry, headers: bytes) -> QueueEntry:
         """
         Try every pending recipient; return the entry with the outcomes
         recorded, bounces and delay warnings sent.
+
+        @param headers: the message's header block.
         """
         path = self.queue.messagePath(entry.id)
-        headers: bytes = await self.runBlocking(bounce.originalHeaders, path)
         failedNow: list[QueuedRecipient] = []
         if countReceived(headers) > MAX_RECEIVED:
             loop = Outcome(554, "mail loop: too many Received headers", True, "", "5.4.6")

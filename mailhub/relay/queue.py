@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import signal
+import threading
 from typing import Any, Iterator
 
 from attrs import evolve, frozen
@@ -68,6 +69,82 @@ _TOKEN = secrets.token_hex(8)
 _counter = itertools.count()
 #: Ids this process is adding right now: their C{.msg} is not an orphan.
 _adding: set[str] = set()
+
+
+class GroupSync:
+    """
+    Group commit for queue writes from many threads: L{sync} makes durable
+    everything written on the file system before it was called, with one
+    C{syncfs(2)} shared by every thread that asks while one is running
+    (the Maildir committer's grouping, for the queue's thread-pool
+    callers).
+
+    A caller waits for a C{syncfs} that started after it called, so the
+    order of its own steps holds: what it wrote before L{sync} returns is
+    on disk before anything it does next.
+
+    @param fs: the file operations; must offer C{syncfs}.
+    @param directory: a directory on the file system to sync.
+    """
+
+    def __init__(self, fs: FileSystem, directory: str) -> None:
+        self._fs = fs
+        self._directory = directory
+        self._fd: int | None = None
+        self._condition = threading.Condition()
+        self._started = 0
+        self._done = 0
+        self._running = False
+        self._errors: dict[int, OSError] = {}
+        self.syncs = 0
+
+    def sync(self) -> None:
+        """
+        Block until a C{syncfs} that started after this call has finished.
+
+        @raise OSError: that C{syncfs} failed (a write-back error).
+        """
+        with self._condition:
+            target = self._started + 1
+            while True:
+                if self._done >= target:
+                    error = self._errors.get(target)
+                    if error is not None:
+                        raise error
+                    return
+                if not self._running:
+                    self._running = True
+                    self._started += 1
+                    generation = self._started
+                    break
+                self._condition.wait()
+        error = None
+        try:
+            if self._fd is None:
+                self._fd = self._fs.openDirectory(self._directory)
+            self._fs.syncfs(self._fd)
+        except OSError as e:
+            error = e
+        with self._condition:
+            self.syncs += 1
+            self._running = False
+            self._done = generation
+            if error is not None:
+                self._errors[generation] = error
+            for old in [g for g in self._errors if g < generation - 1000]:
+                del self._errors[old]
+            self._condition.notify_all()
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """
+        Close the descriptor it syncs through.
+        """
+        with self._condition:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            self._fs.close(fd)
 
 
 class NoSuchEntry(MailhubError, LookupError):
@@ -214,6 +291,9 @@ class Queue:
     @param fs: the file operations (a seam for tests).
     @param clock: tells the age of leftovers in L{scan}; the global
         reactor when C{None}.
+    @param groupSync: make writes durable with this shared L{GroupSync}
+        (one C{syncfs} for all the threads writing at once) instead of an
+        fsync per file and directory; C{None} (the default) fsyncs each.
     """
 
     log = Logger()
@@ -224,9 +304,11 @@ class Queue:
         fs: FileSystem | None = None,
         *,
         clock: IReactorTime | None = None,
+        groupSync: GroupSync | None = None,
     ) -> None:
         self.directory = directory
         self._fs = fs or FileSystem()
+        self._group = groupSync
         self._clock = clock
         self._tmp = os.path.join(directory, "tmp")
         self._corrupt = os.path.join(directory, "corrupt")
@@ -287,12 +369,23 @@ class Queue:
                         fs.copy(source, fd, size)
                     finally:
                         fs.close(source)
-                fs.fsync(fd)
+                if self._group is None:
+                    fs.fsync(fd)
             finally:
                 fs.close(fd)
         except BaseException:
             self._unlinkQuietly(path)
             raise
+
+    def _syncDirectory(self) -> None:
+        """
+        Make the directory's entries (and, with group sync, every file
+        written before) durable.
+        """
+        if self._group is not None:
+            self._group.sync()
+        else:
+            self._fs.fsyncDirectory(self.directory)
 
     def _unlinkQuietly(self, path: str) -> None:
         try:
@@ -333,6 +426,12 @@ class Queue:
         tmpMessage = self._tmpPath(queueId, "msg")
         tmpEnvelope = self._tmpPath(queueId, "env")
         _adding.add(queueId)
+        if self._group is not None:
+            try:
+                self._addGrouped(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
+            finally:
+                _adding.discard(queueId)
+            return
         try:
             self._writeTemporary(tmpMessage, content, spoolPath, size)
             try:
@@ -366,6 +465,54 @@ class Queue:
         finally:
             _adding.discard(queueId)
 
+    def _addGrouped(
+        self,
+        queueId: str,
+        entry: QueueEntry,
+        content: bytes | None,
+        spoolPath: str | None,
+        size: int,
+        tmpMessage: str,
+        tmpEnvelope: str,
+    ) -> None:
+        """
+        L{add} with group sync: both files written; the message renamed
+        into place; one shared sync (both files' data and the message's
+        name durable); the envelope renamed; one more shared sync.  A
+        crash before the envelope's rename leaves at most an orphan
+        C{.msg}, which L{scan} removes.
+        """
+        fs = self._fs
+        message, envelope = self._path(queueId, "msg"), self._path(queueId, "env")
+        self._writeTemporary(tmpMessage, content, spoolPath, size)
+        try:
+            self._writeTemporary(tmpEnvelope, encode(entry), None, 0)
+        except BaseException:
+            self._unlinkQuietly(tmpMessage)
+            raise
+        try:
+            fs.rename(tmpMessage, message)
+        except BaseException:
+            self._unlinkQuietly(tmpMessage)
+            self._unlinkQuietly(tmpEnvelope)
+            raise
+        try:
+            # The message must be durable in place before the envelope
+            # can name it.
+            self._syncDirectory()
+            fs.rename(tmpEnvelope, envelope)
+        except BaseException:
+            self._unlinkQuietly(tmpEnvelope)
+            self._unlinkQuietly(message)
+            raise
+        try:
+            self._syncDirectory()
+        except BaseException:
+            # Not known to be durable: take it back (the client hears 451).
+            self._unlinkQuietly(envelope)
+            self._unlinkQuietly(message)
+            raise
+
     def update(self, entry: QueueEntry) -> None:
         """
         Replace an entry's envelope atomically (temporary file, fsync,
@@ -381,12 +528,19 @@ class Queue:
         self._prepare()
         tmp = self._tmpPath(queueId, "env")
         self._writeTemporary(tmp, encode(entry), None, 0)
+        if self._group is not None:
+            try:
+                # The new record's data durable before it replaces the old.
+                self._group.sync()
+            except BaseException:
+                self._unlinkQuietly(tmp)
+                raise
         try:
             self._fs.rename(tmp, envelope)
         except BaseException:
             self._unlinkQuietly(tmp)
             raise
-        self._fs.fsyncDirectory(self.directory)
+        self._syncDirectory()
 
     def remove(self, queueId: str) -> None:
         """
@@ -403,7 +557,7 @@ class Queue:
             self._fs.unlink(self._path(queueId, "msg"))
         except FileNotFoundError:
             pass
-        self._fs.fsyncDirectory(self.directory)
+        self._syncDirectory()
 
     # Reading
 

@@ -47,7 +47,7 @@ from attrs import field, frozen
 from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 # Documented, but exported only from this private module.
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -297,6 +297,13 @@ class _Done(Exception):
         self.outcome = outcome
 
 
+class _Stale(Exception):
+    """
+    A kept connection did not answer RSET: it was closed while idle, and
+    nothing of this transaction was taken.
+    """
+
+
 class _StepFailed(Exception):
     """
     A step got no reply: the connection was lost or the step timed out.
@@ -442,6 +449,8 @@ class _ClientProtocol(LineReceiver):
         self._lost: Failure | None = None
         self._broken: str | None = None
         self.closed: Deferred[None] = Deferred()
+        #: The server's EHLO extensions, kept for the connection's reuse.
+        self.extensions: dict[str, str] = {}
 
     # Receiving.
 
@@ -556,6 +565,21 @@ class _ClientProtocol(LineReceiver):
             self.transport.write(line.encode("utf-8") + b"\r\n")
         return self.readReply(timeout, step or f"the reply to {line.split(' ', 1)[0].split(':')[0]}")
 
+    def send(self, lines: Sequence[str]) -> None:
+        """
+        Send several commands in one write, without reading their replies
+        (RFC 2920 pipelining: read them with L{readReply}, in order).
+        """
+        if self._lost is None and self.transport is not None:
+            self.transport.write(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
+
+    @property
+    def usable(self) -> bool:
+        """
+        Whether the connection is still open and in step (for reuse).
+        """
+        return self._lost is None and self._broken is None and not self._replies and not self._lines
+
     def startTLS(self, creator: IOpenSSLClientConnectionCreator, timeout: float) -> Deferred[None]:
         """
         Start TLS (after C{220} to STARTTLS) and wait for the handshake.
@@ -601,6 +625,10 @@ class _ClientProtocol(LineReceiver):
 
 async def _raise(error: Exception) -> Any:
     raise error
+
+
+async def _nothing() -> None:
+    return None
 
 
 class _ProtocolFactory(Factory):
@@ -683,6 +711,82 @@ def _hasEightBit(file: IO[bytes]) -> bool:
         file.seek(0)
 
 
+class _ConnectionCache:
+    """
+    Idle connections kept after a transaction, for the next message to the
+    same host (like Postfix's connection cache): each is closed with QUIT
+    after C{idleTimeout} seconds unused, and all when the sender stops.
+
+    @param clock: schedules the idle timeouts.
+    @param idleTimeout: how long a connection waits for its next message.
+    @param maxIdle: the most idle connections kept per host.
+    """
+
+    def __init__(self, clock: IReactorTime, idleTimeout: float, maxIdle: int, quit: Any) -> None:
+        self._clock = clock
+        self._idleTimeout = idleTimeout
+        self._maxIdle = maxIdle
+        self._quit = quit
+        self._idle: dict[tuple[Any, ...], list[tuple[_ClientProtocol, IDelayedCall]]] = {}
+        self._closing: set[Deferred[None]] = set()
+
+    def take(self, key: tuple[Any, ...]) -> _ClientProtocol | None:
+        """
+        An idle connection for C{key}, the most recently used, or C{None}.
+        """
+        idle = self._idle.get(key)
+        while idle:
+            protocol, timer = idle.pop()
+            if timer.active():
+                timer.cancel()
+            if protocol.usable:
+                if not idle:
+                    del self._idle[key]
+                return protocol
+            self._close(protocol)
+        self._idle.pop(key, None)
+        return None
+
+    def put(self, key: tuple[Any, ...], protocol: _ClientProtocol) -> bool:
+        """
+        Keep C{protocol} for the next transaction to C{key}.
+
+        @return: whether it was kept (otherwise the caller closes it).
+        """
+        idle = self._idle.setdefault(key, [])
+        if len(idle) >= self._maxIdle or not protocol.usable:
+            if not idle:
+                del self._idle[key]
+            return False
+        timer = self._clock.callLater(self._idleTimeout, self._expire, key, protocol)
+        idle.append((protocol, timer))
+        return True
+
+    def _expire(self, key: tuple[Any, ...], protocol: _ClientProtocol) -> None:
+        idle = self._idle.get(key, [])
+        self._idle[key] = [(p, t) for p, t in idle if p is not protocol]
+        if not self._idle[key]:
+            del self._idle[key]
+        self._close(protocol)
+
+    def _close(self, protocol: _ClientProtocol) -> None:
+        d = Deferred.fromCoroutine(self._quit(protocol))
+        self._closing.add(d)
+        d.addBoth(lambda _: self._closing.discard(d))
+
+    def closeAll(self) -> Deferred[Any]:
+        """
+        Close every idle connection (QUIT); fires when all are closed.
+        """
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for protocol, timer in connections:
+                if timer.active():
+                    timer.cancel()
+                self._close(protocol)
+        return DeferredList(list(self._closing), consumeErrors=True)
+
+
 class SMTPSender:
     """
     Delivers messages to remote SMTP servers: the relay's courier.
@@ -708,6 +812,8 @@ class SMTPSender:
         trustRoot: Certificate | IOpenSSLTrustRoot | None = None,
         mxResolver: MXResolver | None = None,
         port: int = SMTP_PORT,
+        connectionCacheTime: float = 0.0,
+        connectionCacheSize: int = 20,
     ) -> None:
         """
         @param reactor: an L{IReactorTCP} and L{IReactorTime}: connections
@@ -727,6 +833,11 @@ class SMTPSender:
         @param mxResolver: the MX lookup (made from C{resolver} and
             C{localNames} by default; tests give one with a seeded random).
         @param port: the port of MX hosts.
+        @param connectionCacheTime: keep a connection this many seconds
+            after a transaction for the next message to the same host
+            (C{0}: close each after its transaction).
+        @param connectionCacheSize: the most idle connections kept per
+            host.
 
         @raise ValueError: for an unknown TLS policy.
         """
@@ -744,6 +855,22 @@ class SMTPSender:
         if isinstance(trustRoot, Certificate):
             trustRoot = trustRootFromCertificates([trustRoot])
         self._trustRoot = trustRoot
+        self._cache: _ConnectionCache | None = None
+        if connectionCacheTime > 0:
+            self._cache = _ConnectionCache(reactor, connectionCacheTime, connectionCacheSize, self._quitAndClose)
+
+    async def _quitAndClose(self, protocol: _ClientProtocol) -> None:
+        await self._quit(protocol)
+        await protocol.close(self.timeouts.quit)
+
+    def close(self) -> Deferred[Any]:
+        """
+        Close the idle connections kept for reuse; fires when they are
+        closed.
+        """
+        if self._cache is None:
+            return Deferred.fromCoroutine(_nothing())
+        return self._cache.closeAll()
 
     @property
     def trustRoot(self) -> IOpenSSLTrustRoot:
@@ -912,66 +1039,153 @@ class SMTPSender:
         queueId: str,
     ) -> dict[str, Outcome]:
         """
-        One connection and one transaction.
+        One transaction: on an idle connection to the same host kept from
+        an earlier one when there is one, else on a new connection.
 
         @return: an outcome for every recipient.
 
         @raise _HostFailed: the next host should be tried.
         """
+        key = (host, address, port, useTLS, policy, route.username if route is not None else None)
+        args = (host, address, port, route, policy, useTLS, sender, recipients, file, size, eightBit, domain, queueId)
+        if self._cache is not None:
+            cached = self._cache.take(key)
+            if cached is not None:
+                try:
+                    return await self._converse(cached, key, *args)
+                except _Stale:
+                    pass  # closed while idle: a new connection
         protocol = await self._connect(host, address, port)
+        return await self._converse(protocol, None, *args)
+
+    async def _converse(
+        self,
+        protocol: _ClientProtocol,
+        reusedKey: tuple[Any, ...] | None,
+        host: str,
+        address: str,
+        port: int,
+        route: Route | None,
+        policy: str,
+        useTLS: bool,
+        sender: str,
+        recipients: list[str],
+        file: IO[bytes],
+        size: int,
+        eightBit: bool,
+        domain: str,
+        queueId: str,
+    ) -> dict[str, Outcome]:
+        """
+        The session on C{protocol}: greeting, EHLO, TLS and AUTH on a new
+        connection (C{reusedKey} is C{None}); then the transaction, its
+        commands pipelined where the server offers PIPELINING (RFC 2920).
+        A reused connection starts with RSET, and if that is not answered
+        the connection went away while idle: L{_Stale}, nothing was sent.
+        After a whole transaction the connection is kept for the next one
+        to the same host (when the sender caches connections).
+        """
         t = self.timeouts
         outcomes: dict[str, Outcome] = {}
         dataSent = False
+        keep = False
+        key = reusedKey
 
         def failed(what: str, enhanced: str = "4.4.2") -> Outcome:
             return Outcome(0, f"{what} ({host} [{address}]:{port})", False, host, enhanced)
 
         try:
-            greeting = await protocol.readReply(t.greeting, "the greeting")
-            if greeting.code != 220:
-                # RFC 5321 §3.1: a server that does not want to talk (421,
-                # 554): the next host may.
-                raise _HostFailed(_fromReply(greeting, host))
-            extensions = await self._hello(protocol, host)
-            tlsVersion = "none"
-            verified = False
-            if useTLS and "STARTTLS" in extensions:
-                tlsVersion, verified = await self._startTLS(protocol, host, policy)
+            if reusedKey is None:
+                greeting = await protocol.readReply(t.greeting, "the greeting")
+                if greeting.code != 220:
+                    # RFC 5321 §3.1: a server that does not want to talk (421,
+                    # 554): the next host may.
+                    raise _HostFailed(_fromReply(greeting, host))
                 extensions = await self._hello(protocol, host)
-            elif policy != TLS_OPPORTUNISTIC or (route is not None and route.username):
-                await self._quit(protocol)
-                raise _HostFailed(
-                    failed("TLS is required but the server does not offer STARTTLS", "4.7.10")
+                tlsVersion = "none"
+                verified = False
+                if useTLS and "STARTTLS" in extensions:
+                    tlsVersion, verified = await self._startTLS(protocol, host, policy)
+                    extensions = await self._hello(protocol, host)
+                elif policy != TLS_OPPORTUNISTIC or (route is not None and route.username):
+                    await self._quit(protocol)
+                    raise _HostFailed(
+                        failed("TLS is required but the server does not offer STARTTLS", "4.7.10")
+                    )
+                self._log.info(
+                    "relay id={queueId} to=<{domain}> mx={mx} tls={tls} verified={verified}",
+                    queueId=queueId, domain=domain, mx=host, tls=tlsVersion, verified=verified,
                 )
-            self._log.info(
-                "relay id={queueId} to=<{domain}> mx={mx} tls={tls} verified={verified}",
-                queueId=queueId, domain=domain, mx=host, tls=tlsVersion, verified=verified,
-            )
-            if route is not None and route.username:
-                await self._auth(protocol, host, extensions, route, tlsVersion != "none")
+                if route is not None and route.username:
+                    await self._auth(protocol, host, extensions, route, tlsVersion != "none")
+                protocol.extensions = extensions
+                key = (host, address, port, useTLS, policy, route.username if route is not None else None)
+            extensions = protocol.extensions
             try:
                 params = self._mailParameters(extensions, host, sender, recipients, size, eightBit)
             except _Done as done:
                 await self._quit(protocol)
                 return self._all(recipients, done.outcome)
-            reply = await protocol.command(f"MAIL FROM:<{sender}>{params}", t.mail, "the reply to MAIL")
+            mail = f"MAIL FROM:<{sender}>{params}"
+            pipelining = "PIPELINING" in extensions
+            if pipelining:
+                # RFC 2920 §3.1: RSET, MAIL, RCPT and DATA in one group.
+                protocol.send(
+                    (["RSET"] if reusedKey is not None else [])
+                    + [mail]
+                    + [f"RCPT TO:<{r}>" for r in recipients]
+                    + ["DATA"]
+                )
+            if reusedKey is not None:
+                try:
+                    if pipelining:
+                        reply = await protocol.readReply(t.mail, "the reply to RSET")
+                    else:
+                        reply = await protocol.command("RSET", t.mail, "the reply to RSET")
+                except _StepFailed:
+                    raise _Stale() from None
+                if reply.code != 250:
+                    raise _Stale()
+            if pipelining:
+                reply = await protocol.readReply(t.mail, "the reply to MAIL")
+            else:
+                reply = await protocol.command(mail, t.mail, "the reply to MAIL")
             self._check421(reply, host)
-            if not 200 <= reply.code < 300:
-                await self._quit(protocol)
-                return self._all(recipients, _fromReply(reply, host))
+            mailAccepted = 200 <= reply.code < 300
+            if not mailAccepted:
+                outcomes = self._all(recipients, _fromReply(reply, host))
+                if not pipelining:
+                    await self._quit(protocol)
+                    return outcomes
             accepted: list[str] = []
             for recipient in recipients:
-                reply = await protocol.command(f"RCPT TO:<{recipient}>", t.rcpt, "the reply to RCPT")
+                if pipelining:
+                    reply = await protocol.readReply(t.rcpt, "the reply to RCPT")
+                else:
+                    reply = await protocol.command(f"RCPT TO:<{recipient}>", t.rcpt, "the reply to RCPT")
                 self._check421(reply, host)
+                if not mailAccepted:
+                    continue
                 if 200 <= reply.code < 300:
                     accepted.append(recipient)
                 else:
                     outcomes[recipient] = _fromReply(reply, host)
-            if not accepted:
+            if not accepted and not pipelining:
                 await self._quit(protocol)
                 return outcomes
-            reply = await protocol.command("DATA", t.dataInit, "the reply to DATA")
+            if pipelining:
+                reply = await protocol.readReply(t.dataInit, "the reply to DATA")
+            else:
+                reply = await protocol.command("DATA", t.dataInit, "the reply to DATA")
             self._check421(reply, host)
+            if not accepted:
+                if reply.code == 354:
+                    # RFC 2920 §3.1: DATA taken with no recipient; the
+                    # connection is closed without the final dot, so
+                    # nothing is delivered.
+                    return outcomes
+                await self._quit(protocol)
+                return outcomes
             if reply.code != 354:
                 if reply.positive:
                     reply = Reply(451, ("4.5.0 unexpected reply to DATA: " + reply.text,))
@@ -983,7 +1197,10 @@ class SMTPSender:
             dataSent = True
             reply = await protocol.readReply(t.dataEnd, "the reply to the end of the data")
             outcomes.update(self._all(accepted, _fromReply(reply, host)))
-            await self._quit(protocol)
+            if reply.code != 421 and self._cache is not None and protocol.usable:
+                keep = True
+            else:
+                await self._quit(protocol)
             return outcomes
         except _StepFailed as e:
             if e.tls:
@@ -996,7 +1213,10 @@ class SMTPSender:
                 return outcomes
             raise _HostFailed(failed(e.what)) from None
         finally:
-            await protocol.close(t.quit)
+            if not (keep and self._cache is not None and key is not None and self._cache.put(key, protocol)):
+                if keep:
+                    await self._quit(protocol)
+                await protocol.close(t.quit)
 
     def _check421(self, reply: Reply, host: str) -> None:
         # RFC 5321 §3.8: 421 means the server is closing the connection.

@@ -595,3 +595,74 @@ class SignalTests(SynchronousTestCase):
         self.pidFile("4242")
         self.assertFalse(signalServer(self.data))
         self.assertEqual(self.killed, [])
+
+
+class GroupSyncTests(QueueTestCase):
+    """
+    With a L{queueModule.GroupSync} the queue makes its writes durable
+    with shared C{syncfs} calls, in the same order as the fsyncs.
+    """
+
+    def test_addOrder(self) -> None:
+        """
+        Both files are written without an fsync each; the message is renamed
+        into place before the first sync, the envelope after it, and a
+        second sync follows.
+        """
+        fs = ScriptedFileSystem(canSyncFilesystem=True)
+        os.makedirs(self.path("tmp"))
+        group = queueModule.GroupSync(fs, self.directory)
+        self.addCleanup(group.close)
+        queue = Queue(self.directory, fs, clock=self.clock, groupSync=group)
+        queue.add(makeEntry(), MESSAGE)
+        steps = [
+            (op, os.path.basename(subject or "").split(".")[1] if op == "rename" else "")
+            for (op, _), subject in zip(fs.calls, fs.subjects)
+            if op in ("fsync", "rename", "fsyncDirectory", "syncfs")
+        ]
+        self.assertEqual(steps, [("rename", "msg"), ("syncfs", ""), ("rename", "env"), ("syncfs", "")])
+        self.assertEqual(queue.get(makeEntry().id), evolve(makeEntry(), size=len(MESSAGE)))
+
+    def test_syncFailureTakesBack(self) -> None:
+        """
+        A failed sync after the envelope's rename takes the entry back.
+        """
+        fs = ScriptedFileSystem(failOp="syncfs", failAt=2, canSyncFilesystem=True)
+        os.makedirs(self.path("tmp"))
+        group = queueModule.GroupSync(fs, self.directory)
+        self.addCleanup(group.close)
+        queue = Queue(self.directory, fs, clock=self.clock, groupSync=group)
+        self.assertRaises(OSError, queue.add, makeEntry(), MESSAGE)
+        self.assertEqual(self.listing(), ["tmp"])
+
+    def test_updateAndRemove(self) -> None:
+        fs = ScriptedFileSystem(canSyncFilesystem=True)
+        group = queueModule.GroupSync(fs, self.directory)
+        self.addCleanup(group.close)
+        queue = Queue(self.directory, fs, clock=self.clock, groupSync=group)
+        entry = makeEntry()
+        queue.add(entry, MESSAGE)
+        queue.update(evolve(entry, attempts=3))
+        self.assertEqual(queue.get(entry.id).attempts, 3)
+        before = group.syncs
+        queue.remove(entry.id)
+        self.assertEqual(group.syncs, before + 1)
+        self.assertIsNone(queue.get(entry.id))
+
+    def test_shared(self) -> None:
+        """
+        Threads that ask while a sync runs share the next one.
+        """
+        import threading
+
+        fs = ScriptedFileSystem(canSyncFilesystem=True)
+        os.makedirs(self.directory)
+        group = queueModule.GroupSync(fs, self.directory)
+        self.addCleanup(group.close)
+        threads = [threading.Thread(target=group.sync) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertGreaterEqual(group.syncs, 1)
+        self.assertLessEqual(group.syncs, 20)

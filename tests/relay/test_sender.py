@@ -672,3 +672,58 @@ class FunctionalTests(TestCase):
         self.assertTrue(outcome.delivered, outcome)
         self.assertEqual(outcome.remoteMTA, "mx.test")
         self.assertIn("relay id=Q1 to=<example.test> mx=mx.test tls=TLSv1.3 verified=True", self.logLines())
+
+
+class ConnectionReuseTests(FunctionalTests):
+    """
+    The connection cache: a second message to the same host goes over the
+    first one's connection (RSET first, commands pipelined when offered),
+    and closing the sender leaves no connection or timer behind.
+    """
+
+    async def test_reusedAndPipelined(self) -> None:
+        factory, port = self.server()
+        factory.extraExtensions[b"PIPELINING"] = None
+        sender = self.sender(connectionCacheTime=60)
+        route = Route("127.0.0.1", port, False)
+        first = await self.deliver(sender, route, ["b@example.test"])
+        second = await self.deliver(sender, route, ["c@example.test"])
+        self.assertTrue(first["b@example.test"].delivered)
+        self.assertTrue(second["c@example.test"].delivered)
+        self.assertEqual([r for r, _ in factory.messages], ["b@example.test", "c@example.test"])
+        self.assertEqual(len(factory.protocols), 1)
+        self.assertEqual(factory.ehlo, [b"client.test"])
+        await sender.close()
+        await DeferredList([p.lostDeferred for p in factory.protocols])
+        self.assertEqual(len(factory.lost), 1)
+        self.assertEqual([c for c in _globalReactor.getDelayedCalls() if c.active() and "_expire" in repr(c.func)], [])
+
+    async def test_staleConnection(self) -> None:
+        """
+        A kept connection that the remote closed while idle is replaced by
+        a new one, and the message is delivered once.
+        """
+        factory, port = self.server()
+        sender = self.sender(connectionCacheTime=60)
+        route = Route("127.0.0.1", port, False)
+        await self.deliver(sender, route, ["b@example.test"])
+        factory.protocols[0].transport.loseConnection()
+        await factory.protocols[0].lostDeferred
+        outcome = (await self.deliver(sender, route, ["c@example.test"]))["c@example.test"]
+        self.assertTrue(outcome.delivered)
+        self.assertEqual([r for r, _ in factory.messages], ["b@example.test", "c@example.test"])
+        self.assertEqual(len(factory.protocols), 2)
+        await sender.close()
+
+    async def test_noCacheByDefault(self) -> None:
+        """
+        Without C{connectionCacheTime} each transaction has its own
+        connection, ended with QUIT.
+        """
+        factory, port = self.server()
+        sender = self.sender()
+        route = Route("127.0.0.1", port, False)
+        await self.deliver(sender, route, ["b@example.test"])
+        await self.deliver(sender, route, ["c@example.test"])
+        self.assertEqual(len(factory.protocols), 2)
+        await sender.close()
