@@ -39,6 +39,20 @@ BUSY_RETRY = 5.0
 MAX_RECEIVED = 100
 
 
+def describe(outcome: Outcome) -> str:
+    """
+    An outcome as one line for the queue record and reports: the remote's
+    reply as it was (the sender keeps it whole), or the code, enhanced
+    code and text where the text does not already start with them.
+    """
+    text = outcome.text
+    lead = str(outcome.code) if outcome.code else outcome.enhanced
+    if lead and not text.startswith(lead):
+        prefix = f"{outcome.code} {outcome.enhanced}" if outcome.code else outcome.enhanced
+        return f"{prefix.strip()} {text}".strip()
+    return text
+
+
 def countReceived(headers: bytes) -> int:
     """
     How many C{Received:} fields a header block has.
@@ -327,9 +341,7 @@ class RelayManager(Service):
             outcome = outcomes.get(recipient.address)
             if outcome is None:
                 continue
-            response = " ".join(
-                part for part in (str(outcome.code) if outcome.code else "", outcome.enhanced, outcome.text) if part
-            )
+            response = describe(outcome)
             verdict = self.policy.classify(outcome)
             if verdict == "sent":
                 state = SENT
@@ -385,7 +397,8 @@ class RelayManager(Service):
             try:
                 outcomes = await _asDeferred(
                     self.sender.deliver(
-                        domain, self.route(domain), entry.sender, addresses, path, entry.size
+                        domain, self.route(domain), entry.sender, addresses, path, entry.size,
+                        queueId=entry.id,
                     )
                 )
             except Exception as e:

@@ -510,11 +510,6 @@ class ReportingTests(RelayTestCase):
             ),
         )
 
-    test_remoteReplyRecordedOnce.todo = (  # type: ignore[attr-defined]
-        "the manager prefixes the code and enhanced code to Outcome.text, but "
-        "SMTPSender's _fromReply already puts the whole reply (Reply.text) there: "
-        "'550 5.1.1 550 5.1.1 <nobody@remote.test>: no such user here'"
-    )
 
     async def test_senderLogNamesQueueId(self) -> None:
         """
@@ -542,10 +537,6 @@ class ReportingTests(RelayTestCase):
         self.assertTrue(events)
         self.assertEqual({e["queueId"] for e in events}, {envelope["id"]})
 
-    test_senderLogNamesQueueId.todo = (  # type: ignore[attr-defined]
-        "RelayManager._sendAll calls sender.deliver(...) without queueId=entry.id: "
-        "the sender logs 'relay id= to=<remote.test> ...'"
-    )
 
 
 class UnreachableRemoteTests(RelayTestCase):

@@ -83,7 +83,7 @@ class ScriptedSender:
         self.held: list[Deferred[Any]] = []
         self.hold = False
 
-    def deliver(self, domain, route, sender, recipients, messagePath, size):
+    def deliver(self, domain, route, sender, recipients, messagePath, size, queueId=""):
         self.calls.append((self.clock.seconds(), domain, tuple(recipients)))
         if self.hold:
             d: Deferred[Any] = Deferred()
@@ -378,7 +378,7 @@ class ManagerTests(SynchronousTestCase):
         """
         self.start()
 
-        def broken(*args: Any) -> Any:
+        def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("boom")
 
         self.sender.deliver = broken  # type: ignore[method-assign]
