@@ -1,0 +1,1634 @@
+# -*- test-case-name: tests.imap.test_server -*-
+"""
+The IMAP4rev1 server: Twisted's L{twisted.mail.imap4.IMAP4Server}, with
+its parser and most commands replaced where they fall short of RFC 3501
+and of what a public server must withstand.
+
+What is ours, and why (each Twisted trap has a regression test named
+C{test_twistedTrap*}):
+
+  - Input framing: lines are bounded (L{LINE_LENGTH}); a literal's
+    declared size is checked I{before} anything is read (Twisted answered
+    C{+ Ready} to C{{50000000000}}): over the limit a synchronising literal
+    gets C{NO [TOOBIG]} (APPEND) or C{BAD [TOOBIG]}, a non-synchronising
+    one (RFC 7888 LITERAL+) C{BAD [TOOBIG]} and the connection is closed,
+    since its octets are already on their way.
+  - A tokeniser that knows quoted strings with backslash escapes, literals
+    anywhere in a command, nested lists and C{BODY[...]<...>} atoms.
+  - STARTTLS discards whatever the client pipelined after it (RFC 3501
+    §6.2.1; Twisted ran it inside TLS).  LOGIN and AUTHENTICATE only under
+    TLS; before, C{LOGINDISABLED} and C{NO [PRIVACYREQUIRED]}.
+  - FETCH builds every item with L{mailhub.imap.message}: partial fetches
+    are sliced and labelled C{BODY[...]<origin>} (Twisted sent the whole
+    message), C{BODY[]}, C{RFC822} and C{RFC822.TEXT} set C{\\Seen} unless
+    PEEK or EXAMINE (RFC 3501 §6.4.5).
+  - SEARCH parses with L{mailhub.imap.search} and looks only at the
+    candidate messages (Twisted scanned the whole mailbox per key, O(n²),
+    and raised C{TypeError} on header keys).
+  - IDLE (RFC 2177): only C{DONE} ends it; mailbox changes are pushed as
+    the backend reports them, and a backend with a C{refresh()} method is
+    polled once a second; keepalives every L{IDLE_KEEPALIVE} seconds; the
+    idle timeout does not run while idling.
+  - APPEND/COPY/MOVE to a missing folder answer C{NO [TRYCREATE]} (RFC 3501
+    §6.3.11); UIDPLUS (RFC 4315), MOVE (RFC 6851), UNSELECT (RFC 3691),
+    ENABLE (RFC 5161), ID (RFC 2971), NAMESPACE (RFC 2342), CHILDREN (RFC
+    3348) and SPECIAL-USE (RFC 6154) attributes from the account.
+  - Folder names with empty, C{.} or C{..} components, a leading C{/},
+    NUL or control characters are refused before the backend sees them.
+  - Too many client errors, and the session is dropped; at most
+    C{connectionsPerUser} sessions per user.
+
+The optional backend protocol (all duck-typed, each with a fallback):
+
+  - C{IMailbox.addMessage} and C{IMessageCopier.copy} firing with the new
+    message's UID (an C{int}) give APPENDUID/COPYUID; anything else, a
+    plain OK.
+  - C{mailbox.getUIDList()}: every UID in ascending order (SEARCH); else
+    C{getUID(seq)} for each message.
+  - C{mailbox.expungeUIDs(uids)}: expunge just those messages (if
+    C{\\Deleted}) and return their sequence numbers, as C{expunge()} does
+    (UID EXPUNGE, MOVE); else C{\\Deleted} is taken off the other messages
+    around a plain C{expunge()}.
+  - C{mailbox.refresh()}: look for changes made by others and report them
+    to the listeners; called on NOOP, CHECK and once a second during IDLE.
+  - Listener callback C{messagesExpunged(seqs)} (besides Twisted's
+    C{newMessages} and C{flagsChanged}): the EXPUNGE responses to send,
+    in order, each valid when sent; C{expunge()} and C{expungeUIDs()}
+    return the same kind of list.
+  - C{ISearchableMailbox.search(node, uid)} is given the parsed
+    L{mailhub.imap.search.Node} and returns sequence numbers (Twisted's
+    convention: the server maps them to UIDs for UID SEARCH).
+  - Messages providing C{IMessageFile} give their raw octets through
+    C{open()}; others are rebuilt from C{getHeaders(True)} and the body.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import tempfile
+from typing import Any, Callable, Iterable
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import LoginDenied, UnauthorizedLogin
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime, ITLSTransport
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.mail.imap4 import (
+    IAccount,
+    ICloseableMailbox,
+    IMessageCopier,
+    IMessageFile,
+    ISearchableMailbox,
+    MailboxCollision,
+    MailboxException,
+    MessageSet,
+    NoSuchMailbox,
+    ReadOnlyMailbox,
+    collapseNestedLists,
+)
+from twisted.python.failure import Failure
+
+from mailhub import sasl
+from mailhub.errors import MailhubError, TemporaryAuthError
+from mailhub.imap import message as M
+from mailhub.imap import search as S
+from mailhub.sessions import Refuse, SessionFactory, peerHost
+
+#: Longest command line, in octets before the CRLF (RFC 7162 §4 suggests
+#: servers accept at least 8192).
+LINE_LENGTH = 8192
+
+#: Largest literal outside APPEND (a folder name, a password, a search
+#: string).
+STRING_LITERAL = 64 * 1024
+
+#: Most literals in one command.
+MAX_LITERALS = 32
+
+#: Largest message APPEND takes by default (the message size limit).
+MAX_LITERAL = 50 * 1024 * 1024
+
+#: An APPEND literal larger than this is spooled to a temporary file.
+SPOOL_IN_MEMORY = 1024 * 1024
+
+#: RFC 3501 §5.4: the autologout timer is at least 30 minutes.
+IDLE_TIMEOUT = 1800.0
+
+#: Before login a client must be quicker.
+PREAUTH_TIMEOUT = 60.0
+
+#: Seconds between polls of a mailbox during IDLE (RFC 2177 pushes within
+#: a second).
+IDLE_POLL = 1.0
+
+#: Seconds between C{* OK Still here} during IDLE (NAT keepalive).
+IDLE_KEEPALIVE = 300.0
+
+#: Protocol errors one session may make before it is dropped.
+MAX_ERRORS = 20
+
+#: While a command runs, stop reading once this much input waits.
+MAX_PENDING_INPUT = 256 * 1024
+
+NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "unauth", "auth", "select", "logout"
+
+# Named replies: (status, code, text).
+GREETING = "{host} mailhub IMAP4rev1 ready"
+LINE_TOO_LONG = ("BAD", "TOOBIG", "Command line too long")
+LITERAL_TOO_BIG = ("BAD", "TOOBIG", "Literal too large")
+MESSAGE_TOO_BIG = ("NO", "TOOBIG", "Message too large")
+TOO_MANY_LITERALS = ("BAD", "", "Too many literals")
+TOO_MANY_ERRORS = "Too many errors"
+SHUTTING_DOWN = "Server shutting down"
+AUTOLOGOUT = "Autologout; idle for too long"
+PRIVACY_REQUIRED = ("NO", "PRIVACYREQUIRED", "Use STARTTLS first")
+AUTH_FAILED = ("NO", "AUTHENTICATIONFAILED", "Authentication failed")
+AUTH_UNAVAILABLE = ("NO", "UNAVAILABLE", "Authentication temporarily unavailable")
+USER_LIMIT = ("NO", "LIMIT", "Too many connections for this user")
+TRYCREATE = ("NO", "TRYCREATE", "No such mailbox")
+NONEXISTENT = ("NO", "NONEXISTENT", "No such mailbox")
+ALREADY_EXISTS = ("NO", "ALREADYEXISTS", "Mailbox already exists")
+READ_ONLY = ("NO", "READ-ONLY", "Mailbox is read-only")
+SERVER_BUG = ("NO", "SERVERBUG", "Internal error, try again later")
+BAD_NAME = ("NO", "CANNOT", "Invalid mailbox name")
+
+_LITERAL = re.compile(rb"\{([0-9]{1,20})(\+?)\}\Z")
+_TAG = re.compile(r"[\x21-\x7e]+\Z")
+_BODY = re.compile(r"(BODY(?:\.PEEK)?)\[(.*)\](?:<([0-9]{1,10})\.([0-9]{1,10})>)?\Z", re.S | re.I)
+_DATE_TIME = re.compile(r"[ 0-9][0-9]-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}\Z")
+_FETCH_MACROS = {
+    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+}
+_SIMPLE_FETCH = {
+    "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+    "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+}
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+
+
+class IMAPError(MailhubError):
+    """
+    A command fails with a tagged C{BAD} or C{NO}: raised by handlers,
+    turned into the reply in one place (L{IMAP4Server._failed}).
+    """
+
+    def __init__(self, reply: tuple[str, str, str], text: str | None = None) -> None:
+        status, code, default = reply
+        super().__init__(text or default)
+        self.status, self.code, self.text = status, code, text or default
+
+
+def bad(text: str) -> IMAPError:
+    return IMAPError(("BAD", "", text))
+
+
+def no(text: str, code: str = "") -> IMAPError:
+    return IMAPError(("NO", code, text))
+
+
+class Atom(str):
+    """
+    An atom of a command (as opposed to a quoted string or a literal,
+    which are C{bytes}).
+    """
+
+
+class StringLiteral:
+    """
+    A literal outside APPEND: its octets, told apart from command text.
+    """
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+
+class FileLiteral:
+    """
+    A literal of APPEND, held in a spooled temporary file.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.file: Any = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+
+    def bytes(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+def tokenize(parts: Iterable[bytes | FileLiteral | Any]) -> list:
+    """
+    Turn a command (line pieces, with the literals between them) into
+    tokens: L{Atom}s, C{bytes} for quoted strings and small literals,
+    L{FileLiteral}s, and nested lists for parentheses.  Atoms may hold
+    C{[...]} with spaces and parentheses inside (C{BODY[HEADER.FIELDS (A
+    B)]<0.10>}).
+
+    @raise IMAPError: malformed (C{BAD}).
+    """
+    stack: list[list] = [[]]
+    for part in parts:
+        if isinstance(part, StringLiteral):
+            stack[-1].append(part.value)
+            continue
+        if not isinstance(part, bytes):
+            stack[-1].append(part)
+            continue
+        i, n = 0, len(part)
+        while i < n:
+            c = part[i]
+            if c == 0x20:
+                i += 1
+            elif c == 0x28:  # (
+                stack.append([])
+                i += 1
+            elif c == 0x29:  # )
+                if len(stack) == 1:
+                    raise bad("Unbalanced parentheses")
+                inner = stack.pop()
+                stack[-1].append(inner)
+                i += 1
+            elif c == 0x22:  # RFC 3501 §9: quoted = DQUOTE *QUOTED-CHAR DQUOTE
+                out = bytearray()
+                i += 1
+                while True:
+                    if i >= n:
+                        raise bad("Unterminated quoted string")
+                    c = part[i]
+                    if c == 0x5C:  # backslash: only \\ and \" are escapes
+                        if part[i + 1 : i + 2] not in (b"\\", b'"'):
+                            raise bad("Invalid escape in quoted string")
+                        out += part[i + 1 : i + 2]
+                        i += 2
+                    elif c == 0x22:
+                        i += 1
+                        break
+                    elif c in (0x00, 0x0A, 0x0D):
+                        raise bad("Invalid character in quoted string")
+                    else:
+                        out.append(c)
+                        i += 1
+                stack[-1].append(bytes(out))
+            else:
+                start, depth = i, 0
+                while i < n:
+                    c = part[i]
+                    if c == 0x5B:  # [
+                        depth += 1
+                    elif c == 0x5D and depth:
+                        depth -= 1
+                    elif depth == 0 and c in b' ()"{':
+                        break
+                    if c < 0x20 or c >= 0x7F:
+                        raise bad("Invalid character in atom")
+                    i += 1
+                if depth:
+                    raise bad("Unbalanced brackets")
+                if i == start:
+                    raise bad("Unexpected literal marker")
+                stack[-1].append(Atom(part[start:i].decode("ascii")))
+    if len(stack) != 1:
+        raise bad("Unbalanced parentheses")
+    return stack[0]
+
+
+def astring(token: Any, what: str = "argument") -> bytes:
+    """
+    An astring argument (atom, quoted string or literal) as octets.
+    """
+    if isinstance(token, Atom):
+        return token.encode("ascii")
+    if isinstance(token, bytes):
+        return token
+    if isinstance(token, FileLiteral) and token.size <= STRING_LITERAL:
+        return token.bytes()
+    raise bad(f"Expected a string for {what}")
+
+
+def atom(token: Any, what: str) -> str:
+    if not isinstance(token, Atom):
+        raise bad(f"Expected {what}")
+    return token.upper()
+
+
+def arguments(args: list, count: int, usage: str) -> list:
+    if len(args) != count:
+        raise bad(f"Syntax: {usage}")
+    return args
+
+
+def mailboxName(raw: bytes, create: bool = False) -> str:
+    """
+    A folder name from the client, decoded from modified UTF-7 (RFC 3501
+    §5.1.3) and checked: no NUL or control characters, no empty, C{.} or
+    C{..} components, no leading C{/}; C{INBOX} in any case is C{INBOX}.
+    The backend checks again; nothing here trusts it to.
+
+    @param create: a trailing C{/} is allowed (RFC 3501 §6.3.3) and dropped.
+    @raise IMAPError: C{NO [CANNOT]}.
+    """
+    try:
+        name = raw.decode("imap4-utf-7")
+    except Exception:
+        raise IMAPError(BAD_NAME, "Invalid mailbox name encoding") from None
+    if create and name.endswith("/") and len(name) > 1:
+        name = name[:-1]
+    if not name or len(name) > 255 or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+        raise IMAPError(BAD_NAME)
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise IMAPError(BAD_NAME)
+    if name.upper() == "INBOX" or name.upper().startswith("INBOX/") and name[:5] != "INBOX":
+        name = "INBOX" + name[5:]
+    return name
+
+
+def listPattern(raw: bytes) -> str:
+    try:
+        name = raw.decode("imap4-utf-7")
+    except Exception:
+        raise IMAPError(BAD_NAME, "Invalid mailbox name encoding") from None
+    if "\0" in name or ".." in name.split("/"):
+        raise IMAPError(BAD_NAME)
+    return name
+
+
+def quoted(data: bytes | str) -> bytes:
+    """
+    A string for a response: quoted, or a literal if it cannot be.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if any(c in data for c in b"\r\n\0") or len(data) > 1000:
+        return b"{%d}\r\n" % len(data) + data
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def encodeName(name: str) -> bytes:
+    return quoted(name.encode("imap4-utf-7"))
+
+
+def flagList(flags: Iterable[Any]) -> bytes:
+    return b"(" + b" ".join(f.encode("ascii") if isinstance(f, str) else f for f in flags) + b")"
+
+
+def uidSet(uids: list[int]) -> bytes:
+    """
+    UIDs as a compact sequence set, in the order given (RFC 4315 COPYUID
+    pairs source and destination UIDs by position).
+    """
+    out: list[str] = []
+    start = prev = None
+    for uid in uids:
+        if prev is not None and uid == prev + 1:
+            prev = uid
+            continue
+        if start is not None:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = uid
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out).encode("ascii")
+
+
+def parseSequenceSet(token: Any, uid: bool, count: int) -> MessageSet:
+    """
+    A sequence set argument as a Twisted L{MessageSet}, C{*} resolved for
+    sequence numbers; a sequence number beyond the mailbox is C{BAD}
+    (RFC 3501 §9: seq-number must be valid).
+    """
+    if not isinstance(token, Atom):
+        raise bad("Expected a sequence set")
+    try:
+        parsed = S.parseSequenceSet(str(token), uid=uid)
+    except S.SearchError as e:
+        raise bad(e.reason) from None
+    result = MessageSet()
+    for first, last in parsed.ranges:
+        if not uid:
+            first = count if first is None else first
+            last = count if last is None else last
+            if max(first, last) > count or min(first, last) < 1:
+                raise bad("Invalid message sequence number")
+        if first is None and last is not None:
+            first, last = last, first
+        result += MessageSet(first, last) if first != last or last is None else MessageSet(first)
+    return result
+
+
+def rawMessage(msg: Any) -> bytes:
+    """
+    The octets of a message: C{IMessageFile.open()} if the message has it,
+    else rebuilt from its headers and body.
+    """
+    opener = IMessageFile(msg, None)
+    if opener is not None:
+        f = opener.open()
+        try:
+            data = f.read()
+        finally:
+            close = getattr(f, "close", None)
+            if close is not None:
+                close()
+        return data if isinstance(data, bytes) else data.encode("utf-8")
+    headers = msg.getHeaders(True)
+    head = b"".join(
+        (k if isinstance(k, bytes) else k.encode("utf-8")) + b": "
+        + (v if isinstance(v, bytes) else v.encode("utf-8")) + b"\r\n"
+        for k, v in headers.items()
+    )
+    body = msg.getBodyFile().read()
+    return head + b"\r\n" + (body if isinstance(body, bytes) else body.encode("utf-8"))
+
+
+def internalDate(msg: Any) -> Any:
+    value = msg.getInternalDate()
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return email.utils.parsedate_to_datetime("Thu, 01 Jan 1970 00:00:00 +0000")
+
+
+def formatInternalDate(msg: Any) -> bytes:
+    when = internalDate(msg)
+    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    offset = when.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    text = (
+        f"{when.day:02d}-{months[when.month - 1]}-{when.year:04d} "
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} "
+        f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    )
+    return b'"' + text.encode("ascii") + b'"'
+
+
+async def _await(value: Any) -> Any:
+    """
+    The result of a backend call that may or may not be a L{Deferred}.
+    """
+    if isinstance(value, Deferred):
+        return await value
+    return value
+
+
+# -- the protocol --------------------------------------------------------------------------
+
+
+class IMAP4Server(imap4.IMAP4Server):
+    """
+    One IMAP4rev1 session.  Built by L{IMAPFactory}.
+
+    Twisted's parser and most of its commands are replaced (see the module
+    docstring); the class is kept so that code that knows Twisted's server
+    knows this one, and it still provides C{IMailboxListener}.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: "IMAPFactory", contextFactory: Any = None) -> None:
+        super().__init__(contextFactory=contextFactory)
+        self.factory = factory
+        self.callLater = factory.clock.callLater
+        self.state = NOT_AUTHENTICATED
+        self.tls = factory.implicitTLS
+        self.peer = ""
+        self.user: str | None = None
+        self.readOnly = False
+        self.mboxName: str | None = None
+        self._input = b""
+        self._parts: list[Any] = []
+        self._literal: Any = None
+        self._literalLeft = 0
+        self._literalTotal = 0
+        self._skipping = False
+        self._blocked = False
+        self._closed = False
+        self._errors = 0
+        self._shuttingDown = False
+        self._untagged: list[tuple[bool, bytes]] = []
+        self._holdExpunges = False
+        self._exists = 0
+        self._idleTag: bytes | None = None
+        self._idlePoll: LoopingCall | None = None
+        self._idleKeepalive: Any = None
+        self._saslTag: bytes | None = None
+
+    # Connection
+
+    def connectionMade(self) -> None:
+        self.tags = {}
+        self.peer = peerHost(self.transport.getPeer())
+        self.canStartTLS = (
+            self.ctx is not None and ITLSTransport(self.transport, None) is not None
+        )
+        self.factory.connected(self)
+        self.setTimeout(min(PREAUTH_TIMEOUT, self.factory.idleTimeout))
+        self._write(b"* OK [CAPABILITY " + b" ".join(self.listCapabilities()) + b"] "
+                    + GREETING.format(host=self.factory.hostname).encode("utf-8", "replace"))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        self._closed = True
+        self.state = LOGOUT
+        self.setTimeout(None)
+        self._stopIdle()
+        self._dropLiteral()
+        self._closeMailbox()
+        if self._onLogout is not None:
+            logout, self._onLogout = self._onLogout, None
+            logout()
+        if self.user is not None:
+            self.factory.userLogout(self.user)
+            self.user = None
+        self.factory.disconnected(self)
+
+    def timeoutConnection(self) -> None:
+        self.log.info("imap idle timeout peer={peer} user={user}", peer=self.peer, user=self.user)
+        self.close(AUTOLOGOUT)
+
+    def shutDown(self) -> None:
+        """
+        The server is stopping: say C{* BYE} and hang up, at once or after
+        the command under way.
+        """
+        self._shuttingDown = True
+        if not self._blocked:
+            self.close(SHUTTING_DOWN)
+
+    def close(self, bye: str | None = None) -> None:
+        if self._closed:
+            return
+        if bye is not None:
+            self._write(b"* BYE " + bye.encode("ascii"))
+        self._closed = True
+        self._input = b""
+        self.transport.loseConnection()
+
+    # Capabilities
+
+    def capabilities(self) -> dict:  # type: ignore[override]
+        caps: dict[bytes, Any] = {}
+        if not self.tls:
+            if self.canStartTLS:
+                caps[b"STARTTLS"] = None
+            caps[b"LOGINDISABLED"] = None  # RFC 3501 §6.2.3
+        else:
+            caps[b"AUTH"] = [b"PLAIN"]
+            caps[b"SASL-IR"] = None
+        for name in (b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"ENABLE",
+                     b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN"):
+            caps[name] = None
+        return caps
+
+    # Output
+
+    def _write(self, line: bytes) -> None:
+        if not self._closed:
+            self.transport.write(line + b"\r\n")
+
+    def _untaggedLine(self, line: bytes, expunge: bool = False) -> None:
+        """
+        An unsolicited response: now if idling, else before the next
+        tagged reply (an EXPUNGE not during FETCH, STORE or SEARCH: RFC
+        3501 §7.4.1).
+        """
+        if self._idleTag is not None:
+            self._write(b"* " + line)
+        else:
+            self._untagged.append((expunge, line))
+
+    def _flush(self) -> None:
+        keep = []
+        for expunge, line in self._untagged:
+            if expunge and self._holdExpunges:
+                keep.append((expunge, line))
+            else:
+                self._write(b"* " + line)
+        self._untagged = keep
+
+    def _reply(self, tag: bytes, status: str, text: str, code: str = "") -> None:
+        self._flush()
+        codeText = f"[{code}] " if code else ""
+        self._write(tag + f" {status} {codeText}{text}".encode("utf-8", "replace"))
+        if status == "BAD":
+            self._error()
+
+    def _error(self) -> None:
+        self._errors += 1
+        if self._errors >= self.factory.maxErrors:
+            self.log.info("imap too many errors peer={peer}", peer=self.peer)
+            self.close(TOO_MANY_ERRORS)
+
+    # IMailboxListener
+
+    def modeChanged(self, writeable: bool) -> None:
+        self.readOnly = not writeable
+        self._untaggedLine(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")
+
+    def flagsChanged(self, newFlags: dict) -> None:
+        for seq, flags in sorted(newFlags.items()):
+            self._untaggedLine(b"%d FETCH (FLAGS %s)" % (seq, flagList(flags)))
+
+    def newMessages(self, exists: int | None, recent: int | None) -> None:
+        if exists is not None:
+            self._exists = exists
+            self._untaggedLine(b"%d EXISTS" % (exists,))
+        if recent is not None:
+            self._untaggedLine(b"%d RECENT" % (recent,))
+
+    def messagesExpunged(self, seqs: Iterable[int]) -> None:
+        """
+        Optional listener callback: messages are gone; C{seqs} are the
+        EXPUNGE responses to send, in order, each valid when sent (as
+        C{expunge()} returns them).
+        """
+        for seq in seqs:
+            self._exists = max(0, self._exists - 1)
+            self._untaggedLine(b"%d EXPUNGE" % (seq,), expunge=True)
+
+    def _checkExists(self) -> None:
+        if self.mbox is not None:
+            count = self.mbox.getMessageCount()
+            if count > self._exists:
+                self._exists = count
+                self._untaggedLine(b"%d EXISTS" % (count,))
+
+    # Input framing
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._idleTag is None:
+            self.resetTimeout()
+        self._input += data
+        if self._blocked:
+            if len(self._input) > MAX_PENDING_INPUT:
+                self.transport.pauseProducing()
+            return
+        self._process()
+
+    def _process(self) -> None:
+        while self._input and not self._blocked and not self._closed:
+            if self._literal is not None:
+                chunk = self._input[: self._literalLeft]
+                self._input = self._input[len(chunk) :]
+                self._literalLeft -= len(chunk)
+                if isinstance(self._literal, FileLiteral):
+                    self._literal.file.write(chunk)
+                else:
+                    self._literal += chunk
+                if self._literalLeft == 0:
+                    literal, self._literal = self._literal, None
+                    self._parts.append(StringLiteral(bytes(literal)) if isinstance(literal, bytearray) else literal)
+                continue
+            end = self._input.find(b"\n")
+            limit = self.factory.lineLength
+            if end < 0:
+                if len(self._input) > limit + 1:
+                    self._skipping = True
+                    self._input = b""
+                return
+            line, self._input = self._input[:end], self._input[end + 1 :]
+            if self._skipping or len(line) > limit + 1:
+                self._skipping = False
+                self._resetCommand()
+                self._replyUntagged(LINE_TOO_LONG)
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            self._line(line)
+
+    def _replyUntagged(self, reply: tuple[str, str, str]) -> None:
+        self._replyWith(b"*", reply)
+
+    def _replyWith(self, tag: bytes, reply: tuple[str, str, str]) -> None:
+        status, code, text = reply
+        self._reply(tag, status, text, code)
+
+    def _resetCommand(self) -> None:
+        self._dropLiteral()
+        self._parts = []
+        self._literalTotal = 0
+
+    def _dropLiteral(self) -> None:
+        for item in self._parts + [self._literal]:
+            if isinstance(item, FileLiteral):
+                item.file.close()
+        self._literal = None
+
+    def _line(self, line: bytes) -> None:
+        if self._idleTag is not None:
+            self._idleLine(line)
+            return
+        if self._saslTag is not None:
+            self._saslLine(line)
+            return
+        match = _LITERAL.search(line)
+        if match is None:
+            parts, self._parts = self._parts + [line], []
+            self._literalTotal = 0
+            self._command(parts)
+            return
+        size, nonSync = int(match.group(1)), bool(match.group(2))
+        self._parts.append(line[: match.start()])
+        head = (self._parts[0] if isinstance(self._parts[0], bytes) else b"").split(None, 3)
+        tag = head[0] if head else b"*"
+        verb = head[1].upper() if len(head) > 1 else b""
+        isAppend = verb == b"APPEND"
+        limit = self.factory.maxLiteral if isAppend else STRING_LITERAL
+        self._literalTotal += 1
+        error = None
+        if self._literalTotal > MAX_LITERALS:
+            error = TOO_MANY_LITERALS
+        elif size > limit:
+            error = MESSAGE_TOO_BIG if isAppend and not nonSync else LITERAL_TOO_BIG
+        elif sum(len(p) for p in self._parts if isinstance(p, bytes)) > 4 * self.factory.lineLength:
+            error = LINE_TOO_LONG
+        if error is not None:
+            self._resetCommand()
+            status, code, text = error
+            self._reply(tag if _TAG.match(tag.decode("latin-1")) else b"*", status, text, code)
+            if nonSync:
+                # RFC 7888 §4: the octets are already coming; we cannot
+                # know where the next command starts.
+                self.close("Literal too large")
+            return
+        self._literal = FileLiteral(size) if isAppend else bytearray()
+        self._literalLeft = size
+        if size == 0:
+            literal, self._literal = self._literal, None
+            self._parts.append(StringLiteral(b"") if isinstance(literal, bytearray) else literal)
+        if not nonSync:
+            self._write(b"+ Ready for literal data")
+
+    # Dispatch
+
+    def _command(self, parts: list) -> None:
+        try:
+            tokens = tokenize(parts)
+        except IMAPError as e:
+            first = parts[0] if parts and isinstance(parts[0], bytes) else b""
+            tag = first.split(None, 1)[0] if first.strip() else b"*"
+            self._reply(tag if _TAG.match(tag.decode("latin-1")) else b"*", e.status, e.text, e.code)
+            return
+        if not tokens:
+            self._reply(b"*", "BAD", "Empty command")
+            return
+        tag = tokens[0]
+        if not isinstance(tag, Atom) or not _TAG.match(tag) or "+" in tag:
+            self._reply(b"*", "BAD", "Invalid tag")
+            return
+        tagBytes = tag.encode("ascii")
+        if len(tokens) < 2 or not isinstance(tokens[1], Atom):
+            self._reply(tagBytes, "BAD", "Missing command")
+            return
+        verb, args = tokens[1].upper(), tokens[2:]
+        uid = False
+        if verb == "UID":
+            if not args or not isinstance(args[0], Atom) or args[0].upper() not in _UID_COMMANDS:
+                self._reply(tagBytes, "BAD", "Unknown UID command")
+                return
+            verb, args, uid = "UID " + args[0].upper(), args[1:], True
+        entry = _COMMANDS.get(verb)
+        if entry is None:
+            self._reply(tagBytes, "BAD", "Unknown command")
+            return
+        handler, states = entry
+        if self.state not in states:
+            text = "Log in first" if self.state == NOT_AUTHENTICATED else "Select a mailbox first" if self.state == AUTHENTICATED else "Not allowed now"
+            self._reply(tagBytes, "BAD", text)
+            return
+        self._holdExpunges = verb.split()[-1] in ("FETCH", "STORE", "SEARCH")
+        d = Deferred.fromCoroutine(handler(self, tagBytes, args))
+        d.addErrback(self._failed, tagBytes, verb)
+        d.addBoth(self._finished)
+        if not d.called:
+            self._blocked = True
+
+    def _failed(self, reason: Failure, tag: bytes, verb: str) -> None:
+        """
+        Every error of a command becomes its tagged reply here.
+        """
+        if reason.check(IMAPError):
+            e = reason.value
+            self._reply(tag, e.status, e.text, e.code)
+        elif reason.check(S.SearchError):
+            e = reason.value
+            if e.code == "BADCHARSET":
+                self._reply(tag, "NO", e.reason, "BADCHARSET (US-ASCII UTF-8)")
+            else:
+                self._reply(tag, "BAD", e.reason)
+        elif reason.check(M.SectionError):
+            self._reply(tag, "BAD", str(reason.value))
+        elif reason.check(ReadOnlyMailbox):
+            self._replyWith(tag, READ_ONLY)
+        elif reason.check(MailboxCollision):
+            self._replyWith(tag, ALREADY_EXISTS)
+        elif reason.check(NoSuchMailbox):
+            self._replyWith(tag, NONEXISTENT)
+        elif reason.check(MailboxException):
+            self._reply(tag, "NO", str(reason.value)[:200] or "Failed")
+        else:
+            self.log.failure("IMAP command {verb} failed", reason, verb=verb)
+            self._replyWith(tag, SERVER_BUG)
+
+    def _finished(self, result: object) -> None:
+        self._holdExpunges = False
+        if self._blocked:
+            self._blocked = False
+            if self._shuttingDown:
+                self.close(SHUTTING_DOWN)
+            elif not self._closed:
+                self.transport.resumeProducing()
+                self._process()
+        elif self._shuttingDown:
+            self.close(SHUTTING_DOWN)
+
+    # Any state
+
+    async def cmd_CAPABILITY(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "CAPABILITY")
+        self._untaggedLine(b"CAPABILITY " + b" ".join(self.listCapabilities()))
+        self._reply(tag, "OK", "CAPABILITY completed")
+
+    async def cmd_NOOP(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "NOOP")
+        await self._refresh()
+        self._reply(tag, "OK", "NOOP completed")
+
+    async def cmd_LOGOUT(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "LOGOUT")
+        self._write(b"* BYE Logging out")
+        self._reply(tag, "OK", "LOGOUT completed")
+        self.state = LOGOUT
+        self.close()
+
+    async def cmd_ID(self, tag: bytes, args: list) -> None:
+        # RFC 2971 §3.3: NIL or a list of at most 30 field/value pairs.
+        arguments(args, 1, "ID (params) | NIL")
+        if not (isinstance(args[0], list) and len(args[0]) <= 60 and len(args[0]) % 2 == 0) and args[0] != "NIL":
+            raise bad("Syntax: ID (params) | NIL")
+        self._untaggedLine(b'ID ("name" "mailhub")')
+        self._reply(tag, "OK", "ID completed")
+
+    # Not authenticated
+
+    async def cmd_STARTTLS(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "STARTTLS")
+        if self.tls:
+            raise bad("TLS already active")
+        if not self.canStartTLS:
+            raise no("TLS not available")
+        self._reply(tag, "OK", "Begin TLS negotiation now")
+        # RFC 3501 §6.2.1 and RFC 2595 §3.1: what came after STARTTLS in
+        # the clear is not run inside TLS.
+        self._input = b""
+        self._resetCommand()
+        self._skipping = False
+        self.tls = self.startedTLS = True
+        self.transport.startTLS(self.ctx)
+
+    async def cmd_LOGIN(self, tag: bytes, args: list) -> None:
+        if not self.tls:
+            raise IMAPError(PRIVACY_REQUIRED)
+        user, password = arguments(args, 2, "LOGIN user password")
+        await self._login(tag, UsernamePassword(astring(user), astring(password)))
+
+    async def cmd_AUTHENTICATE(self, tag: bytes, args: list) -> None:
+        if not self.tls:
+            raise IMAPError(PRIVACY_REQUIRED)
+        if not 1 <= len(args) <= 2:
+            raise bad("Syntax: AUTHENTICATE mechanism [initial-response]")
+        if atom(args[0], "a mechanism") != "PLAIN":
+            raise no("Unsupported mechanism", "CANNOT")
+        if len(args) == 2:  # RFC 4959 SASL-IR
+            await self._plain(tag, astring(args[1]))
+            return
+        self._saslTag = tag
+        self._write(b"+ ")
+
+    def _saslLine(self, line: bytes) -> None:
+        tag, self._saslTag = self._saslTag, None
+        assert tag is not None
+
+        async def run() -> None:
+            await self._plain(tag, line)
+
+        d = Deferred.fromCoroutine(run())
+        d.addErrback(self._failed, tag, "AUTHENTICATE")
+        d.addBoth(self._finished)
+        if not d.called:
+            self._blocked = True
+
+    async def _plain(self, tag: bytes, response: bytes) -> None:
+        mechanism = sasl.Plain()
+        try:
+            mechanism.respond(sasl.decode(response))
+        except sasl.SASLError as e:
+            raise bad("Authentication cancelled" if e.cancelled else "Malformed PLAIN response") from None
+        assert mechanism.credentials is not None
+        await self._login(tag, mechanism.credentials)
+
+    async def _login(self, tag: bytes, credentials: UsernamePassword) -> None:
+        portal = self.factory.portal
+        if hasattr(portal, "portalFor"):
+            portal = portal.portalFor(self.peer)
+        name = credentials.username.decode("utf-8", "replace")
+        try:
+            interface, avatar, logout = await maybeDeferred(portal.login, credentials, None, IAccount)
+        except (UnauthorizedLogin, LoginDenied):
+            self._replyWith(tag, AUTH_FAILED)
+            self._error()
+            return
+        except TemporaryAuthError:
+            self._replyWith(tag, AUTH_UNAVAILABLE)
+            return
+        if self._closed:
+            logout()
+            return
+        if interface is not IAccount:
+            logout()
+            raise IMAPError(SERVER_BUG)
+        if not self.factory.userLogin(name):
+            logout()
+            self.log.info("imap too many sessions user={user} peer={peer}", user=name, peer=self.peer)
+            self._replyWith(tag, USER_LIMIT)
+            return
+        self.user, self.account, self._onLogout = name, avatar, logout
+        self.state = AUTHENTICATED
+        self.setTimeout(self.factory.idleTimeout)
+        self.log.info("imap login user={user} peer={peer} tls={tls}", user=name, peer=self.peer, tls=self.tls)
+        self._reply(tag, "OK", "Logged in", "CAPABILITY " + b" ".join(self.listCapabilities()).decode("ascii"))
+
+    # Authenticated
+
+    async def cmd_ENABLE(self, tag: bytes, args: list) -> None:
+        # RFC 5161: nothing we support needs enabling.
+        if not args or not all(isinstance(a, Atom) for a in args):
+            raise bad("Syntax: ENABLE capability...")
+        self._untaggedLine(b"ENABLED")
+        self._reply(tag, "OK", "ENABLE completed")
+
+    async def cmd_NAMESPACE(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "NAMESPACE")
+        self._untaggedLine(b'NAMESPACE (("" "/")) NIL NIL')  # RFC 2342
+        self._reply(tag, "OK", "NAMESPACE completed")
+
+    async def cmd_SELECT(self, tag: bytes, args: list) -> None:
+        await self._select(tag, args, True)
+
+    async def cmd_EXAMINE(self, tag: bytes, args: list) -> None:
+        await self._select(tag, args, False)
+
+    async def _select(self, tag: bytes, args: list, rw: bool) -> None:
+        (raw,) = arguments(args, 1, "SELECT mailbox")
+        name = mailboxName(astring(raw))
+        # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected.
+        self._closeMailbox()
+        mbox = await _await(self.account.select(name, rw))
+        if mbox is None:
+            raise IMAPError(NONEXISTENT)
+        if "\\noselect" in [f.lower() for f in mbox.getFlags()]:
+            raise no("Mailbox cannot be selected", "CANNOT")
+        self.mbox, self.mboxName = mbox, name
+        self.readOnly = not rw or not mbox.isWriteable()
+        self._exists = mbox.getMessageCount()
+        self._untagged = []
+        self._write(b"* FLAGS " + flagList(mbox.getFlags()))
+        self._write(b"* %d EXISTS" % (self._exists,))
+        self._write(b"* %d RECENT" % (mbox.getRecentCount(),))
+        self._write(b"* OK [PERMANENTFLAGS " + (b"()" if self.readOnly else flagList(list(mbox.getFlags()) + ["\\*"])) + b"] Flags")
+        self._write(b"* OK [UIDVALIDITY %d] UIDs valid" % (mbox.getUIDValidity(),))
+        self._write(b"* OK [UIDNEXT %d] Predicted next UID" % (mbox.getUIDNext(),))
+        mbox.addListener(self)
+        self.state = SELECTED
+        self._reply(tag, "OK", "SELECT completed" if rw else "EXAMINE completed", "READ-ONLY" if self.readOnly else "READ-WRITE")
+
+    def _closeMailbox(self) -> None:
+        mbox, self.mbox, self.mboxName = self.mbox, None, None
+        self._stopIdle()
+        self._untagged = []
+        if self.state == SELECTED:
+            self.state = AUTHENTICATED
+        if mbox is None:
+            return
+        mbox.removeListener(self)
+        closeable = ICloseableMailbox(mbox, None)
+        if closeable is not None:
+            maybeDeferred(closeable.close).addErrback(
+                lambda f: self.log.failure("closing a mailbox failed", f)
+            )
+
+    async def cmd_CREATE(self, tag: bytes, args: list) -> None:
+        (raw,) = arguments(args, 1, "CREATE mailbox")
+        name = mailboxName(astring(raw), create=True)
+        if name == "INBOX":
+            raise IMAPError(ALREADY_EXISTS)
+        if not await _await(self.account.create(name)):
+            raise no("Cannot create mailbox", "CANNOT")
+        self._reply(tag, "OK", "CREATE completed")
+
+    async def cmd_DELETE(self, tag: bytes, args: list) -> None:
+        (raw,) = arguments(args, 1, "DELETE mailbox")
+        name = mailboxName(astring(raw))
+        if name == "INBOX":
+            raise no("Cannot delete INBOX", "CANNOT")
+        await _await(self.account.delete(name))
+        self._reply(tag, "OK", "DELETE completed")
+
+    async def cmd_RENAME(self, tag: bytes, args: list) -> None:
+        old, new = arguments(args, 2, "RENAME old new")
+        oldName, newName = mailboxName(astring(old)), mailboxName(astring(new))
+        if newName == "INBOX":
+            raise IMAPError(ALREADY_EXISTS)
+        await _await(self.account.rename(oldName, newName))
+        self._reply(tag, "OK", "RENAME completed")
+
+    async def cmd_SUBSCRIBE(self, tag: bytes, args: list) -> None:
+        (raw,) = arguments(args, 1, "SUBSCRIBE mailbox")
+        await _await(self.account.subscribe(mailboxName(astring(raw))))
+        self._reply(tag, "OK", "SUBSCRIBE completed")
+
+    async def cmd_UNSUBSCRIBE(self, tag: bytes, args: list) -> None:
+        (raw,) = arguments(args, 1, "UNSUBSCRIBE mailbox")
+        await _await(self.account.unsubscribe(mailboxName(astring(raw))))
+        self._reply(tag, "OK", "UNSUBSCRIBE completed")
+
+    async def cmd_LIST(self, tag: bytes, args: list) -> None:
+        await self._list(tag, args, "LIST")
+
+    async def cmd_LSUB(self, tag: bytes, args: list) -> None:
+        await self._list(tag, args, "LSUB")
+
+    async def _list(self, tag: bytes, args: list, verb: str) -> None:
+        ref, pattern = arguments(args, 2, f"{verb} reference pattern")
+        refName, patternName = listPattern(astring(ref)), listPattern(astring(pattern))
+        if verb == "LIST" and not patternName:
+            # RFC 3501 §6.3.8: the hierarchy delimiter and root.
+            self._untaggedLine(b'LIST (\\Noselect) "/" ""')
+            self._reply(tag, "OK", "LIST completed")
+            return
+        boxes = list(await _await(self.account.listMailboxes(refName, patternName)))
+        names = None
+        for name, info in boxes:
+            if verb == "LSUB" and not await _await(self.account.isSubscribed(name)):
+                continue
+            flags = list(info.getFlags())
+            lowered = {f.lower() for f in flags}
+            if not {"\\haschildren", "\\hasnochildren", "\\noinferiors"} & lowered:
+                # RFC 3348: CHILDREN, from the whole list if the backend
+                # does not say.
+                if names is None:
+                    names = [n for n, _ in await _await(self.account.listMailboxes("", "*"))]
+                prefix = name + "/"
+                flags.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
+            delimiter = info.getHierarchicalDelimiter()
+            self._untaggedLine(
+                verb.encode("ascii") + b" " + flagList(flags) + b" " + quoted(delimiter) + b" " + encodeName(name)
+            )
+        self._reply(tag, "OK", f"{verb} completed")
+
+    async def cmd_STATUS(self, tag: bytes, args: list) -> None:
+        raw, items = arguments(args, 2, "STATUS mailbox (items)")
+        name = mailboxName(astring(raw))
+        if not isinstance(items, list) or not items:
+            raise bad("Syntax: STATUS mailbox (items)")
+        wanted = [atom(i, "a status item") for i in items]
+        if any(w not in _STATUS_ITEMS for w in wanted):
+            raise bad("Unknown status item")
+        mbox = await _await(self.account.select(name, False))
+        if mbox is None:
+            raise IMAPError(NONEXISTENT)
+        try:
+            status = await _await(mbox.requestStatus(wanted))
+        finally:
+            closeable = ICloseableMailbox(mbox, None)
+            if closeable is not None and mbox is not self.mbox:
+                await _await(closeable.close())
+        pairs = b" ".join(b"%s %d" % (k.encode("ascii"), int(status[k])) for k in wanted if k in status)
+        self._untaggedLine(b"STATUS " + encodeName(name) + b" (" + pairs + b")")
+        self._reply(tag, "OK", "STATUS completed")
+
+    async def cmd_APPEND(self, tag: bytes, args: list) -> None:
+        if not 2 <= len(args) <= 4:
+            raise bad("Syntax: APPEND mailbox [(flags)] [date-time] literal")
+        name = mailboxName(astring(args[0]))
+        message = args[-1]
+        flags: list[str] = []
+        date = None
+        for extra in args[1:-1]:
+            if isinstance(extra, list):
+                flags = self._flags(extra)
+            elif isinstance(extra, bytes) and _DATE_TIME.match(extra.decode("latin-1")):
+                date = extra.decode("ascii")
+            else:
+                raise bad("Syntax: APPEND mailbox [(flags)] [date-time] literal")
+        if isinstance(message, bytes):
+            literal = FileLiteral(len(message))
+            literal.file.write(message)
+            message = literal
+        if not isinstance(message, FileLiteral):
+            raise bad("APPEND needs a literal")
+        if message.size == 0:
+            raise no("Empty message")
+        target = await _await(self.account.select(name))
+        if target is None:
+            raise IMAPError(TRYCREATE)  # RFC 3501 §6.3.11
+        try:
+            message.file.seek(0)
+            uid = await _await(target.addMessage(message.file, flags, date))
+            code = ""
+            if isinstance(uid, int) and not isinstance(uid, bool):
+                code = f"APPENDUID {target.getUIDValidity()} {uid}"  # RFC 4315 §3
+        finally:
+            message.file.close()
+            if target is not self.mbox:
+                closeable = ICloseableMailbox(target, None)
+                if closeable is not None:
+                    await _await(closeable.close())
+        self._checkExists()
+        self._reply(tag, "OK", "APPEND completed", code)
+
+    def _flags(self, tokens: list) -> list[str]:
+        flags = []
+        for token in tokens:
+            if not isinstance(token, Atom) or (token.startswith("\\") and token.upper() in ("\\RECENT", "\\*")):
+                raise bad("Invalid flag")
+            if "[" in token or "]" in token:
+                raise bad("Invalid flag")
+            flags.append(str(token))
+        return flags
+
+    async def cmd_IDLE(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "IDLE")
+        self._idleTag = tag
+        self.setTimeout(None)  # RFC 2177 §3: no autologout while idling
+        self._write(b"+ idling")
+        self._flush()
+        if self.mbox is not None and callable(getattr(self.mbox, "refresh", None)):
+            self._idlePoll = LoopingCall(self._poll)
+            self._idlePoll.clock = self.factory.clock
+            self._idlePoll.start(IDLE_POLL, now=False).addErrback(
+                lambda f: self.log.failure("polling a mailbox failed", f)
+            )
+        self._idleKeepalive = self.factory.clock.callLater(IDLE_KEEPALIVE, self._keepalive)
+
+    def _poll(self) -> Deferred | None:
+        if self.mbox is None:
+            return None
+        d = maybeDeferred(self.mbox.refresh)
+        d.addCallback(lambda _: self._checkExists())
+        d.addErrback(lambda f: self.log.failure("refreshing a mailbox failed", f))
+        return d
+
+    def _keepalive(self) -> None:
+        self._write(b"* OK Still here")
+        self._idleKeepalive = self.factory.clock.callLater(IDLE_KEEPALIVE, self._keepalive)
+
+    def _idleLine(self, line: bytes) -> None:
+        if line.strip().upper() != b"DONE":
+            # RFC 2177 §3: only DONE ends IDLE.
+            self._write(b"* BAD Expected DONE")
+            self._error()
+            return
+        tag = self._idleTag
+        assert tag is not None
+        self._stopIdle()
+        self.setTimeout(self.factory.idleTimeout)
+        self._reply(tag, "OK", "IDLE terminated")
+
+    def _stopIdle(self) -> None:
+        self._idleTag = None
+        poll, self._idlePoll = self._idlePoll, None
+        if poll is not None and poll.running:
+            poll.stop()
+        keepalive, self._idleKeepalive = self._idleKeepalive, None
+        if keepalive is not None and keepalive.active():
+            keepalive.cancel()
+
+    async def _refresh(self) -> None:
+        refresh = getattr(self.mbox, "refresh", None) if self.mbox is not None else None
+        if callable(refresh):
+            await _await(refresh())
+        self._checkExists()
+
+    # Selected
+
+    async def cmd_CHECK(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "CHECK")
+        await self._refresh()
+        self._reply(tag, "OK", "CHECK completed")
+
+    async def cmd_CLOSE(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "CLOSE")
+        if not self.readOnly:
+            # RFC 3501 §6.4.2: expunge silently.
+            try:
+                await _await(self.mbox.expunge())
+            except ReadOnlyMailbox:
+                pass
+        self._closeMailbox()
+        self._reply(tag, "OK", "CLOSE completed")
+
+    async def cmd_UNSELECT(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "UNSELECT")
+        self._closeMailbox()
+        self._reply(tag, "OK", "UNSELECT completed")  # RFC 3691
+
+    async def cmd_EXPUNGE(self, tag: bytes, args: list) -> None:
+        arguments(args, 0, "EXPUNGE")
+        self._writable()
+        seqs = await _await(self.mbox.expunge())
+        self.messagesExpunged(seqs or [])
+        self._reply(tag, "OK", "EXPUNGE completed")
+
+    async def cmd_UID_EXPUNGE(self, tag: bytes, args: list) -> None:
+        (raw,) = arguments(args, 1, "UID EXPUNGE uid-set")
+        self._writable()
+        wanted = parseSequenceSet(raw, True, self._exists)
+        uids = [msg.getUID() for _, msg in await self._fetch(wanted, True)
+                if "\\deleted" in {f.lower() for f in msg.getFlags()}]
+        self.messagesExpunged(await self._expungeUIDs(uids))
+        self._reply(tag, "OK", "UID EXPUNGE completed")  # RFC 4315 §2.1
+
+    def _writable(self) -> None:
+        if self.readOnly:
+            raise IMAPError(READ_ONLY)
+
+    async def _fetch(self, messages: MessageSet, uid: bool) -> list:
+        return list(await _await(self.mbox.fetch(messages, uid)))
+
+    async def _expungeUIDs(self, uids: list[int]) -> list[int]:
+        """
+        Expunge exactly the messages C{uids}: the backend's C{expungeUIDs}
+        if it has one, else C{\\Deleted} is lifted from the others around
+        a plain expunge.
+        """
+        if not uids:
+            return []
+        mbox = self.mbox
+        if callable(getattr(mbox, "expungeUIDs", None)):
+            return list(await _await(mbox.expungeUIDs(uids)))
+        wanted = set(uids)
+        others = [msg.getUID() for _, msg in await self._fetch(MessageSet(1, None), True)
+                  if msg.getUID() not in wanted and "\\deleted" in {f.lower() for f in msg.getFlags()}]
+        ours = MessageSet()
+        for uid in uids:
+            ours += MessageSet(uid)
+        await _await(mbox.store(ours, ["\\Deleted"], 1, True))
+        for uid in others:
+            await _await(mbox.store(MessageSet(uid), ["\\Deleted"], -1, True))
+        try:
+            return list(await _await(mbox.expunge()) or [])
+        finally:
+            for uid in others:
+                await _await(mbox.store(MessageSet(uid), ["\\Deleted"], 1, True))
+
+    async def cmd_SEARCH(self, tag: bytes, args: list, uid: bool = False) -> None:
+        node = S.parseSearch(args)
+        if ISearchableMailbox.providedBy(self.mbox):
+            # As in Twisted's server: sequence numbers back, mapped to UIDs
+            # here for UID SEARCH.
+            found = list(await _await(self.mbox.search(node, uid)))
+            if uid:
+                found = [self.mbox.getUID(seq) for seq in found]
+        else:
+            found = await self._search(node, uid)
+        self._untaggedLine(b"SEARCH" + b"".join(b" %d" % n for n in found))
+        self._reply(tag, "OK", "SEARCH completed")
+
+    async def cmd_UID_SEARCH(self, tag: bytes, args: list) -> None:
+        await self.cmd_SEARCH(tag, args, uid=True)
+
+    async def _search(self, node: S.Node, uid: bool) -> list[int]:
+        mbox = self.mbox
+        getList = getattr(mbox, "getUIDList", None)
+        if callable(getList):
+            uids = list(await _await(getList()))
+        else:
+            uids = [mbox.getUID(seq) for seq in range(1, mbox.getMessageCount() + 1)]
+        views: dict[int, Any] = {}
+        for low, high in S.candidates(node, uids):
+            for seq, msg in await self._fetch(MessageSet(low, high), False):
+                views[seq] = S.LazyMessage(
+                    seq=seq,
+                    uid=msg.getUID(),
+                    flags=frozenset(msg.getFlags()),
+                    internalDate=internalDate(msg),
+                    size=msg.getSize(),
+                    load=lambda m=msg: rawMessage(m),
+                )
+        found = S.search(node, uids, lambda seq: views[seq])
+        return [uids[seq - 1] for seq in found] if uid else found
+
+    async def cmd_FETCH(self, tag: bytes, args: list, uid: bool = False) -> None:
+        if len(args) != 2:
+            raise bad("Syntax: FETCH sequence-set items")
+        messages = parseSequenceSet(args[0], uid, self._exists)
+        items = self._fetchItems(args[1], uid)
+        setsSeen = not self.readOnly and any(
+            kind in ("RFC822", "RFC822.TEXT") or (kind == "BODY[]" and not peek)
+            for kind, _, peek, _ in items
+        )
+        for seq, msg in await self._fetch(messages, uid):
+            self.transport.write(b"* %d FETCH (" % (seq,))
+            first = True
+            flags = list(msg.getFlags())
+            if setsSeen and "\\seen" not in {f.lower() for f in flags}:
+                # RFC 3501 §6.4.5: BODY[...] sets \Seen; say so in FLAGS.
+                changed = await _await(self.mbox.store(MessageSet(msg.getUID()), ["\\Seen"], 1, True))
+                flags = list(changed.get(seq, flags + ["\\Seen"])) if changed else flags + ["\\Seen"]
+                if not any(kind == "FLAGS" for kind, _, _, _ in items):
+                    items = items + [("FLAGS", None, False, None)]
+            raw: bytes | None = None
+            for kind, section, peek, span in items:
+                if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
+                    raw = rawMessage(msg)
+                self.transport.write((b"" if first else b" ") + self._fetchItem(kind, section, span, msg, flags, raw))
+                first = False
+            self.transport.write(b")\r\n")
+        self._reply(tag, "OK", "FETCH completed")
+
+    async def cmd_UID_FETCH(self, tag: bytes, args: list) -> None:
+        await self.cmd_FETCH(tag, args, uid=True)
+
+    def _fetchItems(self, spec: Any, uid: bool) -> list[tuple[str, Any, bool, Any]]:
+        if isinstance(spec, Atom) and spec.upper() in _FETCH_MACROS:
+            names: list = [Atom(n) for n in _FETCH_MACROS[spec.upper()]]
+        elif isinstance(spec, Atom):
+            names = [spec]
+        elif isinstance(spec, list) and spec:
+            names = spec
+        else:
+            raise bad("Syntax: FETCH sequence-set items")
+        items: list[tuple[str, Any, bool, Any]] = []
+        if uid:
+            items.append(("UID", None, False, None))  # RFC 3501 §6.4.8
+        for name in names:
+            if not isinstance(name, Atom):
+                raise bad("Invalid fetch item")
+            upper = name.upper()
+            if upper in _SIMPLE_FETCH:
+                if not (upper == "UID" and uid):
+                    items.append((upper, None, False, None))
+                continue
+            match = _BODY.match(name)
+            if match is None:
+                raise bad("Invalid fetch item")
+            section = M.parseSection(match.group(2))
+            span = (int(match.group(3)), int(match.group(4))) if match.group(3) else None
+            items.append(("BODY[]", section, match.group(1).upper() == "BODY.PEEK", span))
+        return items
+
+    def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list, raw: bytes | None) -> bytes:
+        if kind == "FLAGS":
+            return b"FLAGS " + flagList(flags)
+        if kind == "UID":
+            return b"UID %d" % (msg.getUID(),)
+        if kind == "INTERNALDATE":
+            return b"INTERNALDATE " + formatInternalDate(msg)
+        if kind == "RFC822.SIZE":
+            return b"RFC822.SIZE %d" % (msg.getSize(),)
+        assert raw is not None
+        if kind == "ENVELOPE":
+            return b"ENVELOPE " + collapseNestedLists([M.envelope(raw)])
+        if kind in ("BODY", "BODYSTRUCTURE"):
+            return kind.encode("ascii") + b" " + collapseNestedLists([M.bodyStructure(raw, kind == "BODYSTRUCTURE")])
+        if kind == "RFC822":
+            data = M.toCRLF(raw)
+            return b"RFC822 {%d}\r\n" % len(data) + data
+        if kind == "RFC822.HEADER":
+            data = M.section(raw, "HEADER")
+            return b"RFC822.HEADER {%d}\r\n" % len(data) + data
+        if kind == "RFC822.TEXT":
+            data = M.section(raw, "TEXT")
+            return b"RFC822.TEXT {%d}\r\n" % len(data) + data
+        start, length = span if span is not None else (None, None)
+        label, data = M.fetchBody(raw, section, start, length)
+        return label + b" {%d}\r\n" % len(data) + data
+
+    async def cmd_STORE(self, tag: bytes, args: list, uid: bool = False) -> None:
+        if len(args) != 3:
+            raise bad("Syntax: STORE sequence-set item flags")
+        self._writable()
+        messages = parseSequenceSet(args[0], uid, self._exists)
+        item = atom(args[1], "a store item")
+        match = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", item)
+        if match is None:
+            raise bad("Invalid store item")
+        flags = self._flags(args[2] if isinstance(args[2], list) else [args[2]])
+        mode = {"+": 1, "-": -1, "": 0}[match.group(1)]
+        result = await _await(self.mbox.store(messages, flags, mode, uid))
+        if not match.group(2):
+            for seq, newFlags in sorted((result or {}).items()):
+                uidText = b" UID %d" % (self.mbox.getUID(seq),) if uid else b""
+                self._untaggedLine(b"%d FETCH (FLAGS %s%s)" % (seq, flagList(newFlags), uidText))
+        self._reply(tag, "OK", "STORE completed")
+
+    async def cmd_UID_STORE(self, tag: bytes, args: list) -> None:
+        await self.cmd_STORE(tag, args, uid=True)
+
+    async def cmd_COPY(self, tag: bytes, args: list, uid: bool = False, move: bool = False) -> None:
+        verb = "MOVE" if move else "COPY"
+        if len(args) != 2:
+            raise bad(f"Syntax: {verb} sequence-set mailbox")
+        if move:
+            self._writable()
+        messages = parseSequenceSet(args[0], uid, self._exists)
+        name = mailboxName(astring(args[1]))
+        target = await _await(self.account.select(name))
+        if target is None:
+            raise IMAPError(TRYCREATE)  # RFC 3501 §6.4.7
+        try:
+            sources, copies = await self._copy(messages, uid, target)
+            code = ""
+            if copies and all(isinstance(c, int) and not isinstance(c, bool) for c in copies):
+                # RFC 4315 §3
+                code = f"COPYUID {target.getUIDValidity()} {uidSet(sources).decode()} {uidSet(copies).decode()}"
+        finally:
+            if target is not self.mbox:
+                closeable = ICloseableMailbox(target, None)
+                if closeable is not None:
+                    await _await(closeable.close())
+        if move:
+            # RFC 6851 §4.3: COPYUID untagged, then the EXPUNGEs.
+            if code:
+                self._write(b"* OK [" + code.encode("ascii") + b"] Moved")
+            self._holdExpunges = False
+            self.messagesExpunged(await self._expungeUIDs(sources))
+            code = ""
+        self._checkExists()
+        self._reply(tag, "OK", f"{verb} completed", code)
+
+    async def _copy(self, messages: MessageSet, uid: bool, target: Any) -> tuple[list[int], list[Any]]:
+        copier = IMessageCopier(target, None)
+        sources: list[int] = []
+        copies: list[Any] = []
+        for _, msg in await self._fetch(messages, uid):
+            if copier is not None:
+                new = await _await(copier.copy(msg))
+            else:
+                data = FileLiteral(msg.getSize())
+                data.file.write(rawMessage(msg))
+                data.file.seek(0)
+                try:
+                    new = await _await(target.addMessage(data.file, list(msg.getFlags()), msg.getInternalDate()))
+                finally:
+                    data.file.close()
+            sources.append(msg.getUID())
+            copies.append(new)
+        return sources, copies
+
+    async def cmd_UID_COPY(self, tag: bytes, args: list) -> None:
+        await self.cmd_COPY(tag, args, uid=True)
+
+    async def cmd_MOVE(self, tag: bytes, args: list) -> None:
+        await self.cmd_COPY(tag, args, move=True)
+
+    async def cmd_UID_MOVE(self, tag: bytes, args: list) -> None:
+        await self.cmd_COPY(tag, args, uid=True, move=True)
+
+
+_ANY = frozenset({NOT_AUTHENTICATED, AUTHENTICATED, SELECTED})
+_UNAUTH = frozenset({NOT_AUTHENTICATED})
+_AUTH = frozenset({AUTHENTICATED, SELECTED})
+_SELECTED = frozenset({SELECTED})
+_UID_COMMANDS = {"FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"}
+
+_COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
+    "CAPABILITY": (IMAP4Server.cmd_CAPABILITY, _ANY),
+    "NOOP": (IMAP4Server.cmd_NOOP, _ANY),
+    "LOGOUT": (IMAP4Server.cmd_LOGOUT, _ANY),
+    "ID": (IMAP4Server.cmd_ID, _ANY),
+    "STARTTLS": (IMAP4Server.cmd_STARTTLS, _UNAUTH),
+    "LOGIN": (IMAP4Server.cmd_LOGIN, _UNAUTH),
+    "AUTHENTICATE": (IMAP4Server.cmd_AUTHENTICATE, _UNAUTH),
+    "ENABLE": (IMAP4Server.cmd_ENABLE, _AUTH),
+    "NAMESPACE": (IMAP4Server.cmd_NAMESPACE, _AUTH),
+    "SELECT": (IMAP4Server.cmd_SELECT, _AUTH),
+    "EXAMINE": (IMAP4Server.cmd_EXAMINE, _AUTH),
+    "CREATE": (IMAP4Server.cmd_CREATE, _AUTH),
+    "DELETE": (IMAP4Server.cmd_DELETE, _AUTH),
+    "RENAME": (IMAP4Server.cmd_RENAME, _AUTH),
+    "SUBSCRIBE": (IMAP4Server.cmd_SUBSCRIBE, _AUTH),
+    "UNSUBSCRIBE": (IMAP4Server.cmd_UNSUBSCRIBE, _AUTH),
+    "LIST": (IMAP4Server.cmd_LIST, _AUTH),
+    "LSUB": (IMAP4Server.cmd_LSUB, _AUTH),
+    "STATUS": (IMAP4Server.cmd_STATUS, _AUTH),
+    "APPEND": (IMAP4Server.cmd_APPEND, _AUTH),
+    "IDLE": (IMAP4Server.cmd_IDLE, _AUTH),
+    "CHECK": (IMAP4Server.cmd_CHECK, _SELECTED),
+    "CLOSE": (IMAP4Server.cmd_CLOSE, _SELECTED),
+    "UNSELECT": (IMAP4Server.cmd_UNSELECT, _SELECTED),
+    "EXPUNGE": (IMAP4Server.cmd_EXPUNGE, _SELECTED),
+    "SEARCH": (IMAP4Server.cmd_SEARCH, _SELECTED),
+    "FETCH": (IMAP4Server.cmd_FETCH, _SELECTED),
+    "STORE": (IMAP4Server.cmd_STORE, _SELECTED),
+    "COPY": (IMAP4Server.cmd_COPY, _SELECTED),
+    "MOVE": (IMAP4Server.cmd_MOVE, _SELECTED),
+    "UID FETCH": (IMAP4Server.cmd_UID_FETCH, _SELECTED),
+    "UID SEARCH": (IMAP4Server.cmd_UID_SEARCH, _SELECTED),
+    "UID STORE": (IMAP4Server.cmd_UID_STORE, _SELECTED),
+    "UID COPY": (IMAP4Server.cmd_UID_COPY, _SELECTED),
+    "UID MOVE": (IMAP4Server.cmd_UID_MOVE, _SELECTED),
+    "UID EXPUNGE": (IMAP4Server.cmd_UID_EXPUNGE, _SELECTED),
+}
+
+
+class IMAPFactory(SessionFactory):
+    """
+    Builds L{IMAP4Server} sessions for one listener.
+
+    @param portal: logs users in: an L{mailhub.auth.throttle.Authenticator}
+        (its C{portalFor(peer)} is used) or a L{Portal}; the realm gives
+        L{IAccount} avatars.
+    @param clock: the reactor's clock (timeouts, IDLE polling).
+    @param hostname: this server's name, for the greeting.
+    @param contextFactory: TLS server options, for STARTTLS (or C{None}).
+    @param implicitTLS: the listener is TLS from the first byte (993).
+    @param idleTimeout: seconds a logged-in client may stay silent.
+    @param maxLiteral: the largest message APPEND takes.
+    @param lineLength: longest command line, in octets.
+    @param maxErrors: client errors one session may make.
+    @param connectionsPerPeer: most simultaneous sessions from one address.
+    @param connectionsPerUser: most simultaneous sessions of one user.
+    @param peerLimitExempt: networks the per-peer limit does not apply to.
+    @param runBlocking: runs blocking work off the reactor thread (kept for
+        the backend wiring; the protocol itself does none).
+    """
+
+    log = Logger()
+    noisy = False
+    protocol = IMAP4Server  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        portal: Any,
+        clock: IReactorTime,
+        hostname: str = "localhost",
+        contextFactory: Any = None,
+        implicitTLS: bool = False,
+        idleTimeout: float = IDLE_TIMEOUT,
+        maxLiteral: int = MAX_LITERAL,
+        lineLength: int = LINE_LENGTH,
+        maxErrors: int = MAX_ERRORS,
+        connectionsPerPeer: int = 20,
+        connectionsPerUser: int = 20,
+        peerLimitExempt: tuple[Any, ...] = (),
+        runBlocking: Callable[..., Deferred[Any]] = maybeDeferred,
+    ) -> None:
+        self.portal = portal
+        self.clock = clock
+        self.hostname = hostname
+        self.contextFactory = contextFactory
+        self.implicitTLS = implicitTLS
+        self.idleTimeout = idleTimeout
+        self.maxLiteral = maxLiteral
+        self.lineLength = lineLength
+        self.maxErrors = maxErrors
+        self.connectionsPerPeer = connectionsPerPeer
+        self.connectionsPerUser = connectionsPerUser
+        self.peerLimitExempt = peerLimitExempt
+        self.runBlocking = runBlocking
+        self.perUser: dict[str, int] = {}
+        self.initSessions()
+
+    def userLogin(self, user: str) -> bool:
+        """
+        Count a session of C{user}; C{False} (and nothing counted) if that
+        would be over C{connectionsPerUser}.
+        """
+        key = user.lower()
+        if self.perUser.get(key, 0) >= self.connectionsPerUser:
+            return False
+        self.perUser[key] = self.perUser.get(key, 0) + 1
+        return True
+
+    def userLogout(self, user: str) -> None:
+        key = user.lower()
+        left = self.perUser.get(key, 1) - 1
+        if left > 0:
+            self.perUser[key] = left
+        else:
+            self.perUser.pop(key, None)
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        host = peerHost(addr)
+        if self.overLimit(host, self.connectionsPerPeer, self.peerLimitExempt):
+            self.log.info("too many IMAP connections peer={peer}", peer=host)
+            refuse = Refuse(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
+            refuse.factory = self
+            return refuse
+        protocol = self.protocol(self, contextFactory=None if self.implicitTLS else self.contextFactory)
+        return protocol
