@@ -249,6 +249,8 @@ class Mailhub(Server):
                 "submissions = []\n"
                 f'pop3 = ["tcp:{self.port}:interface={HOST}"]\n'
                 "pop3s = []\n"
+                "imap = []\n"
+                "imaps = []\n"
             )
 
     def writeUsers(self, hashed: str) -> None:

@@ -91,6 +91,8 @@ def mailhubConfig(port: int, route: str, concurrency: int, perDomain: int) -> st
         "submissions = []",
         "pop3 = []",
         "pop3s = []",
+        "imap = []",
+        "imaps = []",
         "",
         "[relay]",
         'dns_servers = ["127.0.0.1:9"]',

@@ -310,6 +310,11 @@ class Mailhub(Server):
                 "\n"
                 "[listeners]\n"
                 f'smtp = ["tcp:{self.port}:interface={HOST}"]\n'
+                "submission = []\nsubmissions = []\npop3 = []\npop3s = []\nimap = []\nimaps = []\n"
+                "\n"
+                "[auth]\n"
+                # The benchmark's mailbox is a directory, not a user.
+                'mailboxes = "directories"\n'
             )
 
     def start(self) -> None:

@@ -69,6 +69,8 @@ class Listeners:
     @ivar submissions: mail clients, implicit TLS (RFC 8314).
     @ivar pop3: POP3 with STLS.
     @ivar pop3s: POP3, implicit TLS.
+    @ivar imap: IMAP with STARTTLS.
+    @ivar imaps: IMAP, implicit TLS.
 
     The implicit-TLS listeners are plain endpoint strings (C{tcp:465});
     mailhub adds TLS with the configured certificate.
@@ -79,6 +81,8 @@ class Listeners:
     submissions: tuple[str, ...] = ("tcp:2465:interface=127.0.0.1",)
     pop3: tuple[str, ...] = ("tcp:1110:interface=127.0.0.1",)
     pop3s: tuple[str, ...] = ("tcp:1995:interface=127.0.0.1",)
+    imap: tuple[str, ...] = ("tcp:1143:interface=127.0.0.1",)
+    imaps: tuple[str, ...] = ("tcp:1993:interface=127.0.0.1",)
 
 
 @frozen
@@ -391,7 +395,7 @@ class _Reader:
         return text
 
     def listeners(self, value: Any, key: str) -> Listeners:
-        known = ("smtp", "submission", "submissions", "pop3", "pop3s")
+        known = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
         table = self.table(value, key, known)
         return Listeners(
             **{name: self.strings(table[name], f"{key}.{name}") for name in table}

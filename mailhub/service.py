@@ -34,6 +34,8 @@ from mailhub.auth.realm import MailhubRealm
 from mailhub.auth.throttle import Authenticator, LoginThrottle
 from mailhub.auth.userfile import UserFile
 from mailhub.directory import Directory, MaildirMailboxes, UserMailboxes
+from mailhub.imap.mailbox import MaildirAccount
+from mailhub.imap.server import IMAPFactory
 from mailhub.pop3.mailbox import MaildirMailbox
 from mailhub.pop3.server import POP3Factory
 from mailhub.errors import ConfigError, MailhubError
@@ -328,7 +330,12 @@ def makeService(
         local, _, domain = address.rpartition("@")
         return mailboxes.maildir(local, domain)
 
-    realm = MailhubRealm(submission=submission, maildir=maildir, pop3Mailbox=MaildirMailbox)
+    realm = MailhubRealm(
+        submission=submission,
+        maildir=maildir,
+        pop3Mailbox=MaildirMailbox,
+        imapAccount=lambda path: MaildirAccount(path, clock=reactor),
+    )
     portal = Portal(realm, checkers or _checkers(config, reactor, users))
     authenticator = Authenticator(portal, LoginThrottle(reactor), reactor)
 
@@ -376,6 +383,20 @@ def makeService(
             ),
             True,
         ),
+    ]
+    imapOptions = dict(
+        portal=authenticator,
+        clock=reactor,
+        contextFactory=contextFactory,
+        hostname=config.hostname,
+        maxLiteral=config.limits.messageSize,
+        connectionsPerPeer=config.limits.connectionsPerPeer,
+        peerLimitExempt=config.limits.peerLimitExempt,
+        runBlocking=runBlocking,
+    )
+    services += [
+        ("imap", listeners.imap, IMAPFactory(**imapOptions), False),
+        ("imaps", listeners.imaps, IMAPFactory(implicitTLS=True, **imapOptions), True),
     ]
     for name, _, factory, _ in services:
         top.factories[name] = factory

@@ -45,7 +45,7 @@ class ServiceTests(SynchronousTestCase):
         service.privilegedStartService()
         service.startService()
         self.assertEqual(
-            [p[0] for p in self.reactor.tcpServers], [2525, 2526, 2587, 2465, 1110, 1995]
+            [p[0] for p in self.reactor.tcpServers], [2525, 2526, 2587, 2465, 1110, 1995, 1143, 1993]
         )
         self.assertTrue(os.path.isdir(os.path.join(self.data, "spool")))
         for domain in ("example.test", "other.test"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.cred.portal import IRealm
+from twisted.mail.imap4 import IAccount
 from twisted.mail.pop3 import IMailbox
 from zope.interface import implementer
 
@@ -38,6 +39,8 @@ class MailhubRealm:
     @param maildir: the Maildir path of a user's address.
     @param pop3Mailbox: makes the POP3 mailbox over a Maildir path; it may
         have a C{release()} method, called at logout.
+    @param imapAccount: makes the IMAP account over a Maildir path; its
+        C{logout()}, if any, is called at logout.
     """
 
     def __init__(
@@ -46,10 +49,12 @@ class MailhubRealm:
         submission: Callable[[str], IMailDelivery],
         maildir: Callable[[str], str],
         pop3Mailbox: Callable[[str], Any] | None = None,
+        imapAccount: Callable[[str], Any] | None = None,
     ) -> None:
         self.submission = submission
         self.maildir = maildir
         self.pop3Mailbox = pop3Mailbox
+        self.imapAccount = imapAccount
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
         address = avatarAddress(avatarId)
@@ -59,4 +64,7 @@ class MailhubRealm:
             if interface is IMailbox and self.pop3Mailbox is not None:
                 mailbox = self.pop3Mailbox(self.maildir(address))
                 return interface, mailbox, getattr(mailbox, "release", lambda: None)
+            if interface is IAccount and self.imapAccount is not None:
+                account = self.imapAccount(self.maildir(address))
+                return interface, account, getattr(account, "logout", lambda: None)
         raise NotImplementedError(f"no avatar for {interfaces!r}")

@@ -112,7 +112,7 @@ def writeConfig(
         f"smtp = {tomlValue(list(listeners))}",
     ]
     # Every other service on a port of its own choosing, never the defaults.
-    for name in ("submission", "submissions", "pop3", "pop3s"):
+    for name in ("submission", "submissions", "pop3", "pop3s", "imap", "imaps"):
         lines.append(f"{name} = {tomlValue(['tcp:0:interface=127.0.0.1'])}")
     # Relaying never leaves this machine: DNS goes to a closed port on
     # loopback, and the remote domain the tests use to a refusing port.
@@ -164,7 +164,7 @@ class RunningServer:
         #: The port of each service, by listener name.
         self.ports: dict[str, int] = {
             name: service.port(name).getHost().port
-            for name in ("smtp", "submission", "submissions", "pop3", "pop3s")
+            for name in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
         }
         self.factory = service.factories["smtp"]
         self._drained: list[Deferred[None]] = []

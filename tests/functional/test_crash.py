@@ -328,6 +328,8 @@ class CrashTests(TestCase):
             "submissions = []",
             "pop3 = []",
             "pop3s = []",
+            "imap = []",
+            "imaps = []",
             "[relay]",
             'dns_servers = ["127.0.0.1:9"]',
             "first_retry = 0.5",

@@ -70,7 +70,7 @@ def writeRelayConfig(
     if trustedNetworks is not None:
         lines.append(f"trusted_networks = {tomlValue(list(trustedNetworks))}")
     lines += ["[listeners]", f"smtp = {tomlValue(['tcp:0:interface=127.0.0.1'])}"]
-    for name in ("submission", "submissions", "pop3", "pop3s"):
+    for name in ("submission", "submissions", "pop3", "pop3s", "imap", "imaps"):
         lines.append(f"{name} = {tomlValue(['tcp:0:interface=127.0.0.1'])}")
     # DNS to a closed port on loopback: nothing leaves this machine.
     lines += ["[relay]", 'dns_servers = ["127.0.0.1:9"]']

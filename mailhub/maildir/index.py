@@ -1,0 +1,1238 @@
+# -*- test-case-name: tests.maildir.test_index -*-
+"""
+A per-folder index of a Maildir: for every UID the message's base name,
+its current file name (so its flags), its size and internal date; and a
+side store of cached ENVELOPE, BODYSTRUCTURE and a few header fields.
+
+Both files are caches.  The truth is the folder (C{new/}, C{cur/}), the UID
+list (L{mailhub.maildir.uidlist}) and the keyword file; a missing, foreign
+or corrupt index is rebuilt from them, and the UIDs stay what the UID list
+says.
+
+B{Files}, in the folder's directory:
+
+  - C{mailhub-index}: one header line C{MHIX 1 UIDVALIDITY NEWSTAMP
+    CURSTAMP}, then one line per message, C{UID SIZE DATE DIR NAME}
+    separated by tabs (C{DIR} is C{n} or C{c}; C{SIZE} is C{-1} while
+    unknown; a name holding a tab, a line end or C{%} is percent-encoded).
+    Replaced whole (temporary file, rename; no fsync: it is a cache) by
+    L{FolderIndex.save}, which L{FolderIndex.refresh} calls when there was a
+    change and L{SAVE_INTERVAL} has passed since the last save.
+  - C{mailhub-cache}: append-only lines C{BASE KIND JSON} (tabs), C{KIND}
+    C{e} (ENVELOPE), C{s} (BODYSTRUCTURE) or C{h} (the raw values of
+    L{CACHED_HEADERS}).  IMAP strings are stored as JSON strings holding
+    the octets as latin-1, so the side store holds no pickle and no
+    executable form.  Only the byte offsets are kept in memory; a record is
+    read with one C{pread} when it is asked for.  Lines other sessions
+    append are picked up by reading from the last known end.
+
+B{Refresh} (L{FolderIndex.refresh}) costs, with nothing changed, one
+C{stat} of C{new/}, of C{cur/} and of the UID list.  A directory whose
+mtime is what it was at the last listing, and was already older than
+L{SETTLE_SECONDS} then, is not listed again (Dovecot's rule: a directory
+changed within the same clock tick could change again unnoticed); so N new
+deliveries cost a listing of C{new/} and O(N) work here -- plus what
+L{UIDList.sync} costs, which builds a set of every base name and rewrites
+the whole UID list (see the report).  A listing reads names only; a file is
+stat'ed only when its name has no leading delivery time (for the internal
+date), and read only when its name has no C{,W=} size and its size is asked
+for (bare-LF files: RFC822.SIZE counts CRLF line ends).
+
+B{Sizes} are RFC822.SIZE: C{,W=} from the name, else computed on demand.
+B{Internal dates} are the name's leading seconds (UTC) when it has them,
+else the file's mtime; L{FolderIndex.append} names a message after its
+internal date so that a rebuilt index finds the date again without a stat.
+
+All of this is blocking file-system work, meant for a worker thread.  One
+L{FolderIndex} may be shared by every session of a process
+(L{sharedIndex}): its methods hold a lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import json
+import os
+import secrets
+import socket
+import threading
+import weakref
+from collections import deque
+from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import quote, unquote
+
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mailhub.errors import MailhubError
+from mailhub.fs import FileSystem
+from mailhub.imap.message import _fields, _unfold, bodyStructure, envelope, splitHeader, toCRLF
+from mailhub.maildir.keywords import Keywords, parseFlags, withFlags
+from mailhub.maildir.names import UniqueNames
+from mailhub.maildir.uidlist import UIDList, UIDListLocked, _SystemClock, readFile
+
+#: The index file's name, in the folder's directory.
+INDEX_NAME = "mailhub-index"
+
+#: The side store's name, in the folder's directory.
+CACHE_NAME = "mailhub-cache"
+
+_MAGIC = "MHIX"
+_VERSION = "1"
+
+#: Header fields whose raw values the side store keeps (what SEARCH and
+#: clients' header fetches ask for most).
+CACHED_HEADERS = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to", "references")
+
+#: A directory changed less than this many seconds before it was listed is
+#: listed again next time, even if its mtime has not changed since.
+SETTLE_SECONDS = 2.0
+
+#: A refresh that finds changes saves the index when this many seconds
+#: passed since the last save, or L{SAVE_CHANGES} changes are unsaved; a
+#: save rewrites the whole file (0.2 s at 100,000 messages), so it stays
+#: off the common path.  L{FolderIndex.close} saves too.
+SAVE_INTERVAL = 300.0
+
+#: See L{SAVE_INTERVAL}.
+SAVE_CHANGES = 5000
+
+#: How many change records L{FolderIndex.changesSince} can answer from.
+CHANGE_LOG_SIZE = 100_000
+
+#: Attempts at a UID list update another session holds the lock of.
+UIDLIST_ATTEMPTS = 200
+
+#: RFC 3501 §2.3.2 system flags and their Maildir letters.
+IMAP_TO_MAILDIR = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+MAILDIR_TO_IMAP = {letter: flag for flag, letter in IMAP_TO_MAILDIR.items()}
+_IMAP_FLAGS_FOLDED = {flag.casefold(): flag for flag in IMAP_TO_MAILDIR}
+
+_HEADER_READ = 16 * 1024
+_MAX_HEADER = 1 << 20
+
+
+class MessageGone(MailhubError):
+    """
+    The message was expunged (by this or another session, or POP3): its
+    file is in neither C{new/} nor C{cur/}.
+
+    @ivar uid: its UID.
+    """
+
+    def __init__(self, uid: int) -> None:
+        super().__init__(uid)
+        self.uid = uid
+
+
+@frozen
+class Changes:
+    """
+    What changed in a folder between two looks at it.
+
+    @ivar added: UIDs of new messages, ascending.
+    @ivar removed: UIDs of messages that are gone, ascending.
+    @ivar flagsChanged: UIDs (present ones) whose flags changed, ascending.
+    @ivar reset: the UID list was lost and started again (new
+        UIDVALIDITY): every UID before is gone.
+    """
+
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+    flagsChanged: tuple[int, ...] = ()
+    reset: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.flagsChanged or self.reset)
+
+
+class IndexEntry:
+    """
+    One message in the index.
+
+    @ivar uid: its UID.
+    @ivar base: its base name (unique, never changes).
+    @ivar sub: C{"new"} or C{"cur"}.
+    @ivar name: its file name in C{sub}, flags included.
+    @ivar size: RFC822.SIZE, or C{-1} while unknown.
+    @ivar date: internal date, seconds since the epoch (UTC).
+    """
+
+    __slots__ = ("uid", "base", "sub", "name", "size", "date")
+
+    def __init__(self, uid: int, base: str, sub: str, name: str, size: int, date: int) -> None:
+        self.uid = uid
+        self.base = base
+        self.sub = sub
+        self.name = name
+        self.size = size
+        self.date = date
+
+    def __repr__(self) -> str:
+        return f"IndexEntry({self.uid}, {self.sub}/{self.name}, size={self.size}, date={self.date})"
+
+
+def sizeFromName(base: str) -> int:
+    """
+    The C{,W=} size (octets with CRLF line ends) in a base name, or C{-1}.
+    """
+    at = base.find(",W=")
+    if at < 0:
+        return -1
+    digits = base[at + 3 :].split(",", 1)[0]
+    return int(digits) if digits.isdigit() and len(digits) <= 15 else -1
+
+
+def dateFromName(base: str) -> int | None:
+    """
+    The leading delivery seconds of a Maildir name, or C{None}.
+    """
+    head = base.split(".", 1)[0]
+    if head.isdigit() and 0 < len(head) <= 12:
+        return int(head)
+    return None
+
+
+def _encodeName(name: str) -> str:
+    if "\t" in name or "\n" in name or "\r" in name or "%" in name:
+        return quote(name, safe="", errors="surrogateescape")
+    return name
+
+
+def _decodeName(text: str) -> str:
+    return unquote(text, errors="surrogateescape") if "%" in text else text
+
+
+def _toJSON(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, (list, tuple)):
+        return [_toJSON(v) for v in value]
+    return value
+
+
+def _fromJSON(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    if isinstance(value, list):
+        return [_fromJSON(v) for v in value]
+    return value
+
+
+def imapFlags(name: str, keywordFor: Callable[[str], str | None]) -> list[str]:
+    """
+    The IMAP flags of a Maildir file name: system flags, then keywords.
+    """
+    _, system, letters = parseFlags(name)
+    flags = [MAILDIR_TO_IMAP[c] for c in "DFRST" if c in system]
+    for letter in sorted(letters):
+        keyword = keywordFor(letter)
+        if keyword is not None:
+            flags.append(keyword)
+    return flags
+
+
+class FolderIndex:
+    """
+    The index of one Maildir folder.
+
+    @param folderPath: the folder's Maildir directory (C{cur/ new/ tmp/}).
+    @param fs: the file operations (a fault-injecting one in tests).
+    @param clock: the time: UIDVALIDITY, locks, save interval, settling.
+    @param hostname: this host, for new file names and locks.
+    @param pause: waits that many seconds before another attempt at a
+        locked UID list (only ever called on a worker thread).
+
+    @ivar generation: grows by one per change record (see L{changesSince}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        folderPath: str,
+        fs: FileSystem | None = None,
+        clock: IReactorTime | None = None,
+        *,
+        hostname: str | None = None,
+        pause: Callable[[float], object] | None = None,
+    ) -> None:
+        self.folderPath = folderPath
+        self._fs = fs if fs is not None else FileSystem()
+        self._clock = clock if clock is not None else _SystemClock()
+        host = hostname or socket.gethostname() or "localhost"
+        self._uidList = UIDList(folderPath, self._fs, self._clock, hostname=host)
+        self.keywords = Keywords(folderPath, self._fs, self._clock, hostname=host)
+        self._names = UniqueNames(self._clock, host)
+        self._pause = pause if pause is not None else threading.Event().wait
+        self._lock = threading.RLock()
+        self._indexPath = os.path.join(folderPath, INDEX_NAME)
+        self._cachePath = os.path.join(folderPath, CACHE_NAME)
+
+        self.uidValidity: int | None = None
+        self._entries: dict[int, IndexEntry] = {}
+        self._byBase: dict[str, int] = {}
+        self._inNew: set[str] = set()
+        self._uids: list[int] = []
+        self._stamps: dict[str, int] = {"new": 0, "cur": 0}
+        self._uidListStamp: tuple[int, int, int] | None = None
+        self._loaded = False
+        self._dirty = False
+        self._lastSave = 0.0
+        self.generation = 0
+        self._log: deque[tuple[int, str, int, object]] = deque(maxlen=CHANGE_LOG_SIZE)
+        self._reported = 0
+        self._reportedUids: list[int] = []
+        self._cacheOffsets: dict[str, dict[str, tuple[int, int]]] = {}
+        self._cacheEnd = 0
+        self._cacheFd: int | None = None
+        self._unsaved = 0
+        self._unseen: tuple[int, int] | None = None
+
+    # -- reading the folder ---------------------------------------------------
+
+    @property
+    def nextUID(self) -> int:
+        """
+        The UID the next new message will get (as last known).
+        """
+        return self._uidList.nextUID
+
+    def uids(self) -> list[int]:
+        """
+        The UIDs, ascending: message sequence number C{n} is C{uids()[n-1]}.
+        The list is replaced, never changed, when the folder changes, so
+        sessions that are up to date share one list.
+        """
+        with self._lock:
+            if not self._loaded:
+                self._ensureLoaded()
+                self._refresh()
+            return self._uids
+
+    def messages(self) -> list[IndexEntry]:
+        """
+        Every message's entry, ordered by UID (so by sequence number).
+        """
+        with self._lock:
+            return [self._entries[uid] for uid in self.uids()]
+
+    def entry(self, uid: int) -> IndexEntry:
+        """
+        @raise MessageGone: no message has C{uid} (any more).
+        """
+        with self._lock:
+            found = self._entries.get(uid)
+            if found is None:
+                raise MessageGone(uid)
+            return found
+
+    def path(self, uid: int) -> str:
+        """
+        The message's file, as last seen (another session may rename it at
+        any moment: L{open} copes with that).
+        """
+        found = self.entry(uid)
+        return os.path.join(self.folderPath, found.sub, found.name)
+
+    def flags(self, uid: int) -> list[str]:
+        """
+        The message's IMAP flags (system flags, then keywords).
+        """
+        return imapFlags(self.entry(uid).name, self.keywords.keywordFor)
+
+    def refresh(self) -> Changes:
+        """
+        Bring the index in line with the folder, reading only what changed.
+
+        @return: what changed since the last refresh of this object.
+        @raise OSError: the folder cannot be read or the UID list written.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            self._refresh()
+            changes = self.changesSince(self._reported)
+            if changes is None:
+                # More changes than the log keeps: compare the UID lists.
+                before, after = set(self._reportedUids), set(self._uids)
+                changes = Changes(tuple(sorted(after - before)), tuple(sorted(before - after)), tuple(sorted(after & before)))
+            self._reported = self.generation
+            self._reportedUids = self._uids
+            return changes
+
+    def _ensureLoaded(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            self._load()
+
+    def _listing(self, sub: str) -> tuple[list[str] | None, int, bool]:
+        """
+        List C{sub} unless it is unchanged and settled since the last look.
+
+        @return: C{(names or None when not listed, mtime stamp, settled)}.
+        """
+        directory = os.path.join(self.folderPath, sub)
+        try:
+            before = os.stat(directory).st_mtime_ns
+        except FileNotFoundError:
+            return [], 0, False
+        if before and before == self._stamps[sub]:
+            return None, before, True
+        names: list[str] = []
+        try:
+            with os.scandir(directory) as entries:
+                names = [e.name for e in entries if not e.name.startswith(".")]
+        except FileNotFoundError:
+            return [], 0, False
+        settled = self._clock.seconds() - before / 1e9 > SETTLE_SECONDS
+        return names, before, settled
+
+    def _refresh(self) -> Changes:
+        """
+        L{refresh} without the loading and the reporting: what this look
+        found (also recorded in the change log).
+        """
+        newNames, newStamp, newSettled = self._listing("new")
+        curNames, curStamp, curSettled = self._listing("cur")
+        uidListStamp = self._uidList._statStamp()
+        if newNames is None and curNames is None and uidListStamp == self._uidListStamp and self.uidValidity is not None:
+            return Changes()
+
+        entries = self._entries
+        byBase = self._byBase
+        # base -> (sub, name) for the directories that were listed.
+        seen: dict[str, tuple[str, str]] = {}
+        if newNames is not None:
+            for name in newNames:
+                seen[name.split(":", 1)[0]] = ("new", name)
+        if curNames is not None:
+            for name in curNames:
+                seen[name.split(":", 1)[0]] = ("cur", name)
+
+        gone: list[str] = []
+        if curNames is not None and newNames is not None:
+            gone = [base for base in byBase if base not in seen]
+        elif newNames is not None:  # cur/ unchanged: only new/ can have lost names
+            gone = [base for base in self._inNew if base not in seen]
+        elif curNames is not None:
+            gone = [base for base in byBase if base not in seen and base not in self._inNew]
+        fresh = [base for base in seen if base not in byBase]
+
+        reset = False
+        if fresh or gone or uidListStamp != self._uidListStamp or self.uidValidity is None:
+            names: Iterable[str]
+            goneSet = set(gone)
+            names = [b for b in byBase if b not in goneSet] + fresh if goneSet else list(byBase) + fresh
+            validity, mapping = self._syncUIDs(names)
+            # The list as this sync left it (our own write included).
+            uidListStamp = self._uidList._stamp
+            if self.uidValidity is not None and validity != self.uidValidity:
+                reset = True
+            self.uidValidity = validity
+        else:
+            mapping = None
+
+        removed: list[int] = []
+        added: list[int] = []
+        changed: list[int] = []
+
+        def drop(base: str) -> None:
+            uid = byBase.pop(base)
+            del entries[uid]
+            self._inNew.discard(base)
+            removed.append(uid)
+
+        if reset:
+            for base in list(byBase):
+                drop(base)
+            # Everything on disk is new; cur/ and new/ must be listed.
+            self._stamps = {"new": 0, "cur": 0}
+            rest = self._refreshAfterReset()
+            self._finish(rest.added, removed, (), True, newStamp, curStamp, self._uidList._stamp, False, False)
+            return Changes(tuple(sorted(rest.added)), tuple(sorted(removed)), (), True)
+
+        for base in gone:
+            drop(base)
+        for base, (sub, name) in seen.items():
+            uid = byBase.get(base)
+            if uid is None:
+                continue
+            if mapping is not None and mapping.get(base, uid) != uid:
+                # Dropped from the UID list and back: a new message to IMAP.
+                drop(base)
+                fresh.append(base)
+                continue
+            old = entries[uid]
+            if old.name != name or old.sub != sub:
+                if parseFlags(old.name)[1:] != parseFlags(name)[1:]:
+                    changed.append(uid)
+                old.name, old.sub = name, sub
+                if sub == "new":
+                    self._inNew.add(base)
+                else:
+                    self._inNew.discard(base)
+        if fresh:
+            assert mapping is not None
+            for base in fresh:
+                uid = mapping.get(base)
+                if uid is None:
+                    continue  # appeared after the UID list was written: next time
+                sub, name = seen[base]
+                added.append(uid)
+                entries[uid] = self._newEntry(uid, base, sub, name)
+                byBase[base] = uid
+                if sub == "new":
+                    self._inNew.add(base)
+        self._finish(added, removed, changed, False, newStamp, curStamp, uidListStamp, newSettled, curSettled)
+        return Changes(tuple(sorted(added)), tuple(sorted(removed)), tuple(sorted(changed)), False)
+
+    def _refreshAfterReset(self) -> Changes:
+        newNames, _, _ = self._listing("new")
+        curNames, _, _ = self._listing("cur")
+        seen: dict[str, tuple[str, str]] = {}
+        for sub, names in (("new", newNames or []), ("cur", curNames or [])):
+            for name in names:
+                seen[name.split(":", 1)[0]] = (sub, name)
+        validity, mapping = self._syncUIDs(list(seen))
+        self.uidValidity = validity
+        added = []
+        for base, (sub, name) in seen.items():
+            uid = mapping.get(base)
+            if uid is None:
+                continue
+            self._entries[uid] = self._newEntry(uid, base, sub, name)
+            self._byBase[base] = uid
+            if sub == "new":
+                self._inNew.add(base)
+            added.append(uid)
+        return Changes(tuple(added))
+
+    def _finish(
+        self,
+        added: Sequence[int],
+        removed: Sequence[int],
+        changed: Sequence[int],
+        reset: bool,
+        newStamp: int,
+        curStamp: int,
+        uidListStamp: tuple[int, int, int] | None,
+        newSettled: bool,
+        curSettled: bool,
+    ) -> None:
+        self._stamps = {"new": newStamp if newSettled else 0, "cur": curStamp if curSettled else 0}
+        self._uidListStamp = uidListStamp
+        if added or removed or reset:
+            if removed:
+                gone = set(removed)
+                self._uids = sorted([u for u in self._uids if u not in gone] + list(added)) if not reset else sorted(self._entries)
+            else:
+                # New UIDs are above every UID in use: append.
+                self._uids = self._uids + sorted(added) if self._uids and added and min(added) > self._uids[-1] else sorted(self._entries)
+        if reset:
+            self._record("R", 0)
+        for kind, uids in (("-", sorted(removed)), ("+", sorted(added)), ("f", sorted(changed))):
+            for uid in uids:
+                self._record(kind, uid)
+        if added or removed or changed or reset:
+            self._dirty = True
+            self._unsaved += len(added) + len(removed) + len(changed) + 1
+        if self._dirty and (
+            self._clock.seconds() - self._lastSave >= SAVE_INTERVAL or self._unsaved >= SAVE_CHANGES or not self._lastSave
+        ):
+            self._saveQuietly()
+
+    def _record(self, kind: str, uid: int, owner: object = None) -> None:
+        self.generation += 1
+        self._log.append((self.generation, kind, uid, owner))
+
+    def _syncUIDs(self, names: Iterable[str]) -> tuple[int, dict[str, int]]:
+        names = list(names)
+        for attempt in range(UIDLIST_ATTEMPTS):
+            try:
+                return self._uidList.sync(names)
+            except UIDListLocked:
+                if attempt == UIDLIST_ATTEMPTS - 1:
+                    raise
+                self._pause(0.01)
+        raise AssertionError("unreachable")
+
+    def _newEntry(self, uid: int, base: str, sub: str, name: str) -> IndexEntry:
+        date = dateFromName(base)
+        if date is None:
+            try:
+                date = int(os.stat(os.path.join(self.folderPath, sub, name)).st_mtime)
+            except FileNotFoundError:
+                date = 0
+        return IndexEntry(uid, base, sub, name, sizeFromName(base), date)
+
+    def changesSince(self, generation: int, owner: object = None) -> Changes | None:
+        """
+        What changed after change record C{generation} (see
+        L{generation}), for a session that last looked then; C{None} if the
+        records are no longer kept (the session compares UID lists instead).
+        Does not refresh.
+
+        @param owner: flag changes made with this C{owner} (see
+            L{changeFlags}) are left out: a session's own STORE.
+        """
+        with self._lock:
+            if generation == self.generation:
+                return Changes()
+            if not self._log or self._log[0][0] > generation + 1:
+                return None
+            added: set[int] = set()
+            removed: set[int] = set()
+            changed: set[int] = set()
+            reset = False
+            for gen, kind, uid, by in self._log:
+                if gen <= generation:
+                    continue
+                if kind == "R":
+                    reset = True
+                elif kind == "+":
+                    added.add(uid)
+                elif kind == "-":
+                    if uid in added:
+                        added.discard(uid)
+                    else:
+                        removed.add(uid)
+                    changed.discard(uid)
+                elif uid not in added and (owner is None or by is not owner):
+                    changed.add(uid)
+            return Changes(tuple(sorted(added)), tuple(sorted(removed)), tuple(sorted(changed)), reset)
+
+    # -- persistence ----------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            data = readFile(self._fs, self._indexPath)
+        except FileNotFoundError:
+            return
+        try:
+            self._parse(data.decode("utf-8", "surrogateescape"))
+        except (ValueError, IndexError, KeyError) as e:
+            self.log.warn("rebuilding {path}: {problem}", path=self._indexPath, problem=str(e))
+            self._entries, self._byBase, self._inNew, self._uids = {}, {}, set(), []
+            self._stamps = {"new": 0, "cur": 0}
+            self.uidValidity = None
+
+    def _parse(self, text: str) -> None:
+        lines = text.split("\n")
+        header = lines[0].split(" ")
+        if len(header) != 5 or header[0] != _MAGIC or header[1] != _VERSION:
+            raise ValueError("not a mailhub index")
+        validity, newStamp, curStamp = int(header[2]), int(header[3]), int(header[4])
+        current, _ = self._uidList.mapping()
+        if current != validity:
+            raise ValueError("UIDVALIDITY changed")
+        if lines[-1] != "":
+            raise ValueError("truncated")
+        entries: dict[int, IndexEntry] = {}
+        byBase: dict[str, int] = {}
+        inNew: set[str] = set()
+        last = 0
+        for line in lines[1:-1]:
+            uidText, sizeText, dateText, sub, name = line.split("\t")
+            uid = int(uidText)
+            if uid <= last:
+                raise ValueError("UIDs out of order")
+            last = uid
+            name = _decodeName(name)
+            base = name.split(":", 1)[0]
+            if sub == "n":
+                sub = "new"
+                inNew.add(base)
+            elif sub == "c":
+                sub = "cur"
+            else:
+                raise ValueError("bad directory")
+            entries[uid] = IndexEntry(uid, base, sub, name, int(sizeText), int(dateText))
+            byBase[base] = uid
+        self._entries, self._byBase, self._inNew = entries, byBase, inNew
+        self._uids = list(entries)
+        self.uidValidity = validity
+        self._stamps = {"new": newStamp, "cur": curStamp}
+        # Whether the UID list still matches is checked by the first refresh.
+        self._uidListStamp = None
+        self._lastSave = self._clock.seconds()  # a good index on disk: no hurry
+
+    def save(self) -> None:
+        """
+        Write the index (temporary file and rename; no fsync: a lost index
+        is rebuilt).
+
+        @raise OSError: it could not be written; the old one stands.
+        """
+        with self._lock:
+            if self.uidValidity is None:
+                return
+            out = [f"{_MAGIC} {_VERSION} {self.uidValidity} {self._stamps['new']} {self._stamps['cur']}\n"]
+            entries = self._entries
+            out.extend(
+                [
+                    f"{e.uid}\t{e.size}\t{e.date}\t{'n' if e.sub == 'new' else 'c'}\t{_encodeName(e.name)}\n"
+                    for e in (entries[u] for u in self._uids)
+                ]
+            )
+            data = "".join(out).encode("utf-8", "surrogateescape")
+            temporary = f"{self._indexPath}.tmp.{secrets.token_hex(6)}"
+            fd = self._fs.openExclusive(temporary, 0o600)
+            try:
+                try:
+                    self._fs.write(fd, data)
+                finally:
+                    self._fs.close(fd)
+                self._fs.rename(temporary, self._indexPath)
+            except BaseException:
+                try:
+                    self._fs.unlink(temporary)
+                except OSError:
+                    pass
+                raise
+            self._dirty = False
+            self._unsaved = 0
+            self._lastSave = self._clock.seconds()
+
+    def _saveQuietly(self) -> None:
+        try:
+            self.save()
+        except OSError:
+            self.log.failure("cannot save {path}", path=self._indexPath)
+
+    def close(self) -> None:
+        """
+        Save the index if it changed since it was last saved.
+        """
+        with self._lock:
+            if self._dirty:
+                self._saveQuietly()
+            if self._cacheFd is not None:
+                self._fs.close(self._cacheFd)
+                self._cacheFd = None
+
+    # -- message files ---------------------------------------------------------
+
+    def _relocate(self, uid: int) -> IndexEntry:
+        """
+        The entry's file is not where it was: refresh (cur/ and new/ are
+        listed again) and return the entry as it is now.
+
+        @raise MessageGone: it is gone.
+        """
+        self._stamps = {"new": 0, "cur": 0}
+        self._refresh()
+        return self.entry(uid)
+
+    def open(self, uid: int) -> int:
+        """
+        Open the message's file for reading (following a rename by another
+        session); the caller closes the descriptor with C{os.close}.
+
+        @raise MessageGone: it is gone.
+        """
+        with self._lock:
+            found = self.entry(uid)
+            for attempt in range(3):
+                try:
+                    return self._fs.openRead(os.path.join(self.folderPath, found.sub, found.name))
+                except FileNotFoundError:
+                    found = self._relocate(uid)
+            raise MessageGone(uid)
+
+    def read(self, uid: int) -> bytes:
+        """
+        The whole message, with CRLF line ends.
+
+        @raise MessageGone: it is gone.
+        """
+        fd = self.open(uid)
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            self._fs.close(fd)
+        data = toCRLF(b"".join(chunks))
+        with self._lock:
+            found = self._entries.get(uid)
+            if found is not None and found.size < 0:
+                found.size = len(data)
+                self._dirty = True
+        return data
+
+    def readHeader(self, uid: int) -> bytes:
+        """
+        The message's header block (blank line included), CRLF line ends;
+        reads only as far as the blank line (or L{_MAX_HEADER} octets).
+
+        @raise MessageGone: it is gone.
+        """
+        fd = self.open(uid)
+        try:
+            data = b""
+            while len(data) < _MAX_HEADER:
+                chunk = os.read(fd, _HEADER_READ)
+                if not chunk:
+                    break
+                data += chunk
+                if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\r\n", b"\n")):
+                    break
+        finally:
+            self._fs.close(fd)
+        return splitHeader(data)[0]
+
+    def size(self, uid: int) -> int:
+        """
+        RFC822.SIZE: from the name's C{,W=}, else from reading the file once.
+        """
+        found = self.entry(uid)
+        if found.size >= 0:
+            return found.size
+        return len(self.read(uid))
+
+    # -- flags --------------------------------------------------------------------
+
+    def _imapToMaildir(self, flags: Iterable[str], keywords: Iterable[str]) -> tuple[set[str], set[str]]:
+        system = set()
+        for flag in flags:
+            letter = IMAP_TO_MAILDIR.get(_IMAP_FLAGS_FOLDED.get(flag.casefold(), ""))
+            if letter:
+                system.add(letter)
+        letters = set()
+        for keyword in keywords:
+            letter = self.keywords.letterFor(keyword)
+            if letter is not None:
+                letters.add(letter)
+        return system, letters
+
+    def setFlags(self, uid: int, flags: Iterable[str], keywords: Iterable[str], owner: object = None) -> list[str]:
+        """
+        Give a message exactly these IMAP system flags (C{"\\\\Seen"}...;
+        C{\\\\Recent} and unknown ones ignored) and keywords (a keyword
+        beyond the folder's 26 is dropped, as Dovecot does).  Maildir flags
+        with no IMAP meaning (C{P}) are kept.  The file is renamed into
+        C{cur/} as C{BASE:2,FLAGS}.
+
+        @return: the flags the message now has.
+        @raise MessageGone: it is gone.
+        """
+        system, letters = self._imapToMaildir(flags, keywords)
+        return self._rename(uid, lambda s, l: ((s - set("DFRST")) | system, letters), owner)
+
+    def changeFlags(self, uid: int, add: Iterable[str] = (), remove: Iterable[str] = (), owner: object = None) -> list[str]:
+        """
+        Add and remove IMAP flags and keywords (mixed: a name starting with
+        a backslash is a system flag), applied to the flags the file has
+        when it is renamed, so a flag another session set meanwhile stays.
+        The change is recorded with C{owner} (see L{changesSince}).
+
+        @return: the flags the message now has.
+        @raise MessageGone: it is gone.
+        """
+        add, remove = list(add), list(remove)
+        addSystem, addLetters = self._imapToMaildir(add, [k for k in add if not k.startswith("\\")])
+        removeSystem, _ = self._imapToMaildir(remove, ())
+        removeLetters = {
+            letter
+            for letter in (self.keywords.letterFor(k, create=False) for k in remove if not k.startswith("\\"))
+            if letter is not None
+        }
+        return self._rename(uid, lambda s, l: ((s | addSystem) - removeSystem, (l | addLetters) - removeLetters), owner)
+
+    def _rename(
+        self, uid: int, compute: Callable[[set[str], set[str]], tuple[set[str], set[str]]], owner: object = None
+    ) -> list[str]:
+        with self._lock:
+            found = self.entry(uid)
+            for attempt in range(3):
+                _, system, letters = parseFlags(found.name)
+                newSystem, newLetters = compute(set(system), set(letters))
+                target = withFlags(found.base, newSystem, newLetters)
+                if found.sub == "cur" and target == found.name:
+                    return imapFlags(target, self.keywords.keywordFor)
+                source = os.path.join(self.folderPath, found.sub, found.name)
+                try:
+                    self._fs.rename(source, os.path.join(self.folderPath, "cur", target))
+                except FileNotFoundError:
+                    found = self._relocate(uid)
+                    continue
+                if found.sub == "new":
+                    self._inNew.discard(found.base)
+                found.sub, found.name = "cur", target
+                self._dirty = True
+                if parseFlags(target)[1:] != (system, letters):
+                    self._record("f", uid, owner)
+                return imapFlags(target, self.keywords.keywordFor)
+            raise MessageGone(uid)
+
+    def newUIDs(self) -> list[int]:
+        """
+        The UIDs of the messages in C{new/}, as last seen.
+        """
+        with self._lock:
+            return sorted(self._byBase[b] for b in self._inNew)
+
+    def claimNew(self) -> list[int]:
+        """
+        Move every message still in C{new/} to C{cur/}, flags unchanged.
+
+        @return: the UIDs this call moved (not those another session moved
+            first): the messages that are C{\\\\Recent} to the caller.
+        """
+        with self._lock:
+            claimed = []
+            for base in sorted(self._inNew, key=lambda b: self._byBase[b]):
+                found = self._entries[self._byBase[base]]
+                _, system, letters = parseFlags(found.name)
+                target = withFlags(found.base, system, letters)
+                try:
+                    self._fs.rename(os.path.join(self.folderPath, "new", found.name), os.path.join(self.folderPath, "cur", target))
+                except FileNotFoundError:
+                    continue  # another session (or POP3) took it
+                found.sub, found.name = "cur", target
+                self._dirty = True
+                claimed.append(found.uid)
+            self._inNew.difference_update(self._entries[u].base for u in claimed)
+            return claimed
+
+    # -- changes ------------------------------------------------------------------
+
+    def expunge(self, uids: Iterable[int]) -> list[int]:
+        """
+        Remove messages: unlink their files, fsync the directories.
+
+        @return: the UIDs removed by this call (one already gone is left
+            out; it is dropped from the index all the same).
+        @raise OSError: a file could not be removed; those before it are.
+        """
+        with self._lock:
+            removed = []
+            directories = set()
+            try:
+                for uid in sorted(set(uids)):
+                    found = self._entries.get(uid)
+                    if found is None:
+                        continue
+                    for attempt in range(2):
+                        try:
+                            self._fs.unlink(os.path.join(self.folderPath, found.sub, found.name))
+                            removed.append(uid)
+                            directories.add(found.sub)
+                            break
+                        except FileNotFoundError:
+                            try:
+                                found = self._relocate(uid)
+                            except MessageGone:
+                                break
+            finally:
+                for sub in sorted(directories):
+                    self._fs.fsyncDirectory(os.path.join(self.folderPath, sub))
+                self._refresh()
+            return removed
+
+    def append(self, content: bytes, flags: Iterable[str] = (), internalDate: float | None = None, keywords: Iterable[str] = ()) -> int:
+        """
+        Add a message (APPEND): write C{tmp/}, fsync, rename into C{cur/}
+        with its flags, fsync C{cur/}, give it a UID; the file's mtime is
+        set to the internal date.
+
+        @param content: the message; bare LF line ends become CRLF.
+        @param flags: IMAP system flags.
+        @param internalDate: seconds since the epoch, or C{None} for now.
+        @param keywords: IMAP keywords.
+        @return: its UID.
+        @raise OSError: it could not be stored; nothing of it is left.
+        """
+        content = toCRLF(content)
+        system, letters = self._imapToMaildir(flags, keywords)
+        when = self._clock.seconds() if internalDate is None else internalDate
+        base = self._names.make(len(content))
+        # The leading seconds are the internal date (see the module docstring).
+        base = f"{int(when)}" + base[base.index(".") :]
+        return self._place([(content, None, base, system, letters, when)])[0]
+
+    def _place(self, items: list[tuple[bytes | None, str | None, str, set[str], set[str], float]]) -> list[int]:
+        """
+        Put messages into C{cur/}: each item is C{(content or None, source
+        path to link or None, base, system flags, keyword letters, mtime)}.
+        """
+        placed: list[str] = []
+        fs = self._fs
+        try:
+            for content, source, base, system, letters, when in items:
+                temporary = os.path.join(self.folderPath, "tmp", base)
+                if source is not None:
+                    try:
+                        fs.link(source, temporary)
+                    except OSError as e:
+                        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                            raise
+                        content = readFile(fs, source)
+                if content is not None and not os.path.exists(temporary):
+                    fd = fs.openExclusive(temporary, 0o600)
+                    try:
+                        try:
+                            fs.write(fd, content)
+                            fs.fsync(fd)
+                        finally:
+                            fs.close(fd)
+                    except BaseException:
+                        try:
+                            fs.unlink(temporary)
+                        except OSError:
+                            pass
+                        raise
+                if source is None:
+                    os.utime(temporary, (when, when))
+                target = os.path.join(self.folderPath, "cur", withFlags(base, system, letters))
+                try:
+                    fs.rename(temporary, target)
+                except BaseException:
+                    try:
+                        fs.unlink(temporary)
+                    except OSError:
+                        pass
+                    raise
+                placed.append(target)
+            fs.fsyncDirectory(os.path.join(self.folderPath, "cur"))
+        except BaseException:
+            for target in placed:
+                try:
+                    fs.unlink(target)
+                except OSError:
+                    pass
+            raise
+        with self._lock:
+            self._stamps["cur"] = 0
+            self._refresh()
+            return [self._byBase[os.path.basename(t).split(":", 1)[0]] for t in placed]
+
+    def copy(self, uids: Iterable[int], target: "FolderIndex") -> list[int]:
+        """
+        Copy messages into another folder's index (hard links where the
+        file system allows, else copies), flags and internal dates kept.
+
+        @return: the new UIDs in C{target}, in the order of C{uids}.
+        @raise MessageGone: a message is gone; nothing was copied.
+        @raise OSError: nothing was copied.
+        """
+        items = []
+        for uid in uids:
+            found = self.entry(uid)
+            flags = self.flags(uid)
+            fd = self.open(uid)  # follows a rename; proves it is there
+            self._fs.close(fd)
+            found = self.entry(uid)
+            system, letters = target._imapToMaildir(flags, [f for f in flags if not f.startswith("\\")])
+            _, oldSystem, _ = parseFlags(found.name)
+            system |= oldSystem - set("DFRST")
+            base = target._names.make(found.size if found.size >= 0 else 0)
+            if found.size < 0:
+                base = base.split(",", 1)[0]
+            base = f"{found.date}" + base[base.index(".") :]
+            source = os.path.join(self.folderPath, found.sub, found.name)
+            items.append((None, source, base, system, letters, float(found.date)))
+        if not items:
+            return []
+        return target._place(items)
+
+    # -- the side store -------------------------------------------------------------
+
+    def _cacheDescriptor(self) -> int | None:
+        """
+        A descriptor on the side store, kept open; reopened when the file
+        was replaced.
+        """
+        try:
+            st = os.stat(self._cachePath) if self._cacheFd is None else None
+        except FileNotFoundError:
+            return None
+        if self._cacheFd is None and st is not None:
+            try:
+                self._cacheFd = self._fs.openRead(self._cachePath)
+            except FileNotFoundError:
+                return None
+        return self._cacheFd
+
+    def _readCacheTail(self) -> None:
+        fd = self._cacheDescriptor()
+        if fd is None:
+            self._cacheOffsets, self._cacheEnd = {}, 0
+            return
+        end = os.fstat(fd).st_size
+        if end < self._cacheEnd:  # replaced: start again
+            self._cacheOffsets, self._cacheEnd = {}, 0
+        if end == self._cacheEnd:
+            return
+        data = os.pread(fd, end - self._cacheEnd, self._cacheEnd)
+        offset = self._cacheEnd
+        complete = data.rfind(b"\n") + 1
+        for line in data[:complete].split(b"\n")[:-1]:
+            first = line.find(b"\t")
+            second = line.find(b"\t", first + 1)
+            if first > 0 and second == first + 2:
+                base = line[:first].decode("utf-8", "surrogateescape")
+                kind = line[first + 1 : second].decode("ascii", "replace")
+                self._cacheOffsets.setdefault(base, {})[kind] = (offset + second + 1, len(line) - second - 1)
+            offset += len(line) + 1
+        self._cacheEnd += complete
+
+    def _cached(self, base: str, kind: str) -> object | None:
+        kinds = self._cacheOffsets.get(base)
+        where = kinds.get(kind) if kinds is not None else None
+        if where is None:
+            self._readCacheTail()
+            where = self._cacheOffsets.get(base, {}).get(kind)
+            if where is None:
+                return None
+        fd = self._cacheDescriptor()
+        if fd is None:
+            return None
+        try:
+            return json.loads(os.pread(fd, where[1], where[0]))
+        except ValueError:
+            return None
+
+    def _store(self, base: str, kind: str, value: object) -> None:
+        line = (base.encode("utf-8", "surrogateescape") + b"\t" + kind.encode("ascii") + b"\t"
+                + json.dumps(value, separators=(",", ":")).encode("ascii") + b"\n")
+        if "\t" in base or "\n" in base:
+            return
+        try:
+            fd = os.open(self._cachePath, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self.log.failure("cannot open {path}", path=self._cachePath)
+            return
+        try:
+            self._fs.write(fd, line)
+        except OSError:
+            self.log.failure("cannot write {path}", path=self._cachePath)
+        finally:
+            self._fs.close(fd)
+
+    def _cachedOrCompute(self, uid: int, kind: str, compute: Callable[[], object]) -> object:
+        base = self.entry(uid).base
+        with self._lock:
+            value = self._cached(base, kind)
+        if value is not None:
+            return value
+        value = compute()
+        with self._lock:
+            self._store(base, kind, value)
+        return value
+
+    def cachedEnvelope(self, uid: int) -> list:
+        """
+        The message's ENVELOPE (L{mailhub.imap.message.envelope}), computed
+        from its header on first use and kept in the side store.
+        """
+        value = self._cachedOrCompute(uid, "e", lambda: _toJSON(envelope(self.readHeader(uid))))
+        return _fromJSON(value)  # type: ignore[return-value]
+
+    def cachedBodyStructure(self, uid: int) -> list:
+        """
+        The message's BODYSTRUCTURE (extensible form), computed from the
+        whole message on first use and kept in the side store.
+        """
+        value = self._cachedOrCompute(uid, "s", lambda: _toJSON(bodyStructure(self.read(uid))))
+        return _fromJSON(value)  # type: ignore[return-value]
+
+    def _headerFields(self, uid: int) -> dict[str, list[str]]:
+        def compute() -> object:
+            found: dict[str, list[str]] = {}
+            for name, raw in _fields(self.readHeader(uid)):
+                if name in CACHED_HEADERS:
+                    found.setdefault(name, []).append(_unfold(raw).decode("latin-1"))
+            return found
+
+        value = self._cachedOrCompute(uid, "h", compute)
+        assert isinstance(value, dict)
+        return value
+
+    def cachedHeaders(self, uid: int) -> dict[str, list[bytes]]:
+        """
+        The raw, unfolded values of the L{CACHED_HEADERS} fields present in
+        the message (a field it lacks is absent from the result), from the
+        header on first use and the side store after.
+        """
+        return {name: [v.encode("latin-1") for v in values] for name, values in self._headerFields(uid).items()}
+
+    def cachedHeader(self, uid: int, name: str) -> list[bytes]:
+        """
+        The raw values of one of the L{CACHED_HEADERS} fields (see
+        L{cachedHeaders}).
+        """
+        return [v.encode("latin-1") for v in self._headerFields(uid).get(name, ())]
+
+    def unseenCount(self) -> int:
+        """
+        How many messages lack C{\\Seen}; counted from the names once per
+        change (L{generation}).
+        """
+        with self._lock:
+            if self._unseen is None or self._unseen[0] != self.generation:
+                count = 0
+                for found in self._entries.values():
+                    if "S" not in found.name.partition(":2,")[2]:
+                        count += 1
+                self._unseen = (self.generation, count)
+            return self._unseen[1]
+
+
+_shared: "weakref.WeakValueDictionary[str, FolderIndex]" = weakref.WeakValueDictionary()
+_sharedLock = threading.Lock()
+
+
+def sharedIndex(folderPath: str, fs: FileSystem | None = None, clock: IReactorTime | None = None) -> FolderIndex:
+    """
+    The process's one L{FolderIndex} of a folder, made on first use and
+    kept while a session holds it: sessions share the index (its memory
+    is per folder, not per session) and see each other's changes at once.
+    """
+    key = os.path.realpath(folderPath)
+    with _sharedLock:
+        index = _shared.get(key)
+        if index is None:
+            index = FolderIndex(folderPath, fs, clock)
+            _shared[key] = index
+        return index
+
+
+def iterUIDs(uids: Sequence[int], ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """
+    C{(sequence number, UID)} of the UIDs in C{ranges} (inclusive UID
+    ranges, sorted), found by bisection in the ascending list C{uids};
+    each UID once.
+    """
+    done = 0
+    for low, high in ranges:
+        start = max(bisect.bisect_left(uids, low), done)
+        end = bisect.bisect_right(uids, high)
+        for i in range(start, end):
+            yield i + 1, uids[i]
+        done = max(done, end)
+
+
+__all__ = [
+    "CACHED_HEADERS",
+    "CACHE_NAME",
+    "Changes",
+    "FolderIndex",
+    "INDEX_NAME",
+    "IndexEntry",
+    "MessageGone",
+    "imapFlags",
+    "iterUIDs",
+    "sharedIndex",
+]

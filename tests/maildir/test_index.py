@@ -1,0 +1,476 @@
+"""
+Tests for L{mailhub.maildir.index}: the per-folder index and its side store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailhub.fs import FileSystem
+from mailhub.maildir import index as indexModule
+from mailhub.maildir.delivery import ensureMaildir
+from mailhub.maildir.index import (
+    CACHE_NAME,
+    INDEX_NAME,
+    Changes,
+    FolderIndex,
+    MessageGone,
+    dateFromName,
+    iterUIDs,
+    sizeFromName,
+)
+from mailhub.maildir.uidlist import UIDLIST_NAME
+
+HOST = "mx.example.org"
+START = 1_700_000_000
+
+MESSAGE = (
+    b"Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+    b"From: Alice <alice@example.org>\r\n"
+    b"To: bob@example.net\r\n"
+    b"Subject: hello %d\r\n"
+    b"Message-ID: <%d@example.org>\r\n"
+    b"\r\n"
+    b"body %d\r\n"
+)
+
+
+def message(n: int) -> bytes:
+    return MESSAGE % (n, n, n)
+
+
+def clockAt(seconds: float) -> Clock:
+    clock = Clock()
+    clock.advance(seconds)
+    return clock
+
+
+class RecordingFileSystem(FileSystem):
+    """
+    A L{FileSystem} that records the paths opened for reading.
+    """
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    def openRead(self, path: str) -> int:
+        self.opened.append(path)
+        return super().openRead(path)
+
+
+class FolderIndexTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.folder = self.mktemp()
+        ensureMaildir(FileSystem(), self.folder)
+        self.clock = clockAt(START)
+        self.counter = 0
+
+    def index(self, **kwargs) -> FolderIndex:
+        kwargs.setdefault("clock", self.clock)
+        kwargs.setdefault("hostname", HOST)
+        return FolderIndex(self.folder, **kwargs)
+
+    def deliver(self, content: bytes | None = None, sub: str = "new", info: str = "", base: str | None = None) -> str:
+        self.counter += 1
+        if content is None:
+            content = message(self.counter)
+        if base is None:
+            base = f"{START + self.counter}.M{self.counter}P1Q1.{HOST},S={len(content)},W={len(content)}"
+        with open(os.path.join(self.folder, sub, base + info), "wb") as f:
+            f.write(content)
+        return base
+
+    def test_nameFields(self) -> None:
+        """
+        The RFC822.SIZE comes from C{,W=}, the internal date from the
+        leading seconds.
+        """
+        self.assertEqual(sizeFromName("1.M1P1.h,S=10,W=12"), 12)
+        self.assertEqual(sizeFromName("1.M1P1.h,S=10"), -1)
+        self.assertEqual(dateFromName("1700000000.M1P1.h"), 1700000000)
+        self.assertIsNone(dateFromName("msg-one"))
+
+    def test_empty(self) -> None:
+        index = self.index()
+        self.assertEqual(index.refresh(), Changes())
+        self.assertEqual(index.uids(), [])
+        self.assertIsNotNone(index.uidValidity)
+
+    def test_deliveriesPickedUp(self) -> None:
+        """
+        Messages delivered into C{new/} get UIDs in delivery order; a
+        second refresh reports only what is new.
+        """
+        bases = [self.deliver() for _ in range(3)]
+        index = self.index()
+        changes = index.refresh()
+        self.assertEqual(changes.added, (1, 2, 3))
+        self.assertEqual([e.base for e in index.messages()], bases)
+        self.assertEqual(index.entry(2).size, len(message(2)))
+        self.assertEqual(index.entry(2).date, START + 2)
+        self.deliver()
+        self.assertEqual(index.refresh(), Changes(added=(4,)))
+        self.assertEqual(index.refresh(), Changes())
+
+    def test_foreignFiles(self) -> None:
+        """
+        Files another tool dropped into C{new/}, with bare LF line ends and
+        no size or time in the name, get a size counted with CRLF (read on
+        demand) and the file's mtime as internal date.
+        """
+        content = b"Subject: x\n\nline one\nline two\n"
+        self.deliver(content, base="msg-from-procmail")
+        os.utime(os.path.join(self.folder, "new", "msg-from-procmail"), (START - 50, START - 50))
+        index = self.index()
+        self.assertEqual(index.refresh().added, (1,))
+        self.assertEqual(index.entry(1).size, -1)
+        self.assertEqual(index.size(1), len(content) + 4)
+        self.assertEqual(index.entry(1).date, START - 50)
+        self.assertEqual(index.read(1), content.replace(b"\n", b"\r\n"))
+
+    def test_persistence(self) -> None:
+        """
+        A saved index is loaded by a new instance and gives the same
+        messages; sizes learned by reading are kept.
+        """
+        for _ in range(3):
+            self.deliver()
+        self.deliver(b"a\nb\n", base="foreign")
+        first = self.index()
+        first.refresh()
+        first.size(4)
+        first.save()
+        self.assertTrue(os.path.exists(os.path.join(self.folder, INDEX_NAME)))
+        second = self.index()
+        self.assertEqual(second.refresh(), Changes())
+        self.assertEqual(
+            [(e.uid, e.name, e.size, e.date) for e in second.messages()],
+            [(e.uid, e.name, e.size, e.date) for e in first.messages()],
+        )
+        self.assertEqual(second.entry(4).size, 6)
+
+    def test_rebuildAfterDeletion(self) -> None:
+        """
+        Without its index file the index is rebuilt, and the UIDs stay (the
+        UID list keeps them); so with a corrupt one.
+        """
+        for _ in range(3):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.expunge([2])
+        first.save()
+        expected = [(e.uid, e.base) for e in first.messages()]
+        self.assertEqual([u for u, _ in expected], [1, 3])
+        os.unlink(os.path.join(self.folder, INDEX_NAME))
+        second = self.index()
+        second.refresh()
+        self.assertEqual([(e.uid, e.base) for e in second.messages()], expected)
+        self.assertEqual(second.uidValidity, first.uidValidity)
+        for garbage in (b"garbage\n", b"MHIX 1 1 0 0\n", b"", b"MHIX 1 %d 0 0\n1\t2" % (first.uidValidity,)):
+            with open(os.path.join(self.folder, INDEX_NAME), "wb") as f:
+                f.write(garbage)
+            third = self.index()
+            third.refresh()
+            self.assertEqual([(e.uid, e.base) for e in third.messages()], expected)
+
+    def test_uidListLost(self) -> None:
+        """
+        If the UID list is lost, UIDVALIDITY changes and the refresh says
+        so (a reset); the old index is not trusted.
+        """
+        self.deliver()
+        index = self.index()
+        index.refresh()
+        index.save()
+        validity = index.uidValidity
+        os.unlink(os.path.join(self.folder, UIDLIST_NAME))
+        self.clock.advance(10)
+        changes = index.refresh()
+        self.assertTrue(changes.reset)
+        self.assertNotEqual(index.uidValidity, validity)
+        self.assertEqual(index.uids(), [1])
+        fresh = self.index()
+        fresh.refresh()
+        self.assertEqual(fresh.uidValidity, index.uidValidity)
+
+    def test_externalRenameIsFlagChange(self) -> None:
+        """
+        Another client renaming a file in C{cur/} (flags), and POP3 moving
+        one from C{new/} to C{cur/} with C{:2,S}, are flag changes.
+        """
+        inCur = self.deliver(sub="cur", info=":2,")
+        inNew = self.deliver()
+        index = self.index()
+        index.refresh()
+        os.rename(os.path.join(self.folder, "cur", inCur + ":2,"), os.path.join(self.folder, "cur", inCur + ":2,FS"))
+        os.rename(os.path.join(self.folder, "new", inNew), os.path.join(self.folder, "cur", inNew + ":2,S"))
+        changes = index.refresh()
+        self.assertEqual(changes, Changes(flagsChanged=(1, 2)))
+        self.assertEqual(index.flags(1), ["\\Flagged", "\\Seen"])
+        self.assertEqual(index.flags(2), ["\\Seen"])
+        self.assertEqual(index.newUIDs(), [])
+
+    def test_moveWithoutFlagChange(self) -> None:
+        """
+        A move from C{new/} to C{cur/} that sets no flag is not a change.
+        """
+        base = self.deliver()
+        index = self.index()
+        index.refresh()
+        os.rename(os.path.join(self.folder, "new", base), os.path.join(self.folder, "cur", base + ":2,"))
+        self.assertEqual(index.refresh(), Changes())
+        self.assertEqual(index.entry(1).sub, "cur")
+
+    def test_externalRemoval(self) -> None:
+        base = self.deliver()
+        self.deliver()
+        index = self.index()
+        index.refresh()
+        os.unlink(os.path.join(self.folder, "new", base))
+        self.assertEqual(index.refresh(), Changes(removed=(1,)))
+        self.assertRaises(MessageGone, index.entry, 1)
+
+    def test_setFlags(self) -> None:
+        """
+        Setting flags renames the file into C{cur/} with the Maildir
+        letters and keyword letters; the keyword file learns the keyword.
+        """
+        base = self.deliver()
+        index = self.index()
+        index.refresh()
+        flags = index.setFlags(1, ["\\Seen", "\\flagged", "\\Recent"], ["$Forwarded"])
+        self.assertEqual(flags, ["\\Flagged", "\\Seen", "$Forwarded"])
+        self.assertEqual(os.listdir(os.path.join(self.folder, "cur")), [base + ":2,FSa"])
+        self.assertEqual(os.listdir(os.path.join(self.folder, "new")), [])
+        self.assertEqual(index.keywords.keywords(), {"$Forwarded": "a"})
+        self.assertEqual(index.changeFlags(1, remove=["\\Flagged", "$Forwarded"], add=["\\Answered"]), ["\\Answered", "\\Seen"])
+        self.assertEqual(os.listdir(os.path.join(self.folder, "cur")), [base + ":2,RS"])
+        # Another instance sees it as a flag change.
+        other = self.index()
+        other.refresh()
+        self.assertEqual(other.flags(1), ["\\Answered", "\\Seen"])
+
+    def test_setFlagsKeepsUnknownLetters(self) -> None:
+        """
+        Maildir flags with no IMAP meaning (C{P}, passed) survive STORE.
+        """
+        base = self.deliver(sub="cur", info=":2,PS")
+        index = self.index()
+        index.refresh()
+        index.setFlags(1, ["\\Draft"], [])
+        self.assertEqual(os.listdir(os.path.join(self.folder, "cur")), [base + ":2,DP"])
+
+    def test_setFlagsAfterConcurrentRename(self) -> None:
+        """
+        A file renamed by another session meanwhile is found again, and a
+        flag that session set is kept by an added flag.
+        """
+        base = self.deliver()
+        index = self.index()
+        index.refresh()
+        os.rename(os.path.join(self.folder, "new", base), os.path.join(self.folder, "cur", base + ":2,S"))
+        self.assertEqual(index.changeFlags(1, add=["\\Flagged"]), ["\\Flagged", "\\Seen"])
+        self.assertEqual(os.listdir(os.path.join(self.folder, "cur")), [base + ":2,FS"])
+
+    def test_setFlagsOnRemovedMessage(self) -> None:
+        base = self.deliver()
+        index = self.index()
+        index.refresh()
+        os.unlink(os.path.join(self.folder, "new", base))
+        self.assertRaises(MessageGone, index.setFlags, 1, ["\\Seen"], [])
+        self.assertRaises(MessageGone, index.read, 1)
+
+    def test_readFollowsRename(self) -> None:
+        base = self.deliver()
+        index = self.index()
+        index.refresh()
+        os.rename(os.path.join(self.folder, "new", base), os.path.join(self.folder, "cur", base + ":2,S"))
+        self.assertEqual(index.read(1), message(1))
+        self.assertEqual(index.entry(1).sub, "cur")
+
+    def test_append(self) -> None:
+        """
+        APPEND writes the message into C{cur/} with its flags, CRLF line
+        ends, the internal date in the name and as mtime.
+        """
+        index = self.index()
+        index.refresh()
+        uid = index.append(b"Subject: hi\n\nthere\n", ["\\Seen"], 1_600_000_000.0, ["$Junk"])
+        self.assertEqual(uid, 1)
+        self.assertEqual(os.listdir(os.path.join(self.folder, "tmp")), [])
+        [name] = os.listdir(os.path.join(self.folder, "cur"))
+        self.assertTrue(name.startswith("1600000000."), name)
+        self.assertTrue(name.endswith(":2,Sa"), name)
+        path = os.path.join(self.folder, "cur", name)
+        self.assertEqual(os.stat(path).st_mtime, 1_600_000_000)
+        self.assertEqual(index.read(uid), b"Subject: hi\r\n\r\nthere\r\n")
+        self.assertEqual(index.entry(uid).date, 1_600_000_000)
+        self.assertEqual(index.size(uid), 22)
+        self.assertEqual(index.flags(uid), ["\\Seen", "$Junk"])
+        self.assertEqual(index.refresh(), Changes(added=(1,)))
+        self.assertEqual(index.append(message(2)), 2)
+
+    def test_copy(self) -> None:
+        """
+        Copies are hard links with the flags and internal date of the
+        original and new UIDs in the target.
+        """
+        target = self.mktemp()
+        ensureMaildir(FileSystem(), target)
+        self.deliver(sub="cur", info=":2,S")
+        self.deliver()
+        source = self.index()
+        source.refresh()
+        source.setFlags(2, ["\\Flagged"], ["project"])
+        destination = FolderIndex(target, clock=self.clock, hostname=HOST)
+        destination.append(message(9))
+        # New UIDs follow the internal dates; the answer pairs them up.
+        self.assertEqual(source.copy([2, 1], destination), [3, 2])
+        self.assertEqual(destination.flags(3), ["\\Flagged", "project"])
+        self.assertEqual(destination.flags(2), ["\\Seen"])
+        self.assertEqual(destination.read(2), message(1))
+        self.assertEqual(destination.entry(2).date, source.entry(1).date)
+        self.assertEqual(os.stat(destination.path(2)).st_ino, os.stat(source.path(1)).st_ino)
+        self.assertEqual(destination.size(3), len(message(2)))
+
+    def test_expunge(self) -> None:
+        for _ in range(3):
+            self.deliver()
+        index = self.index()
+        index.refresh()
+        self.assertEqual(index.expunge([1, 3, 99]), [1, 3])
+        self.assertEqual(index.uids(), [2])
+        self.assertEqual(len(os.listdir(os.path.join(self.folder, "new"))), 1)
+        self.assertEqual(index.refresh(), Changes(removed=(1, 3)))
+        # Another instance sees them gone; UIDs are not reused.
+        self.deliver()
+        other = self.index()
+        other.refresh()
+        self.assertEqual(other.uids(), [2, 4])
+
+    def test_changesSince(self) -> None:
+        """
+        Sessions sharing an index ask for the changes since the generation
+        they last saw; their own flag changes are left out.
+        """
+        self.deliver()
+        index = self.index()
+        index.refresh()
+        session = object()
+        start = index.generation
+        index.changeFlags(1, add=["\\Seen"], owner=session)
+        self.deliver()
+        index.refresh()
+        self.assertEqual(index.changesSince(start, owner=session), Changes(added=(2,)))
+        self.assertEqual(index.changesSince(start), Changes(added=(2,), flagsChanged=(1,)))
+        self.assertEqual(index.changesSince(index.generation), Changes())
+
+    def test_claimNew(self) -> None:
+        """
+        L{FolderIndex.claimNew} moves C{new/} messages into C{cur/} and
+        answers those it moved itself.
+        """
+        first, second = self.deliver(), self.deliver()
+        index = self.index()
+        index.refresh()
+        os.rename(os.path.join(self.folder, "new", first), os.path.join(self.folder, "cur", first + ":2,S"))
+        self.assertEqual(index.claimNew(), [2])
+        self.assertEqual(sorted(os.listdir(os.path.join(self.folder, "cur"))), sorted([first + ":2,S", second + ":2,"]))
+
+    def test_cachedEnvelope(self) -> None:
+        """
+        ENVELOPE, BODYSTRUCTURE and header fields are computed once and
+        then read from the side store, also by another instance.
+        """
+        base = self.deliver()
+        index = self.index()
+        index.refresh()
+        envelope = index.cachedEnvelope(1)
+        self.assertEqual(envelope[1], b"hello 1")
+        self.assertEqual(envelope[2], [[b"Alice", None, b"alice", b"example.org"]])
+        structure = index.cachedBodyStructure(1)
+        self.assertEqual(structure[:2], [b"TEXT", b"PLAIN"])
+        self.assertEqual(index.cachedHeaders(1)["subject"], [b"hello 1"])
+        self.assertTrue(os.path.exists(os.path.join(self.folder, CACHE_NAME)))
+        # Change the file behind the cache's back: the cache answers.
+        with open(os.path.join(self.folder, "new", base), "wb") as f:
+            f.write(b"Subject: changed\r\n\r\n")
+        fs = RecordingFileSystem()
+        other = self.index(fs=fs)
+        other.refresh()
+        self.assertEqual(other.cachedEnvelope(1), envelope)
+        self.assertEqual(other.cachedBodyStructure(1), structure)
+        self.assertEqual(other.cachedHeaders(1)["subject"], [b"hello 1"])
+        self.assertEqual([p for p in fs.opened if "/new/" in p or "/cur/" in p], [])
+
+    def test_unchangedDirectoriesNotListed(self) -> None:
+        """
+        A refresh lists a directory only if its mtime changed since a
+        listing made after it had settled.
+        """
+        for _ in range(3):
+            self.deliver()
+        clock = clockAt(time.time() + 100)
+        index = self.index(clock=clock)
+        index.refresh()
+        listed: list[str] = []
+        realScandir = os.scandir
+
+        def scandir(path):
+            listed.append(os.path.basename(path))
+            return realScandir(path)
+
+        self.patch(indexModule.os, "scandir", scandir)
+        self.assertEqual(index.refresh(), Changes())
+        self.assertEqual(listed, [])
+        os.utime(os.path.join(self.folder, "new"), ns=(time.time_ns(), time.time_ns() - 10**10))
+        self.deliver()
+        self.assertEqual(index.refresh().added, (4,))
+        self.assertEqual(listed, ["new"])
+
+    def test_iterUIDs(self) -> None:
+        uids = [2, 5, 9, 10, 40]
+        self.assertEqual(list(iterUIDs(uids, [(1, 5), (4, 9), (11, 39)])), [(1, 2), (2, 5), (3, 9)])
+        self.assertEqual(list(iterUIDs(uids, [(40, 40)])), [(5, 40)])
+
+
+class LargeFolderTests(SynchronousTestCase):
+    """
+    The 100,000-message case: correctness only, no timing.
+    """
+
+    COUNT = 100_000
+
+    def test_largeFolder(self) -> None:
+        folder = self.mktemp()
+        ensureMaildir(FileSystem(), folder)
+        body = b"Subject: x\r\n\r\nx\r\n"
+        cur = os.path.join(folder, "cur")
+        for n in range(self.COUNT):
+            name = f"{START + n}.M{n}P1Q1.{HOST},S={len(body)},W={len(body)}:2,{'S' if n % 2 else ''}"
+            fd = os.open(os.path.join(cur, name), os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, body)
+            os.close(fd)
+        index = FolderIndex(folder, clock=clockAt(START), hostname=HOST)
+        changes = index.refresh()
+        self.assertEqual(len(changes.added), self.COUNT)
+        uids = index.uids()
+        self.assertEqual(uids[0], 1)
+        self.assertEqual(uids[-1], self.COUNT)
+        index.save()
+        for n in range(10):
+            base = f"{START + self.COUNT + n}.M{n}P2Q2.{HOST},S={len(body)},W={len(body)}"
+            with open(os.path.join(folder, "new", base), "wb") as f:
+                f.write(body)
+        reopened = FolderIndex(folder, clock=clockAt(START), hostname=HOST)
+        changes = reopened.refresh()
+        self.assertEqual(changes.added, tuple(range(self.COUNT + 1, self.COUNT + 11)))
+        self.assertEqual(reopened.flags(2), ["\\Seen"])
+        self.assertEqual(reopened.size(self.COUNT + 5), len(body))
+        reopened.expunge([1, self.COUNT])
+        self.assertEqual(len(reopened.uids()), self.COUNT + 8)
