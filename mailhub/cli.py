@@ -82,6 +82,8 @@ def describe(config: Config, out: TextIO) -> None:
         ("submissions", "implicit TLS, AUTH"),
         ("pop3", "STLS"),
         ("pop3s", "implicit TLS"),
+        ("imap", "STARTTLS"),
+        ("imaps", "implicit TLS"),
     ):
         for listener in getattr(config.listeners, name):
             lines.append(f"{name + ':':<15}{listener} ({what})")

@@ -168,6 +168,8 @@ class ExampleTests(SynchronousTestCase):
                 submissions=("tcp:465:interface=0.0.0.0",),
                 pop3=("tcp:110:interface=0.0.0.0",),
                 pop3s=("tcp:995:interface=0.0.0.0",),
+                imap=("tcp:143:interface=0.0.0.0",),
+                imaps=("tcp:993:interface=0.0.0.0",),
             ),
         )
 
