@@ -40,6 +40,13 @@ SEARCH reads the header for header keys (the L{CACHED_HEADERS} fields only
 once, then the side store) and the whole file for BODY and TEXT.  All of it
 is blocking; the protocol runs it on a worker thread.
 
+B{Threads.}  The protocol calls one session's L{MaildirIMAPMailbox} from
+one worker thread at a time (a session's commands run in order), so its
+own state (the view, \\Recent) has no lock; what sessions share is the
+L{FolderIndex}, which has one (see L{mailhub.maildir.index}).  Listeners
+are called from that worker thread (L{refresh}); the protocol queues those
+calls and answers from them on the reactor thread.
+
 Dates: internal dates are kept in whole seconds, UTC; C{getInternalDate}
 gives an RFC 2822 date in GMT.
 """
@@ -51,7 +58,7 @@ import datetime
 import email.utils
 import io
 import re
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail, succeed
@@ -64,7 +71,7 @@ from zope.interface import implementer
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
 from mailhub.imap.message import _Entity, _fields, _parse, bodyText, headerText, headerValues, splitHeader
-from mailhub.imap.search import Node, SearchError, parseSearch, search
+from mailhub.imap.search import Node, SearchError, needsHeaders, parseSearch, search
 from mailhub.maildir.folders import SEPARATOR, FolderError, MailStore
 from mailhub.maildir.index import (
     CACHED_HEADERS,
@@ -267,15 +274,23 @@ class MaildirMessage:
 class _SearchView:
     """
     A L{mailhub.imap.search.MessageView} over the index: header fields in
-    L{CACHED_HEADERS} come from the side store.
+    L{CACHED_HEADERS} come from the side store, the L{SEARCH_HEADERS} ones
+    from the index's memory (C{headers}, from L{FolderIndex.searchHeaders}).
     """
 
-    __slots__ = ("seq", "uid", "_mailbox", "_header", "_body", "_flags")
+    __slots__ = ("seq", "uid", "_mailbox", "_header", "_body", "_flags", "_headers")
 
-    def __init__(self, mailbox: "MaildirIMAPMailbox", seq: int, uid: int) -> None:
+    def __init__(
+        self,
+        mailbox: "MaildirIMAPMailbox",
+        seq: int,
+        uid: int,
+        headers: Callable[[int, str], Sequence[bytes] | None] | None = None,
+    ) -> None:
         self.seq = seq
         self.uid = uid
         self._mailbox = mailbox
+        self._headers = headers
         self._header: bytes | None = None
         self._body: str | None = None
         self._flags: frozenset | None = None
@@ -305,6 +320,10 @@ class _SearchView:
     def headerValues(self, name: str) -> Sequence[bytes]:
         name = name.lower()
         if name in CACHED_HEADERS and self._header is None:
+            if self._headers is not None:
+                values = self._headers(self.uid, name)
+                if values is not None:
+                    return values
             return self._mailbox.index.cachedHeader(self.uid, name)
         return headerValues(self._headerBlock(), name)
 
@@ -407,7 +426,8 @@ class MaildirIMAPMailbox:
         """
         The system flags and the folder's keywords (FLAGS).
         """
-        return list(SYSTEM_FLAGS) + sorted(self.index.keywords.keywords())
+        with self.index.lock:  # the keyword file may be re-read meanwhile
+            return list(SYSTEM_FLAGS) + sorted(self.index.keywords.keywords())
 
     def getHierarchicalDelimiter(self) -> str:
         return SEPARATOR
@@ -733,7 +753,8 @@ class MaildirIMAPMailbox:
             except SearchError as e:
                 raise InvalidSearch(e.reason, e.code) from e
         uids = self._uids
-        return search(node, uids, lambda seq: _SearchView(self, seq, uids[seq - 1]))
+        headers = self.index.searchHeaders() if needsHeaders(node) else None
+        return search(node, uids, lambda seq: _SearchView(self, seq, uids[seq - 1], headers))
 
     def searchUIDs(self, query: Any) -> list[int]:
         """

@@ -38,6 +38,21 @@ C{test_twistedTrap*}):
   - Too many client errors, and the session is dropped; at most
     C{connectionsPerUser} sessions per user.
 
+  - Nothing that grows with a mailbox runs on the reactor thread: every
+    backend call that reads or writes the disk (SELECT/EXAMINE, FETCH,
+    SEARCH, STORE, EXPUNGE, APPEND, COPY/MOVE, STATUS, LIST/LSUB, CREATE,
+    DELETE, RENAME, (UN)SUBSCRIBE, CLOSE, the refresh of NOOP, CHECK and
+    the IDLE poll, closing a mailbox) goes through the factory's
+    C{runBlocking}, one call at a time per session; FETCH in batches of
+    L{FETCH_BATCH} messages.  The command's reply waits for it, and so
+    does the input after it (pipelined commands are answered in order).
+    Listener callbacks the backend makes meanwhile (from the worker
+    thread) are queued and turned into responses on the reactor thread
+    when the call is done.  Inline, only what is held in memory: message
+    counts, C{getUID}, C{getUIDValidity}.  A backend method run on a
+    worker thread must answer synchronously; with an inline
+    C{runBlocking} it may answer with a L{Deferred}.
+
 The optional backend protocol (all duck-typed, each with a fallback):
 
   - C{IMailbox.addMessage} and C{IMessageCopier.copy} firing with the new
@@ -51,6 +66,9 @@ The optional backend protocol (all duck-typed, each with a fallback):
     around a plain C{expunge()}.
   - C{mailbox.refresh()}: look for changes made by others and report them
     to the listeners; called on NOOP, CHECK and once a second during IDLE.
+  - C{target.copyMessages(source, messageSet, uid)}, when C{target} and the
+    selected mailbox are of one class: COPY the whole set in one call,
+    returning C{(source UID, new UID)} pairs.
   - Listener callback C{messagesExpunged(seqs)} (besides Twisted's
     C{newMessages} and C{flagsChanged}): the EXPUNGE responses to send,
     in order, each valid when sent; C{expunge()} and C{expungeUIDs()}
@@ -67,6 +85,7 @@ from __future__ import annotations
 import email.utils
 import re
 import tempfile
+from collections import deque
 from typing import Any, Callable, Iterable
 
 from twisted.cred.credentials import UsernamePassword
@@ -133,6 +152,13 @@ MAX_ERRORS = 20
 
 #: While a command runs, stop reading once this much input waits.
 MAX_PENDING_INPUT = 256 * 1024
+
+#: FETCH works through the messages this many at a time, each batch in one
+#: C{runBlocking} call (file reads, flags), written out before the next.
+FETCH_BATCH = 100
+
+#: A FETCH batch's rendering stops early once this many octets are ready.
+FETCH_BATCH_OCTETS = 1024 * 1024
 
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "unauth", "auth", "select", "logout"
 
@@ -473,13 +499,182 @@ def formatInternalDate(msg: Any) -> bytes:
     return b'"' + text.encode("ascii") + b'"'
 
 
-async def _await(value: Any) -> Any:
+def _then(value: Any, function: Callable[[Any], Any]) -> Any:
     """
-    The result of a backend call that may or may not be a L{Deferred}.
+    C{function(value)} now, or when C{value} fires if it is a L{Deferred}:
+    lets the functions run through C{runBlocking} chain backend calls that
+    may answer with a Deferred (only an inline C{runBlocking} can wait for
+    one; a backend run on a thread pool answers synchronously).
     """
     if isinstance(value, Deferred):
-        return await value
-    return value
+        return value.addCallback(function)
+    return function(value)
+
+
+def _listOf(function: Callable[..., Any], *args: Any) -> Any:
+    """
+    C{list(function(*args))}, for C{runBlocking}: an iterator the backend
+    returns is consumed on the worker thread too.
+    """
+    return _then(function(*args), list)
+
+
+def _isDeleted(msg: Any) -> bool:
+    return "\\deleted" in {f.lower() for f in msg.getFlags()}
+
+
+def _messageSet(uids: Iterable[int]) -> MessageSet:
+    result = MessageSet()
+    for uid in uids:
+        result += MessageSet(uid)
+    return result
+
+
+class _SessionGone(Exception):
+    """
+    The connection closed while a command's blocking work ran: the command
+    stops there, with no reply (see L{IMAP4Server._call}).
+    """
+
+
+# -- work for runBlocking ------------------------------------------------------------------
+#
+# Each of these runs on a worker thread in the service (see
+# IMAPFactory.runBlocking): everything a command asks of the backend that
+# reads the disk or grows with the mailbox.  They return plain values; the
+# responses are written on the reactor thread.
+
+
+def _openMailbox(account: Any, name: str, rw: bool) -> Any:
+    """
+    SELECT/EXAMINE: the mailbox and what the responses need, or C{None}.
+    """
+
+    def describe(mbox: Any) -> Any:
+        if mbox is None:
+            return None
+        return mbox, {
+            "flags": list(mbox.getFlags()),
+            "writeable": mbox.isWriteable(),
+            "exists": mbox.getMessageCount(),
+            "recent": mbox.getRecentCount(),
+            "uidValidity": mbox.getUIDValidity(),
+            "uidNext": mbox.getUIDNext(),
+        }
+
+    return _then(account.select(name, rw), describe)
+
+
+def _closeBackend(mbox: Any) -> Any:
+    closeable = ICloseableMailbox(mbox, None)
+    if closeable is not None:
+        return closeable.close()
+    return None
+
+
+def _subscribedAmong(account: Any, names: list[str]) -> Any:
+    """
+    The set of C{names} the account is subscribed to (LSUB).
+    """
+    found: set[str] = set()
+
+    def step(rest: list[str]) -> Any:
+        while rest:
+            name, rest = rest[0], rest[1:]
+            answer = account.isSubscribed(name)
+            if isinstance(answer, Deferred):
+                return answer.addCallback(lambda yes, name=name, rest=rest: (found.add(name) if yes else None, step(rest))[1])
+            if answer:
+                found.add(name)
+        return found
+
+    return step(list(names))
+
+
+def _deletedUIDs(mbox: Any, messages: MessageSet) -> Any:
+    """
+    The UIDs of the messages of the UID set C{messages} flagged \\Deleted.
+    """
+    return _then(mbox.fetch(messages, True), lambda pairs: [msg.getUID() for _, msg in pairs if _isDeleted(msg)])
+
+
+def _searchLine(mbox: Any, node: S.Node, uid: bool) -> Any:
+    """
+    SEARCH on an L{ISearchableMailbox}: the untagged line (sequence numbers
+    mapped to UIDs for UID SEARCH).
+    """
+
+    def line(found: Any) -> bytes:
+        numbers = [mbox.getUID(seq) for seq in found] if uid else list(found)
+        return b"SEARCH" + b"".join(b" %d" % n for n in numbers)
+
+    return _then(mbox.search(node, uid), line)
+
+
+def _uidsBySequence(mbox: Any) -> list[int]:
+    return [mbox.getUID(seq) for seq in range(1, mbox.getMessageCount() + 1)]
+
+
+def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) -> list[int]:
+    """
+    SEARCH over fetched messages (a backend without C{search}): reads what
+    the keys need.
+    """
+    views: dict[int, Any] = {}
+    for seq, msg in messages:
+        views[seq] = S.LazyMessage(
+            seq=seq,
+            uid=msg.getUID(),
+            flags=frozenset(msg.getFlags()),
+            internalDate=internalDate(msg),
+            size=msg.getSize(),
+            load=lambda m=msg: rawMessage(m),
+        )
+    found = S.search(node, uids, lambda seq: views[seq])
+    return [uids[seq - 1] for seq in found] if uid else found
+
+
+def _flagsOf(batch: list) -> dict[int, list]:
+    return {seq: list(msg.getFlags()) for seq, msg in batch}
+
+
+def _storeLines(mbox: Any, messages: MessageSet, flags: list[str], mode: int, uid: bool, loud: bool) -> Any:
+    """
+    STORE, and its untagged FETCH lines (none for C{.SILENT}).
+    """
+
+    def lines(result: Any) -> list[bytes]:
+        if not loud:
+            return []
+        out = []
+        for seq, newFlags in sorted((result or {}).items()):
+            uidText = b" UID %d" % (mbox.getUID(seq),) if uid else b""
+            out.append(b"%d FETCH (FLAGS %s%s)" % (seq, flagList(newFlags), uidText))
+        return out
+
+    return _then(mbox.store(messages, flags, mode, uid), lines)
+
+
+def _appendCopy(target: Any, msg: Any) -> Any:
+    """
+    COPY into a mailbox that is no C{IMessageCopier}: APPEND the octets.
+    """
+    data = FileLiteral(msg.getSize())
+    data.file.write(rawMessage(msg))
+    data.file.seek(0)
+
+    def closed(result: Any) -> Any:
+        data.file.close()
+        return result
+
+    try:
+        new = target.addMessage(data.file, list(msg.getFlags()), msg.getInternalDate())
+    except BaseException:
+        data.file.close()
+        raise
+    if isinstance(new, Deferred):
+        return new.addBoth(closed)
+    return closed(new)
 
 
 # -- the protocol --------------------------------------------------------------------------
@@ -523,6 +718,9 @@ class IMAP4Server(imap4.IMAP4Server):
         self._idlePoll: LoopingCall | None = None
         self._idleKeepalive: Any = None
         self._saslTag: bytes | None = None
+        self._running = 0
+        self._events: deque[tuple[Callable[..., None], tuple]] = deque()
+        self._polling: Deferred[Any] | None = None
 
     # Connection
 
@@ -629,22 +827,73 @@ class IMAP4Server(imap4.IMAP4Server):
             self.log.info("imap too many errors peer={peer}", peer=self.peer)
             self.close(TOO_MANY_ERRORS)
 
-    # IMailboxListener
+    # Blocking work
+
+    def _blocking(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """
+        Run C{function(*args)} through the factory's C{runBlocking} (a
+        worker thread in the service).  While it runs, the listener
+        callbacks the backend makes (from that thread) are only queued;
+        they are turned into responses here, on the reactor thread, when
+        it is done (L{_deliver}).
+        """
+        self._running += 1
+        try:
+            d = maybeDeferred(self.factory.runBlocking, function, *args)
+        except BaseException:  # pragma: no cover - maybeDeferred catches
+            self._running -= 1
+            raise
+
+        def done(result: object) -> object:
+            self._running -= 1
+            self._deliver()
+            return result
+
+        return d.addBoth(done)
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """
+        L{_blocking} for a command: its result, once the work is done.
+        Input stays held meanwhile (L{_command} blocks on the command), so
+        pipelined commands are answered in order.
+
+        @raise _SessionGone: the connection closed meanwhile.
+        """
+        result = await self._blocking(function, *args)
+        if self._closed:
+            raise _SessionGone()
+        return result
+
+    def _background(self, function: Callable[..., Any], *args: Any) -> None:
+        """
+        Blocking work no response waits for (closing a mailbox); a failure
+        is logged.
+        """
+        maybeDeferred(self.factory.runBlocking, function, *args).addErrback(
+            lambda f: self.log.failure("IMAP background work failed", f)
+        )
+
+    def _listen(self, method: Callable[..., None], *args: Any) -> None:
+        if self._running:
+            self._events.append((method, args))  # deque.append: thread-safe
+        else:
+            method(*args)
+
+    def _deliver(self) -> None:
+        while self._events and not self._running:
+            method, args = self._events.popleft()
+            method(*args)
+
+    # IMailboxListener (may be called from a worker thread: see _blocking)
 
     def modeChanged(self, writeable: bool) -> None:
-        self.readOnly = not writeable
-        self._untaggedLine(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")
+        self._listen(self._modeChanged, writeable)
 
     def flagsChanged(self, newFlags: dict) -> None:
-        for seq, flags in sorted(newFlags.items()):
-            self._untaggedLine(b"%d FETCH (FLAGS %s)" % (seq, flagList(flags)))
+        self._listen(self._flagsChanged, dict(newFlags))
 
     def newMessages(self, exists: int | None, recent: int | None) -> None:
-        if exists is not None:
-            self._exists = exists
-            self._untaggedLine(b"%d EXISTS" % (exists,))
-        if recent is not None:
-            self._untaggedLine(b"%d RECENT" % (recent,))
+        self._listen(self._newMessages, exists, recent)
 
     def messagesExpunged(self, seqs: Iterable[int]) -> None:
         """
@@ -652,6 +901,24 @@ class IMAP4Server(imap4.IMAP4Server):
         EXPUNGE responses to send, in order, each valid when sent (as
         C{expunge()} returns them).
         """
+        self._listen(self._messagesExpunged, list(seqs))
+
+    def _modeChanged(self, writeable: bool) -> None:
+        self.readOnly = not writeable
+        self._untaggedLine(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")
+
+    def _flagsChanged(self, newFlags: dict) -> None:
+        for seq, flags in sorted(newFlags.items()):
+            self._untaggedLine(b"%d FETCH (FLAGS %s)" % (seq, flagList(flags)))
+
+    def _newMessages(self, exists: int | None, recent: int | None) -> None:
+        if exists is not None:
+            self._exists = exists
+            self._untaggedLine(b"%d EXISTS" % (exists,))
+        if recent is not None:
+            self._untaggedLine(b"%d RECENT" % (recent,))
+
+    def _messagesExpunged(self, seqs: list[int]) -> None:
         for seq in seqs:
             self._exists = max(0, self._exists - 1)
             self._untaggedLine(b"%d EXPUNGE" % (seq,), expunge=True)
@@ -819,6 +1086,8 @@ class IMAP4Server(imap4.IMAP4Server):
         """
         Every error of a command becomes its tagged reply here.
         """
+        if reason.check(_SessionGone):
+            return
         if reason.check(IMAPError):
             e = reason.value
             self._reply(tag, e.status, e.text, e.code)
@@ -995,21 +1264,24 @@ class IMAP4Server(imap4.IMAP4Server):
         name = mailboxName(astring(raw))
         # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected.
         self._closeMailbox()
-        mbox = await _await(self.account.select(name, rw))
-        if mbox is None:
+        opened = await self._call(_openMailbox, self.account, name, rw)
+        if opened is None:
             raise IMAPError(NONEXISTENT)
-        if "\\noselect" in [f.lower() for f in mbox.getFlags()]:
+        mbox, info = opened
+        flags = info["flags"]
+        if "\\noselect" in [f.lower() for f in flags]:
+            self._background(_closeBackend, mbox)
             raise no("Mailbox cannot be selected", "CANNOT")
         self.mbox, self.mboxName = mbox, name
-        self.readOnly = not rw or not mbox.isWriteable()
-        self._exists = mbox.getMessageCount()
+        self.readOnly = not rw or not info["writeable"]
+        self._exists = info["exists"]
         self._untagged = []
-        self._write(b"* FLAGS " + flagList(mbox.getFlags()))
+        self._write(b"* FLAGS " + flagList(flags))
         self._write(b"* %d EXISTS" % (self._exists,))
-        self._write(b"* %d RECENT" % (mbox.getRecentCount(),))
-        self._write(b"* OK [PERMANENTFLAGS " + (b"()" if self.readOnly else flagList(list(mbox.getFlags()) + ["\\*"])) + b"] Flags")
-        self._write(b"* OK [UIDVALIDITY %d] UIDs valid" % (mbox.getUIDValidity(),))
-        self._write(b"* OK [UIDNEXT %d] Predicted next UID" % (mbox.getUIDNext(),))
+        self._write(b"* %d RECENT" % (info["recent"],))
+        self._write(b"* OK [PERMANENTFLAGS " + (b"()" if self.readOnly else flagList(list(flags) + ["\\*"])) + b"] Flags")
+        self._write(b"* OK [UIDVALIDITY %d] UIDs valid" % (info["uidValidity"],))
+        self._write(b"* OK [UIDNEXT %d] Predicted next UID" % (info["uidNext"],))
         mbox.addListener(self)
         self.state = SELECTED
         self._reply(tag, "OK", "SELECT completed" if rw else "EXAMINE completed", "READ-ONLY" if self.readOnly else "READ-WRITE")
@@ -1023,18 +1295,14 @@ class IMAP4Server(imap4.IMAP4Server):
         if mbox is None:
             return
         mbox.removeListener(self)
-        closeable = ICloseableMailbox(mbox, None)
-        if closeable is not None:
-            maybeDeferred(closeable.close).addErrback(
-                lambda f: self.log.failure("closing a mailbox failed", f)
-            )
+        self._background(_closeBackend, mbox)
 
     async def cmd_CREATE(self, tag: bytes, args: list) -> None:
         (raw,) = arguments(args, 1, "CREATE mailbox")
         name = mailboxName(astring(raw), create=True)
         if name == "INBOX":
             raise IMAPError(ALREADY_EXISTS)
-        if not await _await(self.account.create(name)):
+        if not await self._call(self.account.create, name):
             raise no("Cannot create mailbox", "CANNOT")
         self._reply(tag, "OK", "CREATE completed")
 
@@ -1043,7 +1311,7 @@ class IMAP4Server(imap4.IMAP4Server):
         name = mailboxName(astring(raw))
         if name == "INBOX":
             raise no("Cannot delete INBOX", "CANNOT")
-        await _await(self.account.delete(name))
+        await self._call(self.account.delete, name)
         self._reply(tag, "OK", "DELETE completed")
 
     async def cmd_RENAME(self, tag: bytes, args: list) -> None:
@@ -1051,17 +1319,17 @@ class IMAP4Server(imap4.IMAP4Server):
         oldName, newName = mailboxName(astring(old)), mailboxName(astring(new))
         if newName == "INBOX":
             raise IMAPError(ALREADY_EXISTS)
-        await _await(self.account.rename(oldName, newName))
+        await self._call(self.account.rename, oldName, newName)
         self._reply(tag, "OK", "RENAME completed")
 
     async def cmd_SUBSCRIBE(self, tag: bytes, args: list) -> None:
         (raw,) = arguments(args, 1, "SUBSCRIBE mailbox")
-        await _await(self.account.subscribe(mailboxName(astring(raw))))
+        await self._call(self.account.subscribe, mailboxName(astring(raw)))
         self._reply(tag, "OK", "SUBSCRIBE completed")
 
     async def cmd_UNSUBSCRIBE(self, tag: bytes, args: list) -> None:
         (raw,) = arguments(args, 1, "UNSUBSCRIBE mailbox")
-        await _await(self.account.unsubscribe(mailboxName(astring(raw))))
+        await self._call(self.account.unsubscribe, mailboxName(astring(raw)))
         self._reply(tag, "OK", "UNSUBSCRIBE completed")
 
     async def cmd_LIST(self, tag: bytes, args: list) -> None:
@@ -1078,10 +1346,13 @@ class IMAP4Server(imap4.IMAP4Server):
             self._untaggedLine(b'LIST (\\Noselect) "/" ""')
             self._reply(tag, "OK", "LIST completed")
             return
-        boxes = list(await _await(self.account.listMailboxes(refName, patternName)))
+        boxes = await self._call(_listOf, self.account.listMailboxes, refName, patternName)
+        subscribed = None
+        if verb == "LSUB":
+            subscribed = await self._call(_subscribedAmong, self.account, [name for name, _ in boxes])
         names = None
         for name, info in boxes:
-            if verb == "LSUB" and not await _await(self.account.isSubscribed(name)):
+            if subscribed is not None and name not in subscribed:
                 continue
             flags = list(info.getFlags())
             lowered = {f.lower() for f in flags}
@@ -1089,7 +1360,7 @@ class IMAP4Server(imap4.IMAP4Server):
                 # RFC 3348: CHILDREN, from the whole list if the backend
                 # does not say.
                 if names is None:
-                    names = [n for n, _ in await _await(self.account.listMailboxes("", "*"))]
+                    names = [n for n, _ in await self._call(_listOf, self.account.listMailboxes, "", "*")]
                 prefix = name + "/"
                 flags.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
             delimiter = info.getHierarchicalDelimiter()
@@ -1106,15 +1377,14 @@ class IMAP4Server(imap4.IMAP4Server):
         wanted = [atom(i, "a status item") for i in items]
         if any(w not in _STATUS_ITEMS for w in wanted):
             raise bad("Unknown status item")
-        mbox = await _await(self.account.select(name, False))
+        mbox = await self._call(self.account.select, name, False)
         if mbox is None:
             raise IMAPError(NONEXISTENT)
         try:
-            status = await _await(mbox.requestStatus(wanted))
+            status = await self._call(mbox.requestStatus, wanted)
         finally:
-            closeable = ICloseableMailbox(mbox, None)
-            if closeable is not None and mbox is not self.mbox:
-                await _await(closeable.close())
+            if mbox is not self.mbox:
+                await self._call(_closeBackend, mbox)
         pairs = b" ".join(b"%s %d" % (k.encode("ascii"), int(status[k])) for k in wanted if k in status)
         self._untaggedLine(b"STATUS " + encodeName(name) + b" (" + pairs + b")")
         self._reply(tag, "OK", "STATUS completed")
@@ -1141,21 +1411,24 @@ class IMAP4Server(imap4.IMAP4Server):
             raise bad("APPEND needs a literal")
         if message.size == 0:
             raise no("Empty message")
-        target = await _await(self.account.select(name))
+        try:
+            target = await self._call(self.account.select, name)
+        except BaseException:
+            message.file.close()
+            raise
         if target is None:
+            message.file.close()
             raise IMAPError(TRYCREATE)  # RFC 3501 §6.3.11
         try:
             message.file.seek(0)
-            uid = await _await(target.addMessage(message.file, flags, date))
+            uid = await self._call(target.addMessage, message.file, flags, date)
             code = ""
             if isinstance(uid, int) and not isinstance(uid, bool):
                 code = f"APPENDUID {target.getUIDValidity()} {uid}"  # RFC 4315 §3
         finally:
             message.file.close()
             if target is not self.mbox:
-                closeable = ICloseableMailbox(target, None)
-                if closeable is not None:
-                    await _await(closeable.close())
+                await self._call(_closeBackend, target)
         self._checkExists()
         self._reply(tag, "OK", "APPEND completed", code)
 
@@ -1184,11 +1457,22 @@ class IMAP4Server(imap4.IMAP4Server):
         self._idleKeepalive = self.factory.clock.callLater(IDLE_KEEPALIVE, self._keepalive)
 
     def _poll(self) -> Deferred | None:
-        if self.mbox is None:
+        mbox = self.mbox
+        if mbox is None or self._polling is not None:
             return None
-        d = maybeDeferred(self.mbox.refresh)
-        d.addCallback(lambda _: self._checkExists())
-        d.addErrback(lambda f: self.log.failure("refreshing a mailbox failed", f))
+        d = self._blocking(mbox.refresh)
+        self._polling = d
+
+        def done(result: object) -> None:
+            self._polling = None
+            if self.mbox is mbox and not self._closed:
+                self._checkExists()
+
+        def failed(reason: Failure) -> None:
+            self._polling = None
+            self.log.failure("refreshing a mailbox failed", reason)
+
+        d.addCallbacks(done, failed)
         return d
 
     def _keepalive(self) -> None:
@@ -1203,9 +1487,25 @@ class IMAP4Server(imap4.IMAP4Server):
             return
         tag = self._idleTag
         assert tag is not None
+        polling = self._polling
         self._stopIdle()
         self.setTimeout(self.factory.idleTimeout)
-        self._reply(tag, "OK", "IDLE terminated")
+        if polling is None:
+            self._reply(tag, "OK", "IDLE terminated")
+            return
+        # A refresh is under way on a worker thread: the reply, and the
+        # next command, wait for it (one backend call at a time).
+        self._blocked = True
+        waiter: Deferred[None] = Deferred()
+
+        def ended(result: object) -> object:
+            if not self._closed:
+                self._reply(tag, "OK", "IDLE terminated")
+            waiter.callback(None)
+            return result
+
+        polling.addBoth(ended)
+        waiter.addBoth(self._finished)
 
     def _stopIdle(self) -> None:
         self._idleTag = None
@@ -1219,7 +1519,7 @@ class IMAP4Server(imap4.IMAP4Server):
     async def _refresh(self) -> None:
         refresh = getattr(self.mbox, "refresh", None) if self.mbox is not None else None
         if callable(refresh):
-            await _await(refresh())
+            await self._call(refresh)
         self._checkExists()
 
     # Selected
@@ -1234,7 +1534,7 @@ class IMAP4Server(imap4.IMAP4Server):
         if not self.readOnly:
             # RFC 3501 §6.4.2: expunge silently.
             try:
-                await _await(self.mbox.expunge())
+                await self._call(self.mbox.expunge)
             except ReadOnlyMailbox:
                 pass
         self._closeMailbox()
@@ -1248,7 +1548,7 @@ class IMAP4Server(imap4.IMAP4Server):
     async def cmd_EXPUNGE(self, tag: bytes, args: list) -> None:
         arguments(args, 0, "EXPUNGE")
         self._writable()
-        seqs = await _await(self.mbox.expunge())
+        seqs = await self._call(self.mbox.expunge)
         self.messagesExpunged(seqs or [])
         self._reply(tag, "OK", "EXPUNGE completed")
 
@@ -1256,8 +1556,7 @@ class IMAP4Server(imap4.IMAP4Server):
         (raw,) = arguments(args, 1, "UID EXPUNGE uid-set")
         self._writable()
         wanted = parseSequenceSet(raw, True, self._exists)
-        uids = [msg.getUID() for _, msg in await self._fetch(wanted, True)
-                if "\\deleted" in {f.lower() for f in msg.getFlags()}]
+        uids = await self._call(_deletedUIDs, self.mbox, wanted)
         self.messagesExpunged(await self._expungeUIDs(uids))
         self._reply(tag, "OK", "UID EXPUNGE completed")  # RFC 4315 §2.1
 
@@ -1266,7 +1565,7 @@ class IMAP4Server(imap4.IMAP4Server):
             raise IMAPError(READ_ONLY)
 
     async def _fetch(self, messages: MessageSet, uid: bool) -> list:
-        return list(await _await(self.mbox.fetch(messages, uid)))
+        return await self._call(_listOf, self.mbox.fetch, messages, uid)
 
     async def _expungeUIDs(self, uids: list[int]) -> list[int]:
         """
@@ -1278,33 +1577,28 @@ class IMAP4Server(imap4.IMAP4Server):
             return []
         mbox = self.mbox
         if callable(getattr(mbox, "expungeUIDs", None)):
-            return list(await _await(mbox.expungeUIDs(uids)))
+            return await self._call(_listOf, mbox.expungeUIDs, uids)
         wanted = set(uids)
-        others = [msg.getUID() for _, msg in await self._fetch(MessageSet(1, None), True)
-                  if msg.getUID() not in wanted and "\\deleted" in {f.lower() for f in msg.getFlags()}]
-        ours = MessageSet()
-        for uid in uids:
-            ours += MessageSet(uid)
-        await _await(mbox.store(ours, ["\\Deleted"], 1, True))
-        for uid in others:
-            await _await(mbox.store(MessageSet(uid), ["\\Deleted"], -1, True))
+        others = [uid for uid in await self._call(_deletedUIDs, mbox, MessageSet(1, None)) if uid not in wanted]
+        await self._call(mbox.store, _messageSet(uids), ["\\Deleted"], 1, True)
+        if others:
+            await self._call(mbox.store, _messageSet(others), ["\\Deleted"], -1, True)
         try:
-            return list(await _await(mbox.expunge()) or [])
+            return list(await self._call(mbox.expunge) or [])
         finally:
-            for uid in others:
-                await _await(mbox.store(MessageSet(uid), ["\\Deleted"], 1, True))
+            if others:
+                await self._call(mbox.store, _messageSet(others), ["\\Deleted"], 1, True)
 
     async def cmd_SEARCH(self, tag: bytes, args: list, uid: bool = False) -> None:
         node = S.parseSearch(args)
         if ISearchableMailbox.providedBy(self.mbox):
             # As in Twisted's server: sequence numbers back, mapped to UIDs
-            # here for UID SEARCH.
-            found = list(await _await(self.mbox.search(node, uid)))
-            if uid:
-                found = [self.mbox.getUID(seq) for seq in found]
+            # (on the worker thread too) for UID SEARCH.
+            line = await self._call(_searchLine, self.mbox, node, uid)
         else:
             found = await self._search(node, uid)
-        self._untaggedLine(b"SEARCH" + b"".join(b" %d" % n for n in found))
+            line = b"SEARCH" + b"".join(b" %d" % n for n in found)
+        self._untaggedLine(line)
         self._reply(tag, "OK", "SEARCH completed")
 
     async def cmd_UID_SEARCH(self, tag: bytes, args: list) -> None:
@@ -1314,22 +1608,13 @@ class IMAP4Server(imap4.IMAP4Server):
         mbox = self.mbox
         getList = getattr(mbox, "getUIDList", None)
         if callable(getList):
-            uids = list(await _await(getList()))
+            uids = await self._call(_listOf, getList)
         else:
-            uids = [mbox.getUID(seq) for seq in range(1, mbox.getMessageCount() + 1)]
-        views: dict[int, Any] = {}
+            uids = await self._call(_uidsBySequence, mbox)
+        messages: list = []
         for low, high in S.candidates(node, uids):
-            for seq, msg in await self._fetch(MessageSet(low, high), False):
-                views[seq] = S.LazyMessage(
-                    seq=seq,
-                    uid=msg.getUID(),
-                    flags=frozenset(msg.getFlags()),
-                    internalDate=internalDate(msg),
-                    size=msg.getSize(),
-                    load=lambda m=msg: rawMessage(m),
-                )
-        found = S.search(node, uids, lambda seq: views[seq])
-        return [uids[seq - 1] for seq in found] if uid else found
+            messages.extend(await self._fetch(MessageSet(low, high), False))
+        return await self._call(_searchMessages, node, uids, messages, uid)
 
     async def cmd_FETCH(self, tag: bytes, args: list, uid: bool = False) -> None:
         if len(args) != 2:
@@ -1340,24 +1625,59 @@ class IMAP4Server(imap4.IMAP4Server):
             kind in ("RFC822", "RFC822.TEXT") or (kind == "BODY[]" and not peek)
             for kind, _, peek, _ in items
         )
-        for seq, msg in await self._fetch(messages, uid):
-            self.transport.write(b"* %d FETCH (" % (seq,))
-            first = True
-            flags = list(msg.getFlags())
-            if setsSeen and "\\seen" not in {f.lower() for f in flags}:
+        mbox = self.mbox
+        pairs = await self._fetch(messages, uid)
+        for start in range(0, len(pairs), FETCH_BATCH):
+            batch = pairs[start : start + FETCH_BATCH]
+            flags: dict[int, list] | None = None
+            seen: set[int] = set()
+            if setsSeen:
                 # RFC 3501 §6.4.5: BODY[...] sets \Seen; say so in FLAGS.
-                changed = await _await(self.mbox.store(MessageSet(msg.getUID()), ["\\Seen"], 1, True))
-                flags = list(changed.get(seq, flags + ["\\Seen"])) if changed else flags + ["\\Seen"]
-                if not any(kind == "FLAGS" for kind, _, _, _ in items):
-                    items = items + [("FLAGS", None, False, None)]
+                flags = await self._call(_flagsOf, batch)
+                unseen = [(seq, msg.getUID()) for seq, msg in batch if "\\seen" not in {f.lower() for f in flags[seq]}]
+                if unseen:
+                    changed = await self._call(mbox.store, _messageSet(u for _, u in unseen), ["\\Seen"], 1, True)
+                    for seq, _ in unseen:
+                        flags[seq] = list(changed.get(seq, flags[seq] + ["\\Seen"])) if changed else flags[seq] + ["\\Seen"]
+                        seen.add(seq)
+            done = 0
+            while done < len(batch):
+                data, count = await self._call(self._renderFetch, batch[done:], items, flags, seen)
+                self.transport.write(data)
+                done += count
+        self._reply(tag, "OK", "FETCH completed")
+
+    def _renderFetch(
+        self, batch: list, items: list[tuple[str, Any, bool, Any]], flags: dict[int, list] | None, seen: set[int]
+    ) -> tuple[bytes, int]:
+        """
+        The FETCH responses of the first messages of C{batch}, until
+        L{FETCH_BATCH_OCTETS} are ready (run through C{runBlocking}: this
+        reads the files).
+
+        @param flags: the messages' flags, if already known.
+        @param seen: sequence numbers whose \\Seen this FETCH set: they get
+            FLAGS even if not asked for.
+        @return: the octets and how many messages they cover.
+        """
+        out: list[bytes] = []
+        size = count = 0
+        withFlags = items if any(kind == "FLAGS" for kind, _, _, _ in items) else items + [("FLAGS", None, False, None)]
+        for seq, msg in batch:
+            messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
+            parts = [b"* %d FETCH (" % (seq,)]
             raw: bytes | None = None
-            for kind, section, peek, span in items:
+            for kind, section, peek, span in withFlags if seq in seen else items:
                 if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
                     raw = rawMessage(msg)
-                self.transport.write((b"" if first else b" ") + self._fetchItem(kind, section, span, msg, flags, raw))
-                first = False
-            self.transport.write(b")\r\n")
-        self._reply(tag, "OK", "FETCH completed")
+                parts.append((b"" if len(parts) == 1 else b" ") + self._fetchItem(kind, section, span, msg, messageFlags, raw))
+            parts.append(b")\r\n")
+            out.extend(parts)
+            size += sum(len(p) for p in parts)
+            count += 1
+            if size >= FETCH_BATCH_OCTETS:
+                break
+        return b"".join(out), count
 
     async def cmd_UID_FETCH(self, tag: bytes, args: list) -> None:
         await self.cmd_FETCH(tag, args, uid=True)
@@ -1428,11 +1748,9 @@ class IMAP4Server(imap4.IMAP4Server):
             raise bad("Invalid store item")
         flags = self._flags(args[2] if isinstance(args[2], list) else [args[2]])
         mode = {"+": 1, "-": -1, "": 0}[match.group(1)]
-        result = await _await(self.mbox.store(messages, flags, mode, uid))
-        if not match.group(2):
-            for seq, newFlags in sorted((result or {}).items()):
-                uidText = b" UID %d" % (self.mbox.getUID(seq),) if uid else b""
-                self._untaggedLine(b"%d FETCH (FLAGS %s%s)" % (seq, flagList(newFlags), uidText))
+        lines = await self._call(_storeLines, self.mbox, messages, flags, mode, uid, not match.group(2))
+        for line in lines:
+            self._untaggedLine(line)
         self._reply(tag, "OK", "STORE completed")
 
     async def cmd_UID_STORE(self, tag: bytes, args: list) -> None:
@@ -1446,7 +1764,7 @@ class IMAP4Server(imap4.IMAP4Server):
             self._writable()
         messages = parseSequenceSet(args[0], uid, self._exists)
         name = mailboxName(astring(args[1]))
-        target = await _await(self.account.select(name))
+        target = await self._call(self.account.select, name)
         if target is None:
             raise IMAPError(TRYCREATE)  # RFC 3501 §6.4.7
         try:
@@ -1457,9 +1775,7 @@ class IMAP4Server(imap4.IMAP4Server):
                 code = f"COPYUID {target.getUIDValidity()} {uidSet(sources).decode()} {uidSet(copies).decode()}"
         finally:
             if target is not self.mbox:
-                closeable = ICloseableMailbox(target, None)
-                if closeable is not None:
-                    await _await(closeable.close())
+                await self._call(_closeBackend, target)
         if move:
             # RFC 6851 §4.3: COPYUID untagged, then the EXPUNGEs.
             if code:
@@ -1471,20 +1787,19 @@ class IMAP4Server(imap4.IMAP4Server):
         self._reply(tag, "OK", f"{verb} completed", code)
 
     async def _copy(self, messages: MessageSet, uid: bool, target: Any) -> tuple[list[int], list[Any]]:
+        mbox = self.mbox
+        if callable(getattr(target, "copyMessages", None)) and type(target) is type(mbox):
+            # The whole set in one step (one fsync), on a worker thread.
+            pairs = await self._call(_listOf, target.copyMessages, mbox, messages, uid)
+            return [s for s, _ in pairs], [c for _, c in pairs]
         copier = IMessageCopier(target, None)
         sources: list[int] = []
         copies: list[Any] = []
         for _, msg in await self._fetch(messages, uid):
             if copier is not None:
-                new = await _await(copier.copy(msg))
+                new = await self._call(copier.copy, msg)
             else:
-                data = FileLiteral(msg.getSize())
-                data.file.write(rawMessage(msg))
-                data.file.seek(0)
-                try:
-                    new = await _await(target.addMessage(data.file, list(msg.getFlags()), msg.getInternalDate()))
-                finally:
-                    data.file.close()
+                new = await self._call(_appendCopy, target, msg)
             sources.append(msg.getUID())
             copies.append(new)
         return sources, copies
@@ -1563,8 +1878,11 @@ class IMAPFactory(SessionFactory):
     @param connectionsPerPeer: most simultaneous sessions from one address.
     @param connectionsPerUser: most simultaneous sessions of one user.
     @param peerLimitExempt: networks the per-peer limit does not apply to.
-    @param runBlocking: runs blocking work off the reactor thread (kept for
-        the backend wiring; the protocol itself does none).
+    @param runBlocking: C{runBlocking(function, *args)} runs blocking work
+        off the reactor thread and returns a L{Deferred} of its result (the
+        service: the reactor's thread pool).  Every backend call that reads
+        the disk or grows with the mailbox goes through it (see the module
+        docstring); the default runs it inline.
     """
 
     log = Logger()

@@ -45,7 +45,30 @@ internal date so that a rebuilt index finds the date again without a stat.
 
 All of this is blocking file-system work, meant for a worker thread.  One
 L{FolderIndex} may be shared by every session of a process
-(L{sharedIndex}): its methods hold a lock.
+(L{sharedIndex}), whose commands run on several worker threads at once.
+
+B{The lock.}  Each L{FolderIndex} has one re-entrant lock,
+L{FolderIndex.lock}.  It is held by everything that reads or changes the
+in-memory state (entries, the UID list, the change log, the side store's
+offsets and descriptor, the keyword letters, the name counter) and by
+everything that renames or unlinks a message file: L{refresh} (listings
+and UID list sync included), L{uids}, L{entry}, L{path}, L{flags},
+L{claimNew}, L{expunge}, L{setFlags}/L{changeFlags}, the index half of
+L{append} and L{copy} (writing the new files into C{tmp/} is not: their
+names are unique), L{save}, L{close}, L{open}.  Reading a message's
+octets (L{read}, L{readHeader}) and computing ENVELOPE or BODYSTRUCTURE
+happen outside it, on a descriptor opened under it.  What L{uids}
+returns is never changed afterwards (the index replaces the list), so a
+session may read its snapshot without the lock.  An L{IndexEntry} is
+changed in place (C{sub} and C{name} on a rename): read both under the
+lock.  It is a lock between threads of one process; other processes (delivery,
+POP3 in another process, other tools) are coped with as before (renames
+followed by L{_relocate}, the UID list's own file lock).  A refresh of a
+large folder holds the lock for its whole length (up to a second at
+100,000 messages), so the reactor thread must never call into the index:
+the IMAP server runs every call on a worker thread.  Two indexes' locks
+are never held together (L{copy} releases the source's before taking the
+target's), so there is no lock order to get wrong.
 """
 
 from __future__ import annotations
@@ -85,6 +108,11 @@ _VERSION = "1"
 #: Header fields whose raw values the side store keeps (what SEARCH and
 #: clients' header fetches ask for most).
 CACHED_HEADERS = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to", "references")
+
+#: The L{CACHED_HEADERS} fields SEARCH asks for most, kept in memory per
+#: folder (L{FolderIndex.searchHeaders}) so that a warm SEARCH parses no
+#: JSON per message.
+SEARCH_HEADERS = ("subject", "from", "to", "cc", "bcc", "date", "message-id")
 
 #: A directory changed less than this many seconds before it was listed is
 #: listed again next time, even if its mtime has not changed since.
@@ -240,6 +268,58 @@ def imapFlags(name: str, keywordFor: Callable[[str], str | None]) -> list[str]:
     return flags
 
 
+class _HeaderColumns:
+    """
+    The L{SEARCH_HEADERS} fields of the messages that have a C{h} record in
+    the side store, in memory: a row number per base name and, per field, a
+    list indexed by row.  A cell is C{None} (the message lacks the field),
+    the raw value's octets, or a tuple of them (the field is repeated).
+
+    @ivar loaded: whether every C{h} record up to the side store's known
+        end is in (or in L{pending}).
+    @ivar pending: C{(base, offset, length)} of C{h} records read since.
+    """
+
+    __slots__ = ("rows", "columns", "loaded", "pending")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.columns: dict[str, list[bytes | tuple[bytes, ...] | None]] = {name: [] for name in SEARCH_HEADERS}
+        self.loaded = False
+        self.pending: list[tuple[str, int, int]] = []
+
+    def add(self, base: str, fields: object) -> None:
+        if not isinstance(fields, dict):
+            return
+        row = self.rows.get(base)
+        if row is None:
+            row = self.rows[base] = len(self.rows)
+            for column in self.columns.values():
+                column.append(None)
+        for name, column in self.columns.items():
+            values = fields.get(name)
+            if not values or not isinstance(values, list):
+                column[row] = None
+            elif len(values) == 1:
+                column[row] = values[0].encode("latin-1")
+            else:
+                column[row] = tuple(v.encode("latin-1") for v in values)
+
+    def values(self, base: str, name: str) -> list[bytes] | None:
+        """
+        The field's raw values, or C{None} if C{base} has no row.
+        """
+        row = self.rows.get(base)
+        if row is None:
+            return None
+        value = self.columns[name][row]
+        if value is None:
+            return []
+        if isinstance(value, bytes):
+            return [value]
+        return list(value)
+
+
 class FolderIndex:
     """
     The index of one Maildir folder.
@@ -273,6 +353,7 @@ class FolderIndex:
         self.keywords = Keywords(folderPath, self._fs, self._clock, hostname=host)
         self._names = UniqueNames(self._clock, host)
         self._pause = pause if pause is not None else threading.Event().wait
+        #: See the module docstring ("The lock").
         self._lock = threading.RLock()
         self._indexPath = os.path.join(folderPath, INDEX_NAME)
         self._cachePath = os.path.join(folderPath, CACHE_NAME)
@@ -296,6 +377,16 @@ class FolderIndex:
         self._cacheFd: int | None = None
         self._unsaved = 0
         self._unseen: tuple[int, int] | None = None
+        # The side store's SEARCH fields in memory (see searchHeaders).
+        self._columns = _HeaderColumns()
+
+    @property
+    def lock(self) -> "threading.RLock":
+        """
+        The index's lock (see the module docstring), for callers that must
+        read several things consistently (the mailbox's FLAGS list).
+        """
+        return self._lock  # type: ignore[return-value]
 
     # -- reading the folder ---------------------------------------------------
 
@@ -340,14 +431,16 @@ class FolderIndex:
         The message's file, as last seen (another session may rename it at
         any moment: L{open} copes with that).
         """
-        found = self.entry(uid)
-        return os.path.join(self.folderPath, found.sub, found.name)
+        with self._lock:
+            found = self.entry(uid)
+            return os.path.join(self.folderPath, found.sub, found.name)
 
     def flags(self, uid: int) -> list[str]:
         """
         The message's IMAP flags (system flags, then keywords).
         """
-        return imapFlags(self.entry(uid).name, self.keywords.keywordFor)
+        with self._lock:
+            return imapFlags(self.entry(uid).name, self.keywords.keywordFor)
 
     def refresh(self) -> Changes:
         """
@@ -804,6 +897,12 @@ class FolderIndex:
     # -- flags --------------------------------------------------------------------
 
     def _imapToMaildir(self, flags: Iterable[str], keywords: Iterable[str]) -> tuple[set[str], set[str]]:
+        # The lock: a new keyword rewrites the keyword file (its dot-lock
+        # would refuse a second thread of this process).
+        with self._lock:
+            return self._imapToMaildirLocked(flags, keywords)
+
+    def _imapToMaildirLocked(self, flags: Iterable[str], keywords: Iterable[str]) -> tuple[set[str], set[str]]:
         system = set()
         for flag in flags:
             letter = IMAP_TO_MAILDIR.get(_IMAP_FLAGS_FOLDED.get(flag.casefold(), ""))
@@ -843,11 +942,12 @@ class FolderIndex:
         add, remove = list(add), list(remove)
         addSystem, addLetters = self._imapToMaildir(add, [k for k in add if not k.startswith("\\")])
         removeSystem, _ = self._imapToMaildir(remove, ())
-        removeLetters = {
-            letter
-            for letter in (self.keywords.letterFor(k, create=False) for k in remove if not k.startswith("\\"))
-            if letter is not None
-        }
+        with self._lock:
+            removeLetters = {
+                letter
+                for letter in (self.keywords.letterFor(k, create=False) for k in remove if not k.startswith("\\"))
+                if letter is not None
+            }
         return self._rename(uid, lambda s, l: ((s | addSystem) - removeSystem, (l | addLetters) - removeLetters), owner)
 
     def _rename(
@@ -957,7 +1057,8 @@ class FolderIndex:
         content = toCRLF(content)
         system, letters = self._imapToMaildir(flags, keywords)
         when = self._clock.seconds() if internalDate is None else internalDate
-        base = self._names.make(len(content))
+        with self._lock:  # the name counter
+            base = self._names.make(len(content))
         # The leading seconds are the internal date (see the module docstring).
         base = f"{int(when)}" + base[base.index(".") :]
         return self._place([(content, None, base, system, letters, when)])[0]
@@ -1029,20 +1130,23 @@ class FolderIndex:
         """
         items = []
         for uid in uids:
-            found = self.entry(uid)
-            flags = self.flags(uid)
-            fd = self.open(uid)  # follows a rename; proves it is there
-            self._fs.close(fd)
-            found = self.entry(uid)
+            with self._lock:
+                flags = self.flags(uid)
+                fd = self.open(uid)  # follows a rename; proves it is there
+                self._fs.close(fd)
+                found = self.entry(uid)
+                name, sub, size, date = found.name, found.sub, found.size, found.date
+            # Our lock is released before the target's is taken (see "The lock").
             system, letters = target._imapToMaildir(flags, [f for f in flags if not f.startswith("\\")])
-            _, oldSystem, _ = parseFlags(found.name)
+            _, oldSystem, _ = parseFlags(name)
             system |= oldSystem - set("DFRST")
-            base = target._names.make(found.size if found.size >= 0 else 0)
-            if found.size < 0:
+            with target._lock:  # the name counter
+                base = target._names.make(size if size >= 0 else 0)
+            if size < 0:
                 base = base.split(",", 1)[0]
-            base = f"{found.date}" + base[base.index(".") :]
-            source = os.path.join(self.folderPath, found.sub, found.name)
-            items.append((None, source, base, system, letters, float(found.date)))
+            base = f"{date}" + base[base.index(".") :]
+            source = os.path.join(self.folderPath, sub, name)
+            items.append((None, source, base, system, letters, float(date)))
         if not items:
             return []
         return target._place(items)
@@ -1073,11 +1177,13 @@ class FolderIndex:
         end = os.fstat(fd).st_size
         if end < self._cacheEnd:  # replaced: start again
             self._cacheOffsets, self._cacheEnd = {}, 0
+            self._columns = _HeaderColumns()
         if end == self._cacheEnd:
             return
         data = os.pread(fd, end - self._cacheEnd, self._cacheEnd)
         offset = self._cacheEnd
         complete = data.rfind(b"\n") + 1
+        pending = self._columns.pending if self._columns.loaded else None
         for line in data[:complete].split(b"\n")[:-1]:
             first = line.find(b"\t")
             second = line.find(b"\t", first + 1)
@@ -1085,6 +1191,8 @@ class FolderIndex:
                 base = line[:first].decode("utf-8", "surrogateescape")
                 kind = line[first + 1 : second].decode("ascii", "replace")
                 self._cacheOffsets.setdefault(base, {})[kind] = (offset + second + 1, len(line) - second - 1)
+                if pending is not None and kind == "h":
+                    pending.append((base, offset + second + 1, len(line) - second - 1))
             offset += len(line) + 1
         self._cacheEnd += complete
 
@@ -1171,9 +1279,78 @@ class FolderIndex:
     def cachedHeader(self, uid: int, name: str) -> list[bytes]:
         """
         The raw values of one of the L{CACHED_HEADERS} fields (see
-        L{cachedHeaders}).
+        L{cachedHeaders}); the L{SEARCH_HEADERS} ones from memory once
+        L{searchHeaders} loaded them.
         """
+        if name in SEARCH_HEADERS:
+            with self._lock:
+                base = self.entry(uid).base
+                values = self._columns.values(base, name) if self._columns.loaded else None
+            if values is not None:
+                return values
         return [v.encode("latin-1") for v in self._headerFields(uid).get(name, ())]
+
+    def _syncColumns(self) -> None:
+        """
+        Bring L{_columns} up to date with the side store: every C{h} record
+        the first time (one read, one JSON parse of them all), the appended
+        ones after.  Called with the lock held.
+        """
+        columns = self._columns
+        self._readCacheTail()
+        if self._columns is not columns or not columns.loaded:
+            columns = self._columns
+            columns.loaded = True
+            columns.pending = [(base, *kinds["h"]) for base, kinds in self._cacheOffsets.items() if "h" in kinds]
+        pending, columns.pending = columns.pending, []
+        if not pending:
+            return
+        fd = self._cacheDescriptor()
+        if fd is None:
+            return
+        low = min(offset for _, offset, _ in pending)
+        high = max(offset + length for _, offset, length in pending)
+        if high - low <= max(64 << 20, 64 * len(pending)):
+            data, at = os.pread(fd, high - low, low), low
+        else:
+            data, at = None, 0
+        slices = [
+            data[offset - at : offset - at + length] if data is not None else os.pread(fd, length, offset)
+            for _, offset, length in pending
+        ]
+        try:
+            values = json.loads(b"[" + b",".join(slices) + b"]")
+        except ValueError:
+            values = []
+            for piece in slices:
+                try:
+                    values.append(json.loads(piece))
+                except ValueError:
+                    values.append(None)
+        for (base, _, _), fields in zip(pending, values):
+            columns.add(base, fields)
+
+    def searchHeaders(self) -> Callable[[int, str], list[bytes] | None]:
+        """
+        For a SEARCH: bring the in-memory L{SEARCH_HEADERS} columns up to
+        date with the side store (loaded once per index, then only what
+        was appended) and return C{lookup(uid, name)}: the field's raw
+        values from memory, or C{None} when the field is not kept there or
+        the message has no record yet (ask L{cachedHeader}, which computes
+        and stores it).
+        """
+        with self._lock:
+            self._syncColumns()
+        lock = self._lock
+
+        def lookup(uid: int, name: str) -> list[bytes] | None:
+            if name not in SEARCH_HEADERS:
+                return None
+            with lock:
+                found = self._entries.get(uid)
+                return None if found is None else self._columns.values(found.base, name)
+
+        return lookup
 
     def unseenCount(self) -> int:
         """
@@ -1232,6 +1409,7 @@ __all__ = [
     "INDEX_NAME",
     "IndexEntry",
     "MessageGone",
+    "SEARCH_HEADERS",
     "imapFlags",
     "iterUIDs",
     "sharedIndex",

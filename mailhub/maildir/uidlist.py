@@ -42,6 +42,7 @@ Rules kept here (DESIGN.md, "Maildir"):
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from typing import Callable, Iterable
@@ -62,6 +63,15 @@ UIDLIST_NAME = "dovecot-uidlist"
 STALE_LOCK_AGE = 30.0
 
 _READ_SIZE = 1 << 20
+
+#: The whole list is rewritten (its stale records left out) when more than
+#: this share of its records are of messages that are gone; until then a
+#: dropped message's record stays in the file (as in Dovecot, which
+#: rewrites at 25 %).
+STALE_SHARE = 0.5
+
+#: The C{N} field of a version 3 header.
+_N_FIELD = re.compile(rb" N([0-9]+)(?= |$)")
 
 
 class LockBusy(MailhubError):
@@ -344,6 +354,14 @@ class UIDList:
     """
     The C{dovecot-uidlist} of one Maildir folder.
 
+    The parsed list is kept in memory, keyed by the file's stat signature
+    (inode, size, mtime): an unchanged file is not read again, and a file
+    that only grew (another session appended records) is read from where
+    the last read stopped.  New messages are appended to the file (see the
+    module docstring), so giving UIDs to N new messages costs O(N) with
+    L{assign}; L{sync}, which is handed the whole folder, adds set
+    operations over its names (C speed) but no rewrite.
+
     @param folderPath: the folder's Maildir directory.
     @param fs: the file operations (a fault-injecting one in tests).
     @param clock: the time, for UIDVALIDITY and the lock.
@@ -352,6 +370,8 @@ class UIDList:
     @param pid: this process, as written in the lock (for tests).
     @param scan: lists the folder's base names, used under the lock to
         confirm that names missing from a L{sync} are really gone.
+    @param append: append new records (the default); C{False} rewrites the
+        whole file on every change (the behaviour before appending).
 
     @ivar uidValidity: the UIDVALIDITY last read or written, or C{None}.
     @ivar nextUID: the UID the next new message gets, as last known.
@@ -370,12 +390,14 @@ class UIDList:
         hostname: str | None = None,
         pid: int | None = None,
         scan: Callable[[str], Iterable[str]] = scanFolder,
+        append: bool = True,
     ) -> None:
         self.path = os.path.join(folderPath, UIDLIST_NAME)
         self._folder = folderPath
         self._fs = fs if fs is not None else FileSystem()
         self._clock = clock if clock is not None else _SystemClock()
         self._scan = scan
+        self._append = append
         self._lock = DotLock(
             self.path + ".lock",
             self._fs,
@@ -385,14 +407,41 @@ class UIDList:
             pid=pid,
             busy=UIDListLocked,
         )
+        self._highestValidity = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        """
+        Forget the list (the next L{_load} reads the whole file).
+        """
         self.uidValidity: int | None = None
         self.nextUID = 1
         self.guid = ""
         self._headerExtra: list[str] = []
+        #: Listed messages, in UID order: base name -> UID.
         self._uids: dict[str, int] = {}
         self._extensions: dict[str, str] = {}
         self._stamp: tuple[int, int, int] | None = None
-        self._highestValidity = 0
+        # What the file holds, as far as it was read or written here.
+        #: Record lines in the file, live or stale (of messages dropped
+        #: since: see L{STALE_SHARE}).
+        self._records = 0
+        #: The highest UID of any record in the file.
+        self._highest = 0
+        #: The header line (without its line end), and where the digits of
+        #: its C{N} field are in it (C{None}: not a version 3 header).
+        self._header = b""
+        self._nSpan: tuple[int, int] | None = None
+        #: Offset just after the last complete line read.
+        self._readEnd = 0
+        #: C{(offset, bytes)} of the last complete line read, to recognise
+        #: the same file when it has grown.
+        self._lastLine: tuple[int, bytes] = (0, b"")
+        #: The file ended in a partial line (a crash in the middle of an
+        #: append, or an append being written right now).
+        self._partial = False
+        #: The file must be rewritten whole at the next change (version 1).
+        self._rewrite = False
 
     # Reading
 
@@ -405,39 +454,150 @@ class UIDList:
 
     def _load(self) -> bool:
         """
-        Bring the in-memory list up to date with the file.
+        Bring the in-memory list up to date with the file: nothing to do
+        when its stat signature is unchanged, the appended part only when
+        it grew, else the whole file.
 
         @return: whether there is a usable file.
         """
         stamp = self._statStamp()
         if stamp is not None and stamp == self._stamp:
             return True
-        self._stamp = None
-        self.uidValidity = None
-        self._uids = {}
-        self._extensions = {}
-        self._headerExtra = []
-        self.nextUID = 1
+        if (
+            stamp is not None
+            and self._stamp is not None
+            and stamp[0] == self._stamp[0]
+            and stamp[1] >= self._readEnd
+            and self.uidValidity is not None
+            and self._readTail()
+        ):
+            return True
+        self._reset()
         if stamp is None:
             return False
         try:
-            data = readFile(self._fs, self.path)
+            fd = self._fs.openRead(self.path)
         except FileNotFoundError:
             return False
         try:
-            self._parse(data.decode("utf-8", "surrogateescape"))
+            st = os.fstat(fd)
+            data = _readAll(fd)
+        finally:
+            self._fs.close(fd)
+        try:
+            self._parse(data)
         except ValueError as e:
             self.log.error("unreadable {path}: {problem}; starting a new list", path=self.path, problem=str(e))
-            self.uidValidity = None
-            self._uids = {}
-            self._extensions = {}
+            self._reset()
             return False
-        self._stamp = stamp
+        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         return True
 
-    def _parse(self, text: str) -> None:
-        lines = text.split("\n")
-        header = lines[0].split()
+    def _readTail(self) -> bool:
+        """
+        Read the records appended since the last read, if the file is the
+        one read then (same inode, same header but for the digits of C{N},
+        same last line at the same offset).
+
+        @return: whether it was; if not, the whole file must be read.
+        """
+        try:
+            fd = self._fs.openRead(self.path)
+        except FileNotFoundError:
+            return False
+        try:
+            st = os.fstat(fd)
+            assert self._stamp is not None
+            if st.st_ino != self._stamp[0] or st.st_size < self._readEnd:
+                return False
+            header = os.pread(fd, len(self._header) + 1, 0)
+            if header[-1:] != b"\n" or not self._sameHeader(header[:-1]):
+                return False
+            offset, line = self._lastLine
+            if offset and os.pread(fd, len(line), offset) != line:
+                return False
+            data = os.pread(fd, st.st_size - self._readEnd, self._readEnd)
+        finally:
+            self._fs.close(fd)
+        complete = data.rfind(b"\n") + 1
+        uids, extensions, highest = self._uids, self._extensions, self._highest
+        parsed = []
+        for line in data[:complete].split(b"\n")[:-1]:
+            if not line:
+                continue
+            record = self._parseRecord(line.decode("utf-8", "surrogateescape"))
+            if record is None or record[0] <= highest:
+                return False  # not what an append makes: read it all
+            highest = record[0]
+            parsed.append(record)
+        for uid, ext, name in parsed:
+            if uids.pop(name, None) is not None:
+                extensions.pop(name, None)  # appended again: the later record holds
+            uids[name] = uid
+            if ext:
+                extensions[name] = ext
+        self._records += len(parsed)
+        self._highest = highest
+        self.nextUID = max(self.nextUID, highest + 1, self._headerNext())
+        if complete:
+            start = data.rfind(b"\n", 0, complete - 1) + 1
+            self._lastLine = (self._readEnd + start, data[start : complete - 1])
+        self._readEnd += complete
+        self._partial = complete < len(data)
+        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        return True
+
+    def _sameHeader(self, header: bytes) -> bool:
+        """
+        Whether C{header} is the header read before, but for the digits of
+        C{N} (rewritten in place after an append); adopts it if so.
+        """
+        if header == self._header:
+            return True
+        if self._nSpan is None or len(header) != len(self._header):
+            return False
+        start, end = self._nSpan
+        old = self._header
+        if header[:start] != old[:start] or header[end:] != old[end:] or not header[start:end].isdigit():
+            return False
+        self._header = header
+        return True
+
+    def _headerNext(self) -> int:
+        if self._nSpan is None:
+            return 0
+        start, end = self._nSpan
+        return int(self._header[start:end])
+
+    def _parseRecord(self, line: str) -> tuple[int, str, str] | None:
+        """
+        C{(uid, extension fields, base name)} of a record line, or C{None}.
+        """
+        uidText, _, rest = line.partition(" ")
+        if rest.startswith(":"):
+            ext, name = "", rest[1:]
+        else:
+            at = rest.find(" :")
+            if at < 0:
+                ext, name = "", rest  # version 1: no extension fields
+            else:
+                ext, name = rest[:at], rest[at + 2 :]
+        name = baseName(name)
+        if not uidText.isdigit() or not name:
+            return None
+        return int(uidText), ext, name
+
+    def _parse(self, data: bytes) -> None:
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            headerBytes, body = data, b""
+        else:
+            first = data.find(b"\n")
+            headerBytes, body = data[:first], data[first + 1 : end]
+        # A last line without its line end is an append cut short (or
+        # being written): ignored, as Dovecot ignores it.
+        partial = 0 < end < len(data)
+        header = headerBytes.decode("utf-8", "surrogateescape").split()
         if not header:
             raise ValueError("empty header")
         version = header[0]
@@ -445,6 +605,7 @@ class UIDList:
         extensions: dict[str, str] = {}
         extra: list[str] = []
         guid = ""
+        nSpan = None
         if version == "3":
             validity = nextUID = None
             for field in header[1:]:
@@ -459,6 +620,9 @@ class UIDList:
                     extra.append(field)
             if validity is None or nextUID is None:
                 raise ValueError("header without V or N")
+            match = _N_FIELD.search(headerBytes)
+            if match is not None and int(match.group(1)) == nextUID:
+                nSpan = match.span(1)
         elif version == "1" and len(header) >= 3:
             validity, nextUID = int(header[1]), int(header[2])
         else:
@@ -466,30 +630,23 @@ class UIDList:
         if validity <= 0:
             raise ValueError("UIDVALIDITY is not positive")
         highest = 0
-        for line in lines[1:]:
+        records = 0
+        for line in body.decode("utf-8", "surrogateescape").split("\n"):
             if not line:
                 continue
-            uidText, _, rest = line.partition(" ")
-            if rest.startswith(":"):
-                ext, name = "", rest[1:]
-            else:
-                at = rest.find(" :")
-                if at < 0:
-                    ext, name = "", rest  # version 1: no extension fields
-                else:
-                    ext, name = rest[:at], rest[at + 2 :]
-            name = baseName(name)
-            if not uidText.isdigit() or not name:
+            records += 1
+            record = self._parseRecord(line)
+            if record is None or record[0] <= highest:
+                # Not a record, or out of order: skipped (Dovecot would
+                # drop the whole file).
                 self.log.warn("skipping bad line in {path}: {line!r}", path=self.path, line=line[:200])
                 continue
-            uid = int(uidText)
-            if uid <= highest or name in uids:
-                # Out of order or a duplicate: keep the first; never lose
-                # track of the highest UID.
-                highest = max(highest, uid)
-                self.log.warn("skipping bad line in {path}: {line!r}", path=self.path, line=line[:200])
-                continue
+            uid, ext, name = record
             highest = uid
+            if uids.pop(name, None) is not None:
+                # Listed again after it was dropped (and came back): the
+                # later record holds, as in Dovecot.
+                extensions.pop(name, None)
             uids[name] = uid
             if ext:
                 extensions[name] = ext
@@ -500,6 +657,22 @@ class UIDList:
         self._headerExtra = extra
         self._uids = uids
         self._extensions = extensions
+        self._records = records
+        self._highest = highest
+        self._header = headerBytes
+        self._nSpan = nSpan
+        self._readEnd = end
+        self._partial = partial
+        self._rewrite = version != "3" or nSpan is None
+        if end > len(headerBytes) + 1:
+            start = data.rfind(b"\n", 0, end - 1) + 1
+            self._lastLine = (start, data[start : end - 1])
+        else:
+            self._lastLine = (0, headerBytes)
+
+    def _record(self, name: str, uid: int) -> str:
+        ext = self._extensions.get(name)
+        return f"{uid} {ext} :{name}\n" if ext else f"{uid} :{name}\n"
 
     def _render(self) -> bytes:
         header = ["3", f"V{self.uidValidity}", f"N{self.nextUID}", f"G{self.guid}"]
@@ -519,7 +692,10 @@ class UIDList:
 
     def mapping(self) -> tuple[int | None, dict[str, int]]:
         """
-        The list as it is on disk, without changing it.
+        The list as last read or written, brought up to date with the file
+        (without changing it).  Messages this object dropped are left out
+        even while their records are still in the file (see
+        L{STALE_SHARE}).
 
         @return: C{(uidvalidity, {basename: uid})}; C{(None, {})} if there
             is no list yet.
@@ -545,67 +721,193 @@ class UIDList:
             again shortly.
         @raise OSError: the list could not be written; the old one stands.
         """
-        wanted = {baseName(n) for n in names}
+        wanted = _baseNames(names)
         if self._load() and self._consistent(wanted):
             assert self.uidValidity is not None
             return self.uidValidity, dict(self._uids)
         with self._lock:
             return self._update(wanted)
 
+    def assign(self, fresh: Iterable[str], gone: Iterable[str] = ()) -> tuple[int, dict[str, int]]:
+        """
+        Give UIDs to new messages and drop gone ones, looking at those
+        names only: O(len(fresh) + len(gone)), plus reading what other
+        sessions appended; for a caller that keeps its own view of the
+        folder (the index) instead of handing all of it to L{sync}.
+
+        @param fresh: base names seen in the folder that may not be listed
+            yet; each one not listed gets a new UID (in delivery order).
+        @param gone: base names the caller's listing (C{new/} before
+            C{cur/}) no longer shows; dropped without another look.
+        @return: C{(uidvalidity, {basename: uid})} for the names of
+            C{fresh}.  A UIDVALIDITY other than the caller's means the list
+            was lost and started again (every name has a new UID).
+        @raise UIDListLocked: as L{sync}.
+        @raise OSError: as L{sync}.
+        """
+        fresh = {baseName(n) for n in fresh}
+        gone = {baseName(n) for n in gone} - fresh
+        if self._load() and all(n in self._uids for n in fresh) and not any(n in self._uids for n in gone):
+            assert self.uidValidity is not None
+            return self.uidValidity, {n: self._uids[n] for n in fresh}
+        with self._lock:
+            if not self._load():
+                self._create()
+            uids = self._uids
+            self._apply([n for n in fresh if n not in uids], [n for n in gone if n in uids])
+            assert self.uidValidity is not None
+            return self.uidValidity, {n: uids[n] for n in fresh}
+
+    # Writing
+
     def _consistent(self, wanted: set[str]) -> bool:
         uids = self._uids
         return len(uids) == len(wanted) and uids.keys() == wanted
 
+    def _create(self) -> None:
+        """
+        Start a new list (none, or an unreadable one): a new UIDVALIDITY.
+        """
+        unreadable = self._statStamp() is not None
+        self._reset()
+        now = int(self._clock.seconds())
+        validity = max(now, self._highestValidity + 1, 1)
+        self.uidValidity = validity
+        self._highestValidity = validity
+        self.guid = secrets.token_hex(16)
+        self._rewrite = True
+        if unreadable:
+            self.log.warn("replacing unreadable {path}", path=self.path)
+
     def _update(self, wanted: set[str]) -> tuple[int, dict[str, int]]:
-        known = self._load()
-        changed = False
-        if not known:
-            now = int(self._clock.seconds())
-            validity = max(now, self._highestValidity + 1, 1)
-            self.uidValidity = validity
-            self._highestValidity = validity
-            self.nextUID = 1
-            self.guid = secrets.token_hex(16)
-            self._uids = {}
-            self._extensions = {}
-            self._headerExtra = []
-            changed = True
-            if self._stamp is None and self._statStamp() is not None:
-                self.log.warn("replacing unreadable {path}", path=self.path)
+        if not self._load():
+            self._create()
         uids = self._uids
-        missing = [name for name in uids if name not in wanted]
+        gone: list[str] = []
+        missing = uids.keys() - wanted
         if missing:
-            present = {baseName(n) for n in self._scan(self._folder)}
+            present = _baseNames(self._scan(self._folder))
             gone = [name for name in missing if name not in present]
-            for name in gone:
-                del uids[name]
-                self._extensions.pop(name, None)
-            changed = changed or bool(gone)
-        fresh = sorted((name for name in wanted if name not in uids), key=_deliveryOrder)
-        if fresh:
-            uid = self.nextUID
-            for name in fresh:
-                uids[name] = uid
-                uid += 1
-            self.nextUID = uid
-            changed = True
-        if changed:
-            try:
-                writeAtomically(self._fs, self.path, self._render())
-            except BaseException:
-                # Whatever is on disk now is the truth: read it again.
-                self._stamp = None
-                self._uids = {}
-                raise
-            self._stamp = self._statStamp()
+        self._apply(list(wanted - uids.keys()), gone)
         assert self.uidValidity is not None
         return self.uidValidity, dict(uids)
+
+    def _apply(self, fresh: list[str], gone: list[str]) -> None:
+        """
+        Under the lock, with the list just loaded: drop C{gone}, give UIDs
+        to C{fresh} (none of them listed), and write what must be written:
+        the new records appended (and C{N} updated in place), or the whole
+        file when it must be (see the module docstring).  Dropping alone
+        writes nothing until the stale records are too many.
+        """
+        uids = self._uids
+        for name in gone:
+            del uids[name]
+            self._extensions.pop(name, None)
+        fresh.sort(key=_deliveryOrder)
+        uid = self.nextUID
+        for name in fresh:
+            uids[name] = uid
+            uid += 1
+        self.nextUID = uid
+        total = self._records + len(fresh)
+        rewrite = (
+            self._rewrite
+            or self._partial
+            or not self._append
+            or (total - len(uids)) > total * STALE_SHARE
+        )
+        if not rewrite and not fresh:
+            return
+        try:
+            if rewrite or not self._appendRecords(fresh):
+                self._writeWhole()
+        except BaseException:
+            # Whatever is on disk now is the truth: read it again.
+            self._reset()
+            raise
+
+    def _writeWhole(self) -> None:
+        data = self._render()
+        writeAtomically(self._fs, self.path, data)
+        self._parse(data)
+        self._stamp = self._statStamp()
+
+    def _appendRecords(self, fresh: list[str]) -> bool:
+        """
+        Append the records of C{fresh}, set C{N} in the header in place,
+        fsync.  On a failure the file is cut back to what it was.
+
+        @return: C{False}, having written nothing, when the whole file must
+            be written instead (C{N} needs another digit, or the file is not
+            the one read).
+        """
+        assert self._nSpan is not None
+        start, end = self._nSpan
+        digits = str(self.nextUID).encode("ascii")
+        if len(digits) != end - start:
+            return False  # N needs another digit: now and then, a rewrite
+        uids = self._uids
+        records = [self._record(name, uids[name]) for name in fresh]
+        data = "".join(records).encode("utf-8", "surrogateescape")
+        # FileSystem opens new files only; the writes, the fsync and the
+        # close go through it.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
+            if size != self._readEnd:
+                return False
+            oldDigits = self._header[start:end]
+            try:
+                self._fs.write(fd, data)
+                if digits != oldDigits:
+                    os.lseek(fd, start, os.SEEK_SET)
+                    self._fs.write(fd, digits)
+                self._fs.fsync(fd)
+            except BaseException:
+                try:
+                    os.ftruncate(fd, size)
+                    os.pwrite(fd, oldDigits, start)
+                except OSError:
+                    pass  # a partial last line is ignored by readers
+                raise
+        finally:
+            self._fs.close(fd)
+        last = records[-1].encode("utf-8", "surrogateescape")
+        self._lastLine = (size + len(data) - len(last), last[:-1])
+        self._readEnd = size + len(data)
+        self._records += len(fresh)
+        self._highest = self.nextUID - 1
+        self._header = self._header[:start] + digits + self._header[end:]
+        self._stamp = self._statStamp()
+        return True
+
+
+def _readAll(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, _READ_SIZE)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _baseNames(names: Iterable[str]) -> set[str]:
+    """
+    A set of the base names of C{names}; names without an info part (what
+    the index hands in) are taken as they are, at C speed.
+    """
+    found = names if isinstance(names, (set, frozenset)) else set(names)
+    if ":" in "\n".join(found):
+        found = {baseName(n) for n in found}
+    return found  # type: ignore[return-value]
 
 
 __all__ = [
     "DotLock",
     "LockBusy",
     "STALE_LOCK_AGE",
+    "STALE_SHARE",
     "UIDLIST_NAME",
     "UIDList",
     "UIDListLocked",

@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import given, settings, strategies as st
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -630,6 +631,212 @@ class SearchableTests(Harness):
         self.assertIn(b"* SEARCH 7 9\r\n", self.send(b"a UID SEARCH FROM alice\r\n"))
         self.assertIn(b"* SEARCH 2 3\r\n", self.send(b"b SEARCH FROM alice\r\n"))
         self.assertIsInstance(calls[0], S.S.Node)
+
+
+class Recorder:
+    """
+    A C{runBlocking} that runs the work inline and records it; C{inside}
+    says whether work is running (the backend's guards check it).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.inside = False
+
+    def __call__(self, function: Any, *args: Any) -> Any:
+        self.calls.append(getattr(function, "__name__", repr(function)))
+        self.inside = True
+        try:
+            return maybeDeferred(function, *args)
+        finally:
+            self.inside = False
+
+
+class Pending:
+    """
+    A C{runBlocking} that holds the work until the test runs it
+    (L{runNext}), as a worker thread that has not finished yet would.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Any, tuple, Deferred]] = []
+
+    def __call__(self, function: Any, *args: Any) -> Deferred:
+        d: Deferred = Deferred()
+        self.waiting.append((function, args, d))
+        return d
+
+    def work(self) -> tuple[Any, Deferred]:
+        """
+        Run the oldest work (not yet telling the caller): its result and
+        the Deferred to fire with it.
+        """
+        function, args, d = self.waiting.pop(0)
+        return function(*args), d
+
+    def runNext(self) -> None:
+        result, d = self.work()
+        d.callback(result)
+
+    def runAll(self) -> None:
+        while self.waiting:
+            self.runNext()
+
+
+class BlockingTests(Harness):
+    """
+    Backend work goes through the factory's C{runBlocking} (a worker thread
+    in the service), and responses wait for it.
+    """
+
+    def guard(self, recorder: Recorder, obj: Any, *names: str) -> list[str]:
+        """
+        Make C{obj}'s methods C{names} note any call made outside
+        C{runBlocking}.
+        """
+        outside: list[str] = []
+        for name in names:
+            original = getattr(obj, name)
+
+            def guarded(*args: Any, original: Any = original, name: str = name) -> Any:
+                if not recorder.inside:
+                    outside.append(name)
+                return original(*args)
+
+            guarded.__name__ = name
+            setattr(obj, name, guarded)
+        return outside
+
+    def test_commandsUseRunBlocking(self) -> None:
+        """
+        SELECT, FETCH, SEARCH, STORE, EXPUNGE, APPEND, COPY, MOVE, STATUS,
+        LIST, NOOP and CLOSE call the backend only through C{runBlocking}.
+        """
+        recorder = Recorder()
+        self.factory = self.makeFactory(runBlocking=recorder)
+        self.login()
+        account = self.account
+        inbox, trash = account.mailboxes["INBOX"], account.mailboxes["Trash"]
+        for i in range(3):
+            inbox.add(MESSAGE.replace(b"hello", b"hello %d" % i))
+        outside = self.guard(recorder, account, "select", "listMailboxes", "create", "isSubscribed")
+        mailboxNames = ("fetch", "store", "expunge", "addMessage", "copy", "refresh", "requestStatus", "close", "getFlags")
+        outside += self.guard(recorder, inbox, *mailboxNames)
+        outside += self.guard(recorder, trash, *mailboxNames)
+        for message in inbox.messages:
+            outside += self.guard(recorder, message, "open", "getFlags", "getSize", "getInternalDate")
+
+        def through(command: bytes, expected: bytes) -> list[str]:
+            del recorder.calls[:]
+            out = self.send(command)
+            self.assertIn(expected, out)
+            self.assertNotIn(b"SERVERBUG", out)
+            self.assertTrue(recorder.calls, command)
+            return list(recorder.calls)
+
+        self.assertIn("_openMailbox", through(b"s SELECT INBOX\r\n", b"s OK [READ-WRITE]"))
+        through(b"f FETCH 1:* (FLAGS BODY[] ENVELOPE RFC822.SIZE INTERNALDATE)\r\n", b"f OK FETCH")
+        self.assertEqual(inbox.messages[0].flags, ["\\Seen"])
+        through(b"h SEARCH SUBJECT hello BODY text\r\n", b"* SEARCH 1 2 3\r\nh OK")
+        self.assertIn("_storeLines", through(b"t STORE 2 +FLAGS (\\Deleted)\r\n", b"t OK"))
+        self.assertIn("expunge", through(b"e EXPUNGE\r\n", b"* 2 EXPUNGE\r\ne OK"))
+        through(b"a APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n", b"a OK [APPENDUID")
+        self.assertIn("copy", through(b"c COPY 1 Trash\r\n", b"c OK [COPYUID"))
+        through(b"m UID MOVE 1 Trash\r\n", b"m OK MOVE")
+        through(b"x UID EXPUNGE 1:*\r\n", b"x OK")
+        through(b'u STATUS Trash (MESSAGES)\r\n', b'* STATUS "Trash" (MESSAGES 2)')
+        through(b'l LIST "" *\r\n', b"l OK")
+        through(b'l LSUB "" *\r\n', b"l OK")
+        through(b"r CREATE Other\r\n", b"r OK")
+        inbox.later(lambda listener: listener.newMessages(5, None))
+        through(b"n NOOP\r\n", b"* 5 EXISTS\r\nn OK")
+        through(b"z CLOSE\r\n", b"z OK")
+        self.assertEqual(outside, [])
+
+    def test_responseWaitsForTheWork(self) -> None:
+        """
+        While the work of a command has not finished, nothing of its
+        response is sent and the commands pipelined after it wait; then
+        each is answered in order.
+        """
+        pending = Pending()
+        self.factory = self.makeFactory(runBlocking=pending)
+        self.connect()
+        self.send(b"a STARTTLS\r\n")
+        self.assertIn(b"b OK", self.send(b"b LOGIN alice secret\r\n"))
+        inbox = self.account.mailboxes["INBOX"]
+        for i in range(3):
+            inbox.add(MESSAGE.replace(b"hello", b"hello %d" % i))
+        self.assertEqual(self.send(b"s SELECT INBOX\r\nf FETCH 1 (BODY.PEEK[])\r\nn NOOP\r\n"), b"")
+        self.assertEqual(len(pending.waiting), 1)  # only SELECT's
+        pending.runNext()
+        out = self.transport.value()
+        self.assertIn(b"* 3 EXISTS\r\n", out)
+        self.assertTrue(out.endswith(b"s OK [READ-WRITE] SELECT completed\r\n"), out)
+        self.assertNotIn(b"FETCH", out)
+        self.transport.clear()
+        pending.runNext()  # FETCH: the message list
+        self.assertEqual(self.transport.value(), b"")
+        pending.runNext()  # FETCH: the batch rendered
+        first = inbox.messages[0].data
+        self.assertEqual(self.transport.value(), b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\nf OK FETCH completed\r\n" % (len(first), first))
+        self.transport.clear()
+        # NOOP's refresh: what the backend reports from the worker thread is
+        # answered only when the work is done.
+        inbox.later(lambda listener: listener.newMessages(4, None))
+        self.assertEqual(len(pending.waiting), 1)
+        result, d = pending.work()
+        self.assertEqual(self.transport.value(), b"")
+        d.callback(result)
+        self.assertEqual(self.transport.value(), b"* 4 EXISTS\r\nn OK NOOP completed\r\n")
+        self.assertEqual(pending.waiting, [])
+
+    def test_idleDoneWaitsForPoll(self) -> None:
+        """
+        DONE while the IDLE poll's refresh runs: the reply, and the next
+        command, wait for it (one backend call at a time per session).
+        """
+        pending = Pending()
+        self.factory = self.makeFactory(runBlocking=pending)
+        self.connect()
+        self.send(b"a STARTTLS\r\n")
+        self.send(b"b LOGIN alice secret\r\n")
+        inbox = self.account.mailboxes["INBOX"]
+        inbox.add(MESSAGE)
+        self.send(b"s SELECT INBOX\r\n")
+        pending.runAll()
+        self.transport.clear()
+        self.assertEqual(self.send(b"i IDLE\r\n"), b"+ idling\r\n")
+        self.clock.advance(1)
+        self.assertEqual(len(pending.waiting), 1)  # the refresh
+        inbox.later(lambda listener: listener.newMessages(2, None))
+        self.assertEqual(self.send(b"DONE\r\nn NOOP\r\n"), b"")
+        pending.runNext()
+        self.assertEqual(self.transport.value(), b"* 2 EXISTS\r\ni OK IDLE terminated\r\n")
+        self.transport.clear()
+        self.assertEqual(len(pending.waiting), 1)  # NOOP's refresh, only now
+        pending.runNext()
+        self.assertEqual(self.transport.value(), b"n OK NOOP completed\r\n")
+
+    def test_connectionLostDuringWork(self) -> None:
+        """
+        The connection closes while a command's work runs: when it
+        finishes, nothing is written and nothing is logged as a failure.
+        """
+        pending = Pending()
+        self.factory = self.makeFactory(runBlocking=pending)
+        self.connect()
+        self.send(b"a STARTTLS\r\n")
+        self.send(b"b LOGIN alice secret\r\n")
+        self.account.mailboxes["INBOX"].add(MESSAGE)
+        self.send(b"s SELECT INBOX\r\n")
+        pending.runAll()
+        self.transport.clear()
+        self.send(b"f FETCH 1 BODY.PEEK[]\r\n")
+        self.proto.connectionLost(None)
+        pending.runAll()
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class GarbageTests(Harness):

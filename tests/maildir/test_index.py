@@ -5,6 +5,7 @@ Tests for L{mailhub.maildir.index}: the per-folder index and its side store.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from twisted.internet.task import Clock
@@ -437,6 +438,89 @@ class FolderIndexTests(SynchronousTestCase):
         uids = [2, 5, 9, 10, 40]
         self.assertEqual(list(iterUIDs(uids, [(1, 5), (4, 9), (11, 39)])), [(1, 2), (2, 5), (3, 9)])
         self.assertEqual(list(iterUIDs(uids, [(40, 40)])), [(5, 40)])
+
+
+class ThreadTests(SynchronousTestCase):
+    """
+    One L{FolderIndex} shared by sessions whose commands run on several
+    worker threads at once (see "The lock" in the module docstring).
+    """
+
+    def setUp(self) -> None:
+        self.folder = self.mktemp()
+        ensureMaildir(FileSystem(), self.folder)
+        # A clock that stands still: new names differ by the counter only.
+        self.index = FolderIndex(self.folder, clock=clockAt(START), hostname=HOST)
+        self.index.refresh()
+
+    def inThreads(self, work, count: int = 8) -> list:
+        results: list = [None] * count
+        errors: list[BaseException] = []
+
+        def one(n: int) -> None:
+            try:
+                results[n] = work(n)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        return results
+
+    def test_concurrentAppendsRefreshesAndKeywords(self) -> None:
+        """
+        Appends (each with a new keyword), refreshes, flag changes and
+        reads from several threads: every message stored once with a UID
+        of its own, every keyword with a letter of its own.
+        """
+        index = self.index
+
+        def work(n: int) -> list[int]:
+            uids = []
+            for i in range(10):
+                uid = index.append(message(n * 100 + i), [], None, [f"$k{n}"])
+                index.refresh()
+                index.changeFlags(uid, add=["\\Seen", f"$x{n}"])
+                self.assertIn(b"body %d" % (n * 100 + i), index.read(uid))
+                uids.append(uid)
+            return uids
+
+        results = self.inThreads(work)
+        every = sorted(u for uids in results for u in uids)
+        self.assertEqual(every, list(range(1, 81)))
+        self.assertEqual(index.uids(), every)
+        self.assertEqual(len(os.listdir(os.path.join(self.folder, "cur"))), 80)
+        letters = index.keywords.keywords()
+        self.assertEqual(len(letters), 16)
+        self.assertEqual(len(set(letters.values())), 16)
+        for n, uids in enumerate(results):
+            for uid in uids:
+                self.assertEqual(set(index.flags(uid)), {"\\Seen", f"$k{n}", f"$x{n}"})
+
+    def test_concurrentCopies(self) -> None:
+        """
+        Copies between two folders in both directions at once: no
+        deadlock (the two locks are never held together), no lost copy.
+        """
+        other = self.mktemp()
+        ensureMaildir(FileSystem(), other)
+        target = FolderIndex(other, clock=clockAt(START), hostname=HOST)
+        target.refresh()
+        ours = [self.index.append(message(i)) for i in range(20)]
+        theirs = [target.append(message(i)) for i in range(20)]
+
+        def work(n: int) -> list[int]:
+            if n % 2:
+                return self.index.copy(ours, target)
+            return target.copy(theirs, self.index)
+
+        self.inThreads(work, 4)
+        self.assertEqual(len(self.index.uids()), 60)
+        self.assertEqual(len(target.uids()), 60)
 
 
 class LargeFolderTests(SynchronousTestCase):

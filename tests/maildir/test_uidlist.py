@@ -365,7 +365,8 @@ class LockTests(UIDListTestsMixin, SynchronousTestCase):
                 self.uidList().sync([a])
                 before = self.listText()
                 fs = ScriptedFileSystem(failOp=op, failAt=at, failErrno=errno.EIO)
-                self.assertRaises(OSError, self.uidList(fs=fs).sync, [a, b])
+                # The whole-file path (an append's faults: test_appendFaults).
+                self.assertRaises(OSError, self.uidList(fs=fs, append=False).sync, [a, b])
                 self.assertIsNotNone(fs.raised)
                 self.assertEqual(self.listText(), before)
                 self.assertEqual(sorted(os.listdir(self.folder)), ["cur", UIDLIST_NAME, "new", "tmp"])
@@ -380,6 +381,278 @@ class LockTests(UIDListTestsMixin, SynchronousTestCase):
         a, b = name(START, 1), name(START + 1, 2)
         self.uidList().sync([a])
         fs = ScriptedFileSystem(failOp="fsyncDirectory", failErrno=errno.EIO)
-        self.assertRaises(OSError, self.uidList(fs=fs).sync, [a, b])
+        self.assertRaises(OSError, self.uidList(fs=fs, append=False).sync, [a, b])
         self.assertEqual(self.uidList().mapping()[1], {a: 1, b: 2})
         self.assertFalse(os.path.exists(self.lockPath()))
+
+
+class AppendTests(UIDListTestsMixin, SynchronousTestCase):
+    """
+    New records are appended to the list (and C{N} set in place); the
+    whole file is rewritten only now and then.
+    """
+
+    def listPath(self) -> str:
+        return os.path.join(self.folder, UIDLIST_NAME)
+
+    def test_newRecordsAppended(self) -> None:
+        """
+        New messages are appended to the same file: what was there stays
+        byte for byte, C{N} is updated in place, nothing is renamed, and
+        only the new records (and C{N}'s digits) are written.
+        """
+        names = [name(START + i, i) for i in range(3)]
+        self.uidList().sync(names)
+        before = self.listText()
+        inode = os.stat(self.listPath()).st_ino
+        fs = ScriptedFileSystem()
+        more = names + [name(START + 10, 10), name(START + 11, 11)]
+        _, uids = self.uidList(fs=fs).sync(more)
+        self.assertEqual([uids[n] for n in more], [1, 2, 3, 4, 5])
+        after = self.listText()
+        self.assertEqual(os.stat(self.listPath()).st_ino, inode)
+        self.assertEqual(after, before.replace(" N4 ", " N6 ", 1) + f"4 :{more[3]}\n5 :{more[4]}\n")
+        self.assertEqual(fs.ops("rename"), [])
+        self.assertEqual([args[0] for _, args in fs.ops("openExclusive")], [self.listPath() + ".lock"])
+        records = len(f"4 :{more[3]}\n5 :{more[4]}\n")
+        # The lock's content, the records, N's digit.
+        self.assertEqual([args[1] for _, args in fs.ops("write")][1:], [records, 1])
+        self.assertEqual(self.uidList().mapping()[1], uids)
+
+    def test_assignCostsTheNewNames(self) -> None:
+        """
+        L{UIDList.assign} looks only at the names it is given: it gives
+        UIDs to the new ones, drops the gone ones without listing the
+        folder, and answers for the new ones only.
+        """
+        names = [name(START + i, i) for i in range(5)]
+        uidList = self.uidList(scan=lambda path: self.fail("listed the folder"))
+        uidList.sync(names)
+        validity, uids = uidList.assign([name(START + 9, 9), names[0] + ":2,S"], gone=[names[1]])
+        self.assertEqual(uids, {name(START + 9, 9): 6, names[0]: 1})
+        self.assertNotIn(names[1], uidList.mapping()[1])
+        # Already listed: nothing to do, no lock taken.
+        fs = ScriptedFileSystem()
+        self.assertEqual(self.uidList(fs=fs).assign([names[2]]), (validity, {names[2]: 3}))
+        self.assertEqual(fs.ops("openExclusive"), [])
+
+    def test_nGrowsADigit(self) -> None:
+        """
+        When C{N} needs one more digit the file is rewritten whole
+        (atomically), with the right header.
+        """
+        names = [name(START + i, i) for i in range(8)]
+        uidList = self.uidList()
+        uidList.sync(names)
+        inode = os.stat(self.listPath()).st_ino
+        uidList.sync(names + [name(START + 20, 20)])  # N9 -> N10
+        self.assertNotEqual(os.stat(self.listPath()).st_ino, inode)
+        lines = self.listText().split("\n")
+        self.assertIn(" N10 ", lines[0] + " ")
+        self.assertEqual(lines[-2], f"9 :{name(START + 20, 20)}")
+        uidList.sync(names + [name(START + 20, 20), name(START + 21, 21)])  # N10 -> N11: append
+        self.assertIn(" N11 ", self.listText().split("\n")[0] + " ")
+
+    def test_dropIsLazy(self) -> None:
+        """
+        An expunge writes nothing while at most half the records are of
+        gone messages; the dropped message is out of the mapping at once.
+        Past half, the list is rewritten without them.
+        """
+        names = [name(START + i, i) for i in range(4)]
+        for n in names:
+            self.deliver(n)
+        uidList = self.uidList()
+        uidList.sync(scanFolder(self.folder))
+        before = self.listText()
+        for n in names[:2]:
+            self.remove(n)
+        _, uids = uidList.sync(scanFolder(self.folder))
+        self.assertEqual(uids, {names[2]: 3, names[3]: 4})
+        self.assertEqual(self.listText(), before)
+        self.assertEqual(uidList.mapping()[1], uids)
+        self.remove(names[2])
+        _, uids = uidList.sync(scanFolder(self.folder))
+        self.assertEqual(uids, {names[3]: 4})
+        self.assertEqual(self.listText().split("\n")[1:], [f"4 :{names[3]}", ""])
+        self.assertIn(" N5 ", self.listText().split("\n")[0] + " ")
+        # Another object reading the file agrees.
+        self.assertEqual(self.uidList().sync(scanFolder(self.folder))[1], uids)
+
+    def test_staleRecordsConfirmedByNewReader(self) -> None:
+        """
+        A new object reads a record still in the file for a message another
+        one dropped; its own sync confirms the message is gone and drops it,
+        and new mail gets a UID above it.
+        """
+        names = [name(START + i, i) for i in range(3)]
+        for n in names:
+            self.deliver(n)
+        self.uidList().sync(scanFolder(self.folder))
+        self.remove(names[2])
+        self.uidList().sync(scanFolder(self.folder))
+        self.deliver(name(START + 9, 9))
+        _, uids = self.uidList().sync(scanFolder(self.folder))
+        self.assertEqual(uids, {names[0]: 1, names[1]: 2, name(START + 9, 9): 4})
+
+    def test_returningNameAppendedAgain(self) -> None:
+        """
+        A name dropped (its record still in the file) that comes back is
+        appended again with a new UID; readers take the later record, as
+        Dovecot does.
+        """
+        a, b, c = name(START, 1), name(START + 1, 2), name(START + 2, 3)
+        for n in (a, b, c):
+            self.deliver(n)
+        uidList = self.uidList()
+        uidList.sync(scanFolder(self.folder))
+        self.remove(a)
+        uidList.sync(scanFolder(self.folder))
+        self.deliver(a)
+        self.assertEqual(uidList.sync(scanFolder(self.folder))[1], {b: 2, c: 3, a: 4})
+        self.assertEqual(self.listText().split("\n")[1:], [f"1 :{a}", f"2 :{b}", f"3 :{c}", f"4 :{a}", ""])
+        self.assertEqual(self.uidList().mapping()[1], {b: 2, c: 3, a: 4})
+
+    def test_readsAppendedTail(self) -> None:
+        """
+        An object whose list another session appended to reads only what
+        was appended, and sees C{N} as it is now.
+        """
+        names = [name(START + i, i) for i in range(3)]
+        reader = self.uidList()
+        reader.sync(names)
+        parsed = []
+        original = reader._parse
+        reader._parse = lambda data: (parsed.append(len(data)), original(data))[1]
+        self.uidList().sync(names + [name(START + 5, 5)])
+        self.assertEqual(reader.mapping()[1][name(START + 5, 5)], 4)
+        self.assertEqual(reader.nextUID, 5)
+        self.assertEqual(parsed, [])
+        # A rewrite (a new file) is read whole.
+        self.uidList(append=False).sync(names[1:] + [name(START + 5, 5)])
+        self.assertEqual(reader.mapping()[1], {names[1]: 2, names[2]: 3, name(START + 5, 5): 4})
+        self.assertEqual(len(parsed), 1)
+
+    def test_dovecotAppendedRecords(self) -> None:
+        """
+        Records Dovecot appended without raising C{N} in the header are
+        read, C{N} taken as one above the highest UID; the next append
+        sets C{N} right.
+        """
+        a, b, c = name(START, 1), name(START + 1, 2), name(START + 2, 3)
+        with open(self.listPath(), "w") as f:
+            f.write(f"3 V1275660208 N5 G3085f01b7f11094c501100008c4a11c1\n5 :{a}\n6 W9 :{b}\n")
+        uidList = self.uidList()
+        self.assertEqual(uidList.mapping()[1], {a: 5, b: 6})
+        self.assertEqual(uidList.nextUID, 7)
+        self.assertEqual(uidList.sync([a, b, c])[1], {a: 5, b: 6, c: 7})
+        self.assertEqual(
+            self.listText(),
+            f"3 V1275660208 N8 G3085f01b7f11094c501100008c4a11c1\n5 :{a}\n6 W9 :{b}\n7 :{c}\n",
+        )
+
+    def test_partialLastLineIgnored(self) -> None:
+        """
+        A crash in the middle of an append leaves a partial last line:
+        readers ignore it, and the next update rewrites the list whole
+        without it.
+        """
+        a, b, c = name(START, 1), name(START + 1, 2), name(START + 2, 3)
+        self.uidList().sync([a])
+        with open(self.listPath(), "a") as f:
+            f.write(f"2 :{b}"[:9])
+        uidList = self.uidList()
+        self.assertEqual(uidList.mapping()[1], {a: 1})
+        self.assertEqual(uidList.nextUID, 2)
+        self.assertEqual(uidList.sync([a, c])[1], {a: 1, c: 2})
+        self.assertEqual(self.listText().split("\n")[1:], [f"1 :{a}", f"2 :{c}", ""])
+        self.assertTrue(self.listText().startswith(f"3 V{START} N3 G"))
+
+    def test_partialLineCompletedLater(self) -> None:
+        """
+        A reader that saw an append half written reads the whole record
+        once it is complete.
+        """
+        a, b = name(START, 1), name(START + 1, 2)
+        self.uidList().sync([a])
+        reader = self.uidList()
+        line = f"2 :{b}\n"
+        with open(self.listPath(), "a") as f:
+            f.write(line[:5])
+        self.assertEqual(reader.mapping()[1], {a: 1})
+        with open(self.listPath(), "a") as f:
+            f.write(line[5:])
+        self.assertEqual(reader.mapping()[1], {a: 1, b: 2})
+
+    def test_appendFaults(self) -> None:
+        """
+        A failure while appending (a short write of the records or of
+        C{N}, a failed fsync) cuts the file back: the old list whole, no
+        lock, and the next sync gives the same UIDs as if nothing failed.
+        """
+        a, b = name(START, 1), name(START + 1, 2)
+        for op, at in [
+            ("write", 2),  # the records (write 1 is the lock's content)
+            ("write", 3),  # N in the header
+            ("fsync", 1),
+        ]:
+            with self.subTest(op=op, at=at):
+                for entry in os.listdir(self.folder):
+                    if entry.startswith(UIDLIST_NAME):
+                        os.unlink(os.path.join(self.folder, entry))
+                self.uidList().sync([a])
+                before = self.listText()
+                fs = ScriptedFileSystem(failOp=op, failAt=at, failErrno=errno.EIO)
+                self.assertRaises(OSError, self.uidList(fs=fs).sync, [a, b])
+                self.assertIsNotNone(fs.raised)
+                self.assertEqual(self.listText(), before)
+                self.assertEqual(sorted(os.listdir(self.folder)), ["cur", UIDLIST_NAME, "new", "tmp"])
+                self.assertEqual(fs.openFds, set())
+                self.assertEqual(self.uidList().sync([a, b])[1], {a: 1, b: 2})
+
+    def test_crashMidAppend(self) -> None:
+        """
+        A short write that could not be cut back (the process died) leaves
+        a partial last line; readers ignore it and the next writer
+        replaces the list whole.
+        """
+        a, b, c = name(START, 1), name(START + 1, 2), name(START + 2, 3)
+        self.uidList().sync([a])
+        fs = ScriptedFileSystem(failOp="write", failAt=2, failErrno=errno.EIO)
+        self.patch(os, "ftruncate", lambda fd, size: (_ for _ in ()).throw(OSError(errno.EIO, "died")))
+        self.assertRaises(OSError, self.uidList(fs=fs).sync, [a, b])
+        self.assertFalse(self.listText().endswith("\n"))
+        self.assertEqual(self.uidList().mapping()[1], {a: 1})
+        self.assertEqual(self.uidList().sync([a, c])[1], {a: 1, c: 2})
+        self.assertTrue(self.listText().endswith(f"\n2 :{c}\n"))
+
+    def test_closeFaultAfterAppend(self) -> None:
+        """
+        A failed close after the fsync is reported; the appended list is
+        in place, whole, and no lock is left.
+        """
+        a, b = name(START, 1), name(START + 1, 2)
+        self.uidList().sync([a])
+        # close 1: the first read; 2: the lock; 3: the list.
+        fs = ScriptedFileSystem(failOp="close", failAt=3, failErrno=errno.EIO)
+        self.assertRaises(OSError, self.uidList(fs=fs).sync, [a, b])
+        self.assertEqual(self.uidList().mapping()[1], {a: 1, b: 2})
+        self.assertFalse(os.path.exists(self.listPath() + ".lock"))
+
+    def test_appendKeepsMappingOnHundredThousand(self) -> None:
+        """
+        At 100,000 messages, 1, 10 and 1,000 new ones are appended (not
+        rewritten), and a new object reads the same list.
+        """
+        names = [name(START + i, i) for i in range(100_000)]
+        uidList = self.uidList()
+        uidList.sync(names)
+        inode = os.stat(self.listPath()).st_ino
+        for k in (1, 10, 1000):
+            fresh = [name(START + 200_000 + len(names) + i, i) for i in range(k)]
+            _, uids = uidList.assign(fresh)
+            self.assertEqual(sorted(uids.values()), list(range(len(names) + 1, len(names) + k + 1)))
+            names += fresh
+        self.assertEqual(os.stat(self.listPath()).st_ino, inode)
+        self.assertEqual(self.uidList().mapping(), uidList.mapping())
+        self.assertEqual(len(uidList.mapping()[1]), 101_011)
