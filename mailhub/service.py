@@ -356,6 +356,15 @@ def makeService(
         )
 
     listeners = config.listeners
+    pop3Options: dict[str, Any] = dict(
+        portal=authenticator,
+        clock=reactor,
+        contextFactory=contextFactory,
+        hostname=config.hostname,
+        connectionsPerPeer=config.limits.connectionsPerPeer,
+        peerLimitExempt=config.limits.peerLimitExempt,
+        runBlocking=runBlocking,
+    )
     services = [
         ("smtp", listeners.smtp, smtpFactory(offerAuth=config.auth.mx), False),
         ("submission", listeners.submission, smtpFactory(offerAuth=True, requireAuth=True), False),
@@ -368,19 +377,13 @@ def makeService(
         (
             "pop3",
             listeners.pop3,
-            POP3Factory(
-                portal=authenticator, clock=reactor, contextFactory=contextFactory,
-                hostname=config.hostname, runBlocking=runBlocking,
-            ),
+            POP3Factory(**pop3Options),
             False,
         ),
         (
             "pop3s",
             listeners.pop3s,
-            POP3Factory(
-                portal=authenticator, clock=reactor, contextFactory=contextFactory,
-                implicitTLS=True, hostname=config.hostname, runBlocking=runBlocking,
-            ),
+            POP3Factory(implicitTLS=True, **pop3Options),
             True,
         ),
     ]
