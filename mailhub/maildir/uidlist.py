@@ -26,17 +26,31 @@ Rules kept here (DESIGN.md, "Maildir"):
     changes only if the file is lost (or unreadable), and then it is made
     greater than any value this object has seen.
   - Every update takes C{dovecot-uidlist.lock} (created with C{O_EXCL},
-    holding C{PID:HOST:TIME}), re-reads the list, writes a temporary file,
-    fsyncs it, renames it over the list, fsyncs the directory and removes
-    the lock.  A live lock makes L{UIDList.sync} raise L{UIDListLocked} at
-    once (the caller retries: no sleeping here); a stale one (older than
+    holding C{PID:HOST:TIME}) and re-reads the list first.  A live lock
+    makes L{UIDList.sync} raise L{UIDListLocked} at once (the caller
+    retries: no sleeping here); a stale one (older than
     L{STALE_LOCK_AGE}, unreadable and old, or naming a dead pid on this
-    host) is broken.  A failure at any step leaves the old list in place
-    and no lock behind.
-  - Nothing is written when nothing changed, and an unchanged file is not
-    parsed again (its inode, size and mtime are remembered), so a sync of
-    an unchanged 100,000-message folder costs one C{stat} and a set
-    comparison.
+    host) is broken.  No lock is left behind.
+  - New messages are appended, as Dovecot appends them: their records
+    are written at the end of the file, C{N} is set in place in the header
+    (same number of digits) and the file is fsynced.  A failure cuts the
+    file back to what it was; a crash can leave at most a partial last
+    line, which readers (ours and Dovecot's) ignore and the next writer
+    removes with a whole rewrite.  Readers take C{N} as at least one above
+    the highest record (Dovecot appends without touching C{N}).
+  - The whole file is rewritten (temporary file, fsync, rename, directory
+    fsync; a failure leaves the old list) only now and then: when it is
+    created, when C{N} needs another digit, when it is a version 1 file or
+    ends in a partial line, or when more than L{STALE_SHARE} of its records
+    are of messages that are gone.  A dropped message's record otherwise
+    stays in the file: dropping writes nothing.  (A new reader takes such a
+    record as live until its own sync, under the lock, confirms the
+    message is gone; a name that comes back is appended again with a new
+    UID, and readers take the later record, as Dovecot does.)
+  - Nothing is written when nothing changed, and the parsed list is kept
+    keyed by the file's stat signature (inode, size, mtime): an unchanged
+    file is not read again, a file that grew is read from where the last
+    read stopped.
 """
 
 from __future__ import annotations
@@ -721,7 +735,9 @@ class UIDList:
             again shortly.
         @raise OSError: the list could not be written; the old one stands.
         """
-        wanted = _baseNames(names)
+        # Full names (with C{:2,...}) are never listed, so they show up
+        # among the unlisted ones, where L{_update} cuts them.
+        wanted = names if isinstance(names, (set, frozenset)) else set(names)
         if self._load() and self._consistent(wanted):
             assert self.uidValidity is not None
             return self.uidValidity, dict(self._uids)
@@ -783,12 +799,15 @@ class UIDList:
         if not self._load():
             self._create()
         uids = self._uids
+        fresh = wanted.difference(uids)
+        if any(":" in name for name in fresh):
+            wanted = {baseName(n) for n in wanted}
+            fresh = wanted.difference(uids)
         gone: list[str] = []
-        missing = uids.keys() - wanted
-        if missing:
-            present = _baseNames(self._scan(self._folder))
-            gone = [name for name in missing if name not in present]
-        self._apply(list(wanted - uids.keys()), gone)
+        if len(uids) > len(wanted) - len(fresh):  # some listed names are not wanted
+            present = {baseName(n) for n in self._scan(self._folder)}
+            gone = [name for name in uids if name not in wanted and name not in present]
+        self._apply(list(fresh), gone)
         assert self.uidValidity is not None
         return self.uidValidity, dict(uids)
 
@@ -890,17 +909,6 @@ def _readAll(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def _baseNames(names: Iterable[str]) -> set[str]:
-    """
-    A set of the base names of C{names}; names without an info part (what
-    the index hands in) are taken as they are, at C speed.
-    """
-    found = names if isinstance(names, (set, frozenset)) else set(names)
-    if ":" in "\n".join(found):
-        found = {baseName(n) for n in found}
-    return found  # type: ignore[return-value]
 
 
 __all__ = [

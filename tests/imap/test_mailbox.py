@@ -24,6 +24,7 @@ from mailhub.imap.mailbox import (
     parseInternalDate,
 )
 from mailhub.imap.search import parseSearch
+from mailhub.maildir import index as indexModule
 from mailhub.maildir.index import FolderIndex
 
 HOST = "mx.example.org"
@@ -391,6 +392,28 @@ class MailboxTests(SynchronousTestCase):
         del self.fs.opened[:]
         self.assertEqual(inbox.search([b"FROM", b"alice"]), list(range(1, 21)))
         self.assertEqual([p for p in self.fs.opened if "/cur/" in p or "/new/" in p], [])
+
+    def test_searchHeadersInMemory(self) -> None:
+        """
+        A warm header search takes the SEARCH fields from the index's
+        memory: no JSON parsed per message, no side store read; a message
+        delivered since is computed once and found.
+        """
+        for n in range(20):
+            self.deliver()
+        inbox = self.account.select("INBOX")
+        self.assertEqual(inbox.search([b"SUBJECT", b"message 7"]), [7])
+        self.assertEqual(inbox.search([b"FROM", b"alice"]), list(range(1, 21)))
+        loads = []
+        realLoads = indexModule.json.loads
+        self.patch(indexModule.json, "loads", lambda *a, **k: (loads.append(1), realLoads(*a, **k))[1])
+        self.assertEqual(inbox.search([b"OR", b"SUBJECT", b"message 7", b"TO", b"nobody"]), [7])
+        self.assertEqual(inbox.searchUIDs([b"NOT", b"CC", b"x", b"SUBJECT", b"MESSAGE 1"]), [1] + list(range(10, 20)))
+        self.assertEqual(loads, [])
+        self.deliver(message(21, "late arrival"))
+        inbox.refresh()
+        self.assertEqual(inbox.search([b"SUBJECT", b"late"]), [21])
+        self.assertEqual(inbox.search([b"SUBJECT", b"late"]), [21])
 
     def test_listenersHearAnotherProcess(self) -> None:
         """

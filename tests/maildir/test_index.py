@@ -4,6 +4,7 @@ Tests for L{mailhub.maildir.index}: the per-folder index and its side store.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -408,6 +409,57 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(other.cachedBodyStructure(1), structure)
         self.assertEqual(other.cachedHeaders(1)["subject"], [b"hello 1"])
         self.assertEqual([p for p in fs.opened if "/new/" in p or "/cur/" in p], [])
+
+    def test_searchHeadersFromMemory(self) -> None:
+        """
+        L{FolderIndex.searchHeaders} loads the side store's SEARCH fields
+        once; its lookups parse no JSON and read no file, a message lacking
+        a field answers C{[]}, one without a record (or a field not kept in
+        memory) answers C{None}; records appended later, by this index or
+        another, are picked up by the next call.
+        """
+        for _ in range(3):
+            self.deliver()
+        self.deliver(b"Subject: a\r\nSubject: =?utf-8?q?b?=\r\n\r\nx\r\n")
+        index = self.index()
+        index.refresh()
+        for uid in (1, 2, 4):
+            index.cachedHeaders(uid)
+        lookup = index.searchHeaders()
+        calls = []
+        realLoads, realPread = json.loads, os.pread
+        self.patch(indexModule.json, "loads", lambda *a, **k: (calls.append("loads"), realLoads(*a, **k))[1])
+        self.patch(indexModule.os, "pread", lambda *a: (calls.append("pread"), realPread(*a))[1])
+        self.assertEqual(lookup(1, "subject"), [b"hello 1"])
+        self.assertEqual(lookup(2, "from"), [b"Alice <alice@example.org>"])
+        self.assertEqual(lookup(2, "cc"), [])
+        self.assertEqual(lookup(4, "subject"), [b"a", b"=?utf-8?q?b?="])
+        self.assertIsNone(lookup(3, "subject"))
+        self.assertIsNone(lookup(1, "references"))
+        self.assertIsNone(lookup(99, "subject"))
+        # cachedHeader answers from memory too, once loaded.
+        self.assertEqual(index.cachedHeader(2, "message-id"), [b"<2@example.org>"])
+        self.assertEqual(calls, [])
+        other = self.index()
+        other.refresh()
+        other.cachedHeaders(3)
+        self.assertEqual(index.searchHeaders()(3, "subject"), [b"hello 3"])
+
+    def test_searchHeadersSideStoreReplaced(self) -> None:
+        """
+        A side store that was replaced (shorter) is read again from the
+        start.
+        """
+        self.deliver()
+        index = self.index()
+        index.refresh()
+        index.cachedHeaders(1)
+        self.assertEqual(index.searchHeaders()(1, "subject"), [b"hello 1"])
+        with open(os.path.join(self.folder, CACHE_NAME), "r+b") as f:
+            f.truncate(0)
+        self.assertIsNone(index.searchHeaders()(1, "subject"))
+        self.assertEqual(index.cachedHeader(1, "subject"), [b"hello 1"])
+        self.assertEqual(index.searchHeaders()(1, "subject"), [b"hello 1"])
 
     def test_unchangedDirectoriesNotListed(self) -> None:
         """
