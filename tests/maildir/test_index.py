@@ -25,7 +25,7 @@ from mailhub.maildir.index import (
     iterUIDs,
     sizeFromName,
 )
-from mailhub.maildir.uidlist import UIDLIST_NAME
+from mailhub.maildir.uidlist import UIDLIST_NAME, UIDList
 
 HOST = "mx.example.org"
 START = 1_700_000_000
@@ -236,6 +236,114 @@ class FolderIndexTests(SynchronousTestCase):
         os.unlink(os.path.join(self.folder, "new", base))
         self.assertEqual(index.refresh(), Changes(removed=(1,)))
         self.assertRaises(MessageGone, index.entry, 1)
+
+    def spyUIDList(self, index: FolderIndex, before=None) -> tuple[list, list]:
+        """
+        Record the calls of C{index}'s UID list's C{assign} and C{sync}
+        (C{before}, if given, runs before each C{assign}).
+        """
+        uidList = index._uidList
+        assigned: list = []
+        synced: list = []
+        realAssign, realSync = uidList.assign, uidList.sync
+
+        def assign(fresh, gone=()):
+            fresh, gone = list(fresh), list(gone)
+            assigned.append((sorted(fresh), sorted(gone)))
+            if before is not None:
+                before()
+            return realAssign(fresh, gone)
+
+        def sync(names):
+            names = list(names)
+            synced.append(sorted(names))
+            return realSync(names)
+
+        self.patch(uidList, "assign", assign)
+        self.patch(uidList, "sync", sync)
+        return assigned, synced
+
+    def test_refreshAssignsOnlyWhatChanged(self) -> None:
+        """
+        Once the index is in step with the UID list, a refresh after N new
+        deliveries hands the UID list exactly those N names
+        (L{UIDList.assign}) without the whole folder (L{UIDList.sync});
+        a removal takes the full sync, whose fresh scan confirms the name
+        is gone (a listing racing a rename must not cost a UID).
+        """
+        for _ in range(5):
+            self.deliver(sub="cur", info=":2,S")
+        index = self.index()
+        index.refresh()
+        assigned, synced = self.spyUIDList(index)
+        bases = [self.deliver() for _ in range(4)]
+        self.assertEqual(index.refresh(), Changes(added=(6, 7, 8, 9)))
+        self.assertEqual(assigned, [(sorted(bases), [])])
+        self.assertEqual(synced, [])
+        self.assertEqual(index.refresh(), Changes())
+        self.assertEqual(len(assigned), 1)
+        os.unlink(os.path.join(self.folder, "new", bases[1]))
+        self.assertEqual(index.refresh(), Changes(removed=(7,)))
+        self.assertEqual(assigned[1:], [])
+        self.assertEqual(len(synced), 1)
+        # The UID list agrees with the index (a dropped record stays in the
+        # file until the stale ones are too many, so another reader may
+        # still list it).
+        self.assertEqual(index._uidList.mapping(), (index.uidValidity, {e.base: e.uid for e in index.messages()}))
+        validity, mapping = UIDList(self.folder, clock=self.clock, hostname=HOST).mapping()
+        self.assertEqual(validity, index.uidValidity)
+        self.assertEqual({base: mapping[base] for base in index._byBase}, {e.base: e.uid for e in index.messages()})
+
+    def test_foreignUIDListChangeSyncsFully(self) -> None:
+        """
+        When another process changed the UID list (here: dropped a name
+        and listed it again, so it has a new UID), the next refresh gives
+        the UID list the whole folder (L{UIDList.sync}) and reports the
+        message as removed and added again.
+        """
+        first = self.deliver()
+        self.deliver()
+        index = self.index()
+        index.refresh()
+        assigned, synced = self.spyUIDList(index)
+        other = UIDList(self.folder, clock=self.clock, hostname=HOST)
+        other.assign([], [first])
+        other.assign([first])
+        self.assertEqual(index.refresh(), Changes(added=(3,), removed=(1,)))
+        self.assertEqual(assigned, [])
+        self.assertEqual(len(synced), 1)
+        self.assertEqual(index.uids(), [2, 3])
+        self.assertEqual(index.entry(3).base, first)
+        # In step again: the next delivery is an assign.
+        base = self.deliver()
+        self.assertEqual(index.refresh(), Changes(added=(4,)))
+        self.assertEqual(assigned, [([base], [])])
+        self.assertEqual(len(synced), 1)
+
+    def test_foreignUIDListChangeDuringAssign(self) -> None:
+        """
+        When another process hands out UIDs between the index's look at
+        the UID list and its L{UIDList.assign}, the index does not trust
+        the assign and syncs the whole folder.
+        """
+        first = self.deliver()
+        index = self.index()
+        index.refresh()
+        other = UIDList(self.folder, clock=self.clock, hostname=HOST)
+
+        def meddle() -> None:
+            if other.mapping()[1].get(first) == 1:
+                other.assign([], [first])
+                other.assign([first])
+
+        assigned, synced = self.spyUIDList(index, meddle)
+        base = self.deliver()
+        changes = index.refresh()
+        self.assertEqual(len(assigned), 1)
+        self.assertEqual(len(synced), 1)
+        self.assertEqual(changes.removed, (1,))
+        self.assertEqual(sorted(changes.added), [2, 3])
+        self.assertEqual({index.entry(uid).base for uid in changes.added}, {first, base})
 
     def test_setFlags(self) -> None:
         """
