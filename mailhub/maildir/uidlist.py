@@ -67,6 +67,7 @@ from twisted.python.runtime import seconds as _wallSeconds
 
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
+from mailhub.locks import breakStaleLock, pidAlive
 
 #: The list's file name, in the folder's Maildir (Dovecot's name).
 UIDLIST_NAME = "dovecot-uidlist"
@@ -108,18 +109,6 @@ class _SystemClock:
 
     def seconds(self) -> float:
         return _wallSeconds()
-
-
-def _pidAlive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # EPERM: it exists, it is someone else's
-    return True
 
 
 def readFile(fs: FileSystem, path: str) -> bytes:
@@ -284,7 +273,7 @@ class DotLock:
         pid, host = int(parts[0]), parts[1]
         # Our own pid is not stale: another thread of this process may be
         # inside an update.
-        return host == self._host and pid != self._pid and not _pidAlive(pid)
+        return host == self._host and pid != self._pid and not pidAlive(pid)
 
     def _breakIfStale(self, now: float) -> bool:
         """
@@ -292,35 +281,15 @@ class DotLock:
 
         @return: whether it is gone (try again).
         """
-        try:
-            content = self._read(self.path)
-            mtime = os.stat(self.path).st_mtime
-        except FileNotFoundError:
-            return True
-        if not self.isStale(content, mtime, now):
-            return False
-        # Move it aside, then make sure it is the one judged stale and not
-        # a fresh lock another session made in between.
-        aside = f"{self.path}.stale.{secrets.token_hex(6)}"
-        try:
-            self._fs.rename(self.path, aside)
-        except FileNotFoundError:
-            return True
-        try:
-            if self._read(aside) != content:
-                try:
-                    self._fs.link(aside, self.path)
-                except FileExistsError:
-                    pass
-                return False
-        finally:
-            self._unlinkQuietly(aside)
-        self.log.info(
-            "broke stale lock {path}: {content}",
-            path=self.path,
-            content=content.decode("utf-8", "replace").strip(),
-        )
-        return True
+
+        def stale(content: bytes) -> bool:
+            try:
+                mtime = os.stat(self.path).st_mtime
+            except FileNotFoundError:
+                return True
+            return self.isStale(content, mtime, now)
+
+        return breakStaleLock(self._fs, self.path, self._read, stale)
 
     def _unlinkQuietly(self, path: str) -> None:
         try:

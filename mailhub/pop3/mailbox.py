@@ -59,6 +59,7 @@ from zope.interface import implementer
 
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
+from mailhub.locks import breakStaleLock, pidAlive
 
 #: The lock file's name, in the Maildir's root.
 LOCK_NAME = "mailhub-pop3.lock"
@@ -206,19 +207,6 @@ def _sortKey(message: _Message) -> tuple[int, int, str]:
 def _withSeen(flags: str) -> str:
     # Maildir: flags are kept in ASCII order.
     return "".join(sorted(set(flags) | {"S"}))
-
-
-def _pidAlive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        # EPERM: it exists, it is someone else's.
-        return True
-    return True
 
 
 class _MessageFile:
@@ -370,7 +358,7 @@ class MaildirMailbox:
             # Our own pid: this process would hold the Maildir in memory
             # (and open() has just made sure it does not): a previous
             # process that had the same pid left it.
-            return pid == self._pid or not _pidAlive(pid)
+            return pid == self._pid or not pidAlive(pid)
         return False
 
     def _breakIfStale(self, now: float) -> bool:
@@ -379,34 +367,9 @@ class MaildirMailbox:
 
         @return: whether it is gone (try again).
         """
-        try:
-            content = self._readLock(self._lockPath)
-        except FileNotFoundError:
-            return True
-        if not self.isStale(content, now):
-            return False
-        # Move it aside, then make sure it is the lock judged stale and not
-        # a fresh one another session made in between.
-        aside = f"{self._lockPath}.stale.{self._nonce}"
-        try:
-            self._fs.rename(self._lockPath, aside)
-        except FileNotFoundError:
-            return True
-        try:
-            if self._readLock(aside) != content:
-                try:
-                    self._fs.link(aside, self._lockPath)
-                except FileExistsError:
-                    pass
-                return False
-        finally:
-            self._unlinkQuietly(aside)
-        self.log.info(
-            "broke stale POP3 lock {maildir}: {content}",
-            maildir=self.path,
-            content=content.decode("ascii", "replace").strip(),
+        return breakStaleLock(
+            self._fs, self._lockPath, self._readLock, lambda content: self.isStale(content, now)
         )
-        return True
 
     def keepAlive(self) -> None:
         """

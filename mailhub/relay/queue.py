@@ -44,6 +44,7 @@ from twisted.logger import Logger
 
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
+from mailhub.locks import pidAlive
 from mailhub.relay.values import FAILED, PENDING, SENT, QueuedRecipient, QueueEntry
 
 #: The envelope format this code writes and reads.
@@ -742,7 +743,7 @@ class Queue:
             return False
         if pid == os.getpid():
             return True
-        return not _alive(pid)
+        return not pidAlive(pid)
 
     # Flush
 
@@ -799,18 +800,6 @@ def _freeName(path: str) -> str:
         n += 1
         candidate = f"{path}.{n}"
     return candidate
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _commandLine(pid: int) -> bytes | None:
