@@ -17,6 +17,8 @@ from mailhub.envelope import Envelope, Session
 from mailhub.errors import DeliveryError
 from mailhub.maildir.delivery import Committer, MaildirDelivery
 from mailhub.maildir.names import UniqueNames
+from mailhub.relay.bounce import originalHeaders
+from mailhub.relay.manager import countReceived
 from mailhub.relay.values import QueuedRecipient, QueueEntry
 
 
@@ -45,6 +47,9 @@ class Relay:
         self.queue = queue
         self.manager = manager
         self.runBlocking = runBlocking
+        #: Entries added with their marker taken for the manager: id ->
+        #: the count of Received fields, until released or cancelled.
+        self._claimed: dict[str, int] = {}
 
     async def enqueue(
         self,
@@ -68,9 +73,15 @@ class Relay:
             nextAttempt=now,
             size=spoolSize,
         )
-        await self.runBlocking(
-            self.queue.add, entry, content, spoolPath if content is None else None, spoolSize
+        # A new entry usually goes straight to its first attempt: written
+        # with its in-flight marker taken for the manager, and handed over
+        # in memory with what the attempt needs to know of the message.
+        claim = bool(getattr(self.manager, "wantsFresh", lambda: False)())
+        received = await self.runBlocking(
+            self._add, entry, content, spoolPath if content is None else None, spoolSize, claim
         )
+        if claim:
+            self._claimed[entry.id] = received
         self.log.info(
             "queued id={id} from=<{sender}> to={to}",
             id=entry.id,
@@ -79,12 +90,37 @@ class Relay:
         )
         return entry
 
+    def _add(
+        self, entry: QueueEntry, content: bytes | None, spoolPath: str | None, size: int, claim: bool
+    ) -> int:
+        """
+        Add the entry (on a thread); with C{claim}, also count its
+        message's C{Received:} fields for the manager's loop check.
+        """
+        self.queue.add(entry, content, spoolPath, size, claim=claim)
+        if not claim:
+            return 0
+        try:
+            return countReceived(originalHeaders(self.queue.messagePath(entry.id)))
+        except BaseException:
+            self.queue.clearInFlight(entry.id)
+            raise
+
     def release(self, entry: QueueEntry) -> None:
-        self.manager.enqueued(entry)
+        self.manager.enqueued(entry, self._claimed.pop(entry.id, None))
 
     def cancel(self, queueId: str) -> Deferred[None]:
         self.log.info("unqueued id={id}: the rest of the delivery failed", id=queueId)
-        return self.runBlocking(self.queue.remove, queueId)
+        claimed = self._claimed.pop(queueId, None) is not None
+
+        def remove() -> None:
+            try:
+                self.queue.remove(queueId)
+            finally:
+                if claimed:
+                    self.queue.clearInFlight(queueId)
+
+        return self.runBlocking(remove)
 
 
 class ReportSender:

@@ -15,6 +15,19 @@ transaction per destination domain (bounded per domain and in all), and
 keeps each recipient's outcome: sent, failed (bounced at once: a 5xx,
 NXDOMAIN, a null MX, a loop), or still pending (retried on the policy's
 schedule until its lifetime ends, then bounced).
+
+The one exception is the first attempt of a message handed over in memory
+the moment it was queued (L{RelayManager.enqueued} with C{received}): its
+in-flight marker was taken when it was written, and its record (attempt
+0, due now) is what a restart would find, so the attempt starts without a
+trip to the disk and its outcome is the first thing written.  A crash
+during it makes the restarted server try once more at once, and that
+attempt, read from disk, is recorded before it connects: at most one
+early retry per crash, never a storm.  (Postfix, too, moves a new message
+from its incoming queue to delivery without rewriting the queue file.)
+A message delivered to every recipient is removed without waiting for
+the removal to be durable: only an operating-system crash in the next few
+seconds can bring it back, and then it is sent twice, never lost.
 """
 
 from __future__ import annotations
@@ -37,6 +50,12 @@ BUSY_RETRY = 5.0
 
 #: RFC 5321 §6.3: more Received headers than this is a loop.
 MAX_RECEIVED = 100
+
+#: At most this many new entries wait in memory for their first attempt
+#: (each an entry record, a few hundred bytes); beyond it, new entries are
+#: read from disk when due, like deferred ones, so a burst larger than the
+#: relay can send at once costs no more memory than this.
+FRESH_LIMIT = 5000
 
 
 def describe(outcome: Outcome) -> str:
@@ -122,6 +141,8 @@ class RelayManager(Service):
         self._domains: dict[str, DeferredSemaphore] = {}
         self._timer: IDelayedCall | None = None
         self._loading: Deferred[Any] | None = None
+        #: New entries whose marker we hold: id -> (entry, Received count).
+        self._fresh: dict[str, tuple[QueueEntry, int]] = {}
 
     # Service
 
@@ -153,9 +174,9 @@ class RelayManager(Service):
         self._timer = None
         if self.resolver is not None:
             self.resolver.close()
-        if not self._inFlight:
-            return self._closeSender()
-        waiting = DeferredList(list(self._inFlight.values()), consumeErrors=True)
+        waiting = DeferredList(
+            list(self._inFlight.values()) + [self._releaseFresh()], consumeErrors=True
+        )
         done: Deferred[None] = Deferred()
         timeout = self.clock.callLater(self.stopTimeout, lambda: done.called or done.callback(None))
 
@@ -167,6 +188,23 @@ class RelayManager(Service):
 
         waiting.addBoth(finished)
         return done.addCallback(lambda _: self._closeSender())
+
+    def _releaseFresh(self) -> Deferred[None]:
+        """
+        Give back the markers of new entries still waiting for their first
+        attempt: they stay in the queue, due now, for the next start.
+        """
+        ids, self._fresh = list(self._fresh), {}
+        if not ids:
+            return succeed(None)
+
+        def release() -> None:
+            for queueId in ids:
+                self.queue.clearInFlight(queueId)
+
+        d = self.runBlocking(release)
+        d.addErrback(lambda f: self.log.failure("releasing queue markers failed", f))
+        return d
 
     def _closeSender(self) -> Deferred[None]:
         """
@@ -181,11 +219,32 @@ class RelayManager(Service):
 
     # Scheduling
 
-    def enqueued(self, entry: QueueEntry) -> None:
+    def wantsFresh(self) -> bool:
+        """
+        Whether a new entry should be written with its in-flight marker
+        taken for this manager (C{Queue.add(claim=True)}) and handed over
+        with L{enqueued}'s C{received}: while few enough wait.
+        """
+        return self.running and len(self._fresh) < FRESH_LIMIT
+
+    def enqueued(self, entry: QueueEntry, received: int | None = None) -> None:
         """
         A new entry is durable in the queue: consider it (it is normally
         due at once).
+
+        @param received: the number of C{Received:} fields of its message,
+            given when the entry was written with its marker taken for us:
+            then its first attempt starts from this record, without
+            reading or rewriting it first.
         """
+        if received is not None:
+            if not self.running:
+                # Nobody will try it: give the marker back.
+                self.runBlocking(self.queue.clearInFlight, entry.id).addErrback(
+                    lambda f: self.log.failure("releasing a queue marker failed", f)
+                )
+                return
+            self._fresh[entry.id] = (entry, received)
         self._push(entry.nextAttempt, entry.id)
         self._schedule()
 
@@ -251,13 +310,19 @@ class RelayManager(Service):
     # One attempt
 
     async def _attempt(self, queueId: str) -> None:
-        # The in-flight marker first: while it is held, "mailhub queue
-        # delete/flush" leave the entry alone.  Taking it and reading the
-        # entry is one trip off the reactor thread.
-        taken, entry = await self.runBlocking(self._claim, queueId)
-        if not taken:
-            self._push(self.clock.seconds() + BUSY_RETRY, queueId)
-            return
+        fresh = self._fresh.pop(queueId, None)
+        entry: QueueEntry | None
+        if fresh is not None:
+            # Handed over when it was queued, its marker taken then.
+            entry, received = fresh
+        else:
+            # The in-flight marker first: while it is held, "mailhub queue
+            # delete/flush" leave the entry alone.  Taking it and reading
+            # the entry is one trip off the reactor thread.
+            taken, entry = await self.runBlocking(self._claim, queueId)
+            if not taken:
+                self._push(self.clock.seconds() + BUSY_RETRY, queueId)
+                return
         released = False
         try:
             if entry is None:
@@ -267,15 +332,17 @@ class RelayManager(Service):
                 await self.runBlocking(self._removeAndRelease, queueId)
                 return
             now = self.clock.seconds()
-            # Recorded before connecting: a crash mid-attempt never retries early.
             entry = evolve(entry, attempts=entry.attempts + 1)
             entry = evolve(entry, nextAttempt=self.policy.nextAttempt(entry, now))
-            headers: bytes = await self.runBlocking(self._recordAttempt, entry)
-            entry = await self._deliver(entry, headers)
+            if fresh is None:
+                # Recorded before connecting: a crash mid-attempt never
+                # retries early.
+                received = await self.runBlocking(self._recordAttempt, entry)
+            entry = await self._deliver(entry, received)
             released = True
             if entry.done:
                 await self.runBlocking(self._removeAndRelease, queueId)
-                self.log.info("removed id={id}: nothing left to deliver", id=queueId)
+                self.log.debug("removed id={id}: nothing left to deliver", id=queueId)
             else:
                 await self.runBlocking(self._updateAndRelease, entry)
                 self._push(entry.nextAttempt, queueId)
@@ -297,13 +364,13 @@ class RelayManager(Service):
             self.queue.clearInFlight(queueId)
             raise
 
-    def _recordAttempt(self, entry: QueueEntry) -> bytes:
+    def _recordAttempt(self, entry: QueueEntry) -> int:
         """
-        Write the attempt durably, then read the message's headers (for
-        the loop check and reports).
+        Write the attempt durably, then count the message's C{Received:}
+        fields (for the loop check).
         """
         self.queue.update(entry)
-        return bounce.originalHeaders(self.queue.messagePath(entry.id))
+        return countReceived(bounce.originalHeaders(self.queue.messagePath(entry.id)))
 
     def _removeAndRelease(self, queueId: str) -> None:
         try:
@@ -319,20 +386,21 @@ class RelayManager(Service):
 
     def _remove(self, queueId: str) -> None:
         try:
-            self.queue.remove(queueId)
+            # Not waited on: a lost removal sends twice, never loses mail.
+            self.queue.remove(queueId, durable=False)
         except LookupError:
             pass  # already gone ("mailhub queue delete")
 
-    async def _deliver(self, entry: QueueEntry, headers: bytes) -> QueueEntry:
+    async def _deliver(self, entry: QueueEntry, received: int) -> QueueEntry:
         """
         Try every pending recipient; return the entry with the outcomes
         recorded, bounces and delay warnings sent.
 
-        @param headers: the message's header block.
+        @param received: how many C{Received:} fields the message has.
         """
         path = self.queue.messagePath(entry.id)
         failedNow: list[QueuedRecipient] = []
-        if countReceived(headers) > MAX_RECEIVED:
+        if received > MAX_RECEIVED:
             loop = Outcome(554, "mail loop: too many Received headers", True, "", "5.4.6")
             outcomes = {r.address: loop for r in entry.pending}
         else:
@@ -379,9 +447,9 @@ class RelayManager(Service):
                 failedNow.append(updated)
                 self.log.info("expired id={id} to=<{to}>", id=entry.id, to=recipient.address)
         if failedNow and bounce.shouldBounce(entry):
-            await self._report(entry, failedNow, "failed", headers)
+            await self._report(entry, failedNow, "failed")
         elif entry.pending and self.policy.shouldWarn(entry, now) and bounce.shouldBounce(entry):
-            await self._report(entry, list(entry.pending), "delayed", headers)
+            await self._report(entry, list(entry.pending), "delayed")
             entry = evolve(entry, warned=True)
         return entry
 
@@ -415,9 +483,12 @@ class RelayManager(Service):
         )
         return results
 
-    async def _report(
-        self, entry: QueueEntry, recipients: list[QueuedRecipient], action: str, headers: bytes
-    ) -> None:
+    async def _report(self, entry: QueueEntry, recipients: list[QueuedRecipient], action: str) -> None:
+        try:
+            headers = await self.runBlocking(bounce.originalHeaders, self.queue.messagePath(entry.id))
+        except OSError:
+            self.log.failure("cannot read the headers of id={id} for its report", id=entry.id)
+            headers = b""
         message = bounce.makeReport(
             entry,
             recipients,

@@ -400,6 +400,8 @@ class Queue:
         content: bytes | None = None,
         spoolPath: str | None = None,
         spoolSize: int = 0,
+        *,
+        claim: bool = False,
     ) -> None:
         """
         Store a new entry durably: when this returns, both files and their
@@ -411,6 +413,9 @@ class Queue:
         @param content: the message, when it is in memory.
         @param spoolPath: otherwise the spool file holding it, of which the
             first C{spoolSize} bytes are copied.
+        @param claim: take the entry's in-flight marker before it becomes
+            visible (for the relay manager's first attempt); the caller
+            gives it back with L{clearInFlight}.
         @raise FileExistsError: an entry with this id exists.
         @raise OSError: the disk said no; nothing was added.
         """
@@ -423,48 +428,67 @@ class Queue:
         self._prepare()
         if os.path.lexists(envelope) or os.path.lexists(message):
             raise FileExistsError(errno.EEXIST, "queue entry exists", envelope)
-        fs = self._fs
         tmpMessage = self._tmpPath(queueId, "msg")
         tmpEnvelope = self._tmpPath(queueId, "env")
+        if claim and not self.markInFlight(queueId):
+            raise FileExistsError(errno.EEXIST, "queue entry is claimed", self._path(queueId, "lock"))
         _adding.add(queueId)
-        if self._group is not None:
-            try:
-                self._addGrouped(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
-            finally:
-                _adding.discard(queueId)
-            return
         try:
-            self._writeTemporary(tmpMessage, content, spoolPath, size)
-            try:
-                self._writeTemporary(tmpEnvelope, encode(entry), None, 0)
-            except BaseException:
-                self._unlinkQuietly(tmpMessage)
-                raise
-            try:
-                fs.rename(tmpMessage, message)
-            except BaseException:
-                self._unlinkQuietly(tmpMessage)
-                self._unlinkQuietly(tmpEnvelope)
-                raise
-            try:
-                # The message must be durable in place before the envelope
-                # can name it: a crash may keep one rename and not the other.
-                fs.fsyncDirectory(self.directory)
-                fs.rename(tmpEnvelope, envelope)
-            except BaseException:
-                self._unlinkQuietly(tmpEnvelope)
-                self._unlinkQuietly(message)
-                raise
-            try:
-                fs.fsyncDirectory(self.directory)
-            except BaseException:
-                # Not known to be durable: take it back, so that the client
-                # hears 451 and sends again without our sending it twice.
-                self._unlinkQuietly(envelope)
-                self._unlinkQuietly(message)
-                raise
+            if self._group is not None:
+                self._addGrouped(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
+            else:
+                self._addFsynced(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
+        except BaseException:
+            if claim:
+                self.clearInFlight(queueId)
+            raise
         finally:
             _adding.discard(queueId)
+
+    def _addFsynced(
+        self,
+        queueId: str,
+        entry: QueueEntry,
+        content: bytes | None,
+        spoolPath: str | None,
+        size: int,
+        tmpMessage: str,
+        tmpEnvelope: str,
+    ) -> None:
+        """
+        L{add} with an fsync of each file and of the directory.
+        """
+        fs = self._fs
+        message, envelope = self._path(queueId, "msg"), self._path(queueId, "env")
+        self._writeTemporary(tmpMessage, content, spoolPath, size)
+        try:
+            self._writeTemporary(tmpEnvelope, encode(entry), None, 0)
+        except BaseException:
+            self._unlinkQuietly(tmpMessage)
+            raise
+        try:
+            fs.rename(tmpMessage, message)
+        except BaseException:
+            self._unlinkQuietly(tmpMessage)
+            self._unlinkQuietly(tmpEnvelope)
+            raise
+        try:
+            # The message must be durable in place before the envelope
+            # can name it: a crash may keep one rename and not the other.
+            fs.fsyncDirectory(self.directory)
+            fs.rename(tmpEnvelope, envelope)
+        except BaseException:
+            self._unlinkQuietly(tmpEnvelope)
+            self._unlinkQuietly(message)
+            raise
+        try:
+            fs.fsyncDirectory(self.directory)
+        except BaseException:
+            # Not known to be durable: take it back, so that the client
+            # hears 451 and sends again without our sending it twice.
+            self._unlinkQuietly(envelope)
+            self._unlinkQuietly(message)
+            raise
 
     def _addGrouped(
         self,
@@ -543,11 +567,16 @@ class Queue:
             raise
         self._syncDirectory()
 
-    def remove(self, queueId: str) -> None:
+    def remove(self, queueId: str, *, durable: bool = True) -> None:
         """
         Remove an entry: its envelope first (so it no longer exists), then
         its message, then the directory is fsynced.
 
+        @param durable: wait until the removal is on disk.  C{False} for
+            an entry delivered to everyone: the next sync of the queue (or
+            the kernel's write-back, within seconds) makes it durable, and
+            only an operating-system crash before that brings the entry
+            back, to be sent twice (never lost).
         @raise NoSuchEntry: there is no such entry.
         """
         try:
@@ -558,7 +587,8 @@ class Queue:
             self._fs.unlink(self._path(queueId, "msg"))
         except FileNotFoundError:
             pass
-        self._syncDirectory()
+        if durable:
+            self._syncDirectory()
 
     # Reading
 

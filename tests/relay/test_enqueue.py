@@ -31,7 +31,9 @@ class EnqueueTests(SynchronousTestCase):
         self.data = self.mktemp()
         self.queue = Queue(os.path.join(self.data, "queue"), clock=self.clock)
         self.released: list[str] = []
-        manager = type("Manager", (), {"enqueued": lambda _, entry: self.released.append(entry.id)})()
+        manager = type(
+            "Manager", (), {"enqueued": lambda _, entry, received=None: self.released.append(entry.id)}
+        )()
         self.relay = Relay(self.clock, self.queue, manager, maybeDeferred)
         os.makedirs(os.path.join(self.data, "mail", "example.test", "alice"))
         self.directory = Directory(("example.test",), {}, "+", MaildirMailboxes(self.data))
@@ -67,6 +69,49 @@ class EnqueueTests(SynchronousTestCase):
         self.assertEqual(self.released, [])
         self.relay.release(entry)
         self.assertEqual(self.released, [entry.id])
+
+    def freshManager(self) -> list[tuple[str, int | None]]:
+        handed: list[tuple[str, int | None]] = []
+        manager = type(
+            "Manager",
+            (),
+            {
+                "wantsFresh": lambda _: True,
+                "enqueued": lambda _, entry, received=None: handed.append((entry.id, received)),
+            },
+        )()
+        self.relay = Relay(self.clock, self.queue, manager, maybeDeferred)
+        return handed
+
+    def test_enqueueClaimedForTheManager(self) -> None:
+        """
+        When the manager takes new entries in memory, the entry is written
+        with its in-flight marker taken, and handed over with the count of
+        its Received fields.
+        """
+        handed = self.freshManager()
+        message = b"Received: from a\r\nReceived: from b\r\nSubject: x\r\n\r\nReceived: body\r\n"
+        entry = self.successResultOf(
+            Deferred.fromCoroutine(
+                self.relay.enqueue(self.envelope(), message, None, len(message), ["bob@remote.test"])
+            )
+        )
+        self.assertTrue(self.queue.inFlight(entry.id))
+        self.assertEqual(self.queue.get(entry.id).attempts, 0)
+        self.relay.release(entry)
+        self.assertEqual(handed, [(entry.id, 2)])
+
+    def test_cancelClaimed(self) -> None:
+        """
+        Cancelling a claimed entry removes it and its marker.
+        """
+        self.freshManager()
+        entry = self.successResultOf(
+            Deferred.fromCoroutine(self.relay.enqueue(self.envelope(), b"x\r\n", None, 3, ["bob@remote.test"]))
+        )
+        self.successResultOf(self.relay.cancel(entry.id))
+        self.assertIsNone(self.queue.get(entry.id))
+        self.assertFalse(self.queue.inFlight(entry.id))
 
     def test_cancel(self) -> None:
         """

@@ -38,6 +38,7 @@ class MemoryQueue:
         self.updates: list[QueueEntry] = []
         self.inFlight: set[str] = set()
         self.removed: list[str] = []
+        self.durableRemovals: list[bool] = []
         self.busy: set[str] = set()
 
     def scan(self) -> list[tuple[float, str]]:
@@ -50,9 +51,10 @@ class MemoryQueue:
         self.entries[entry.id] = entry
         self.updates.append(entry)
 
-    def remove(self, queueId: str) -> None:
+    def remove(self, queueId: str, *, durable: bool = True) -> None:
         self.entries.pop(queueId, None)
         self.removed.append(queueId)
+        self.durableRemovals.append(durable)
 
     def messagePath(self, queueId: str) -> str:
         path = os.path.join(self.directory, queueId + ".msg")
@@ -388,3 +390,120 @@ class ManagerTests(SynchronousTestCase):
         self.assertEqual(entry.recipients[0].state, PENDING)
         self.assertIn("boom", entry.lastError)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class FreshEntryTests(SynchronousTestCase):
+    """
+    A new entry handed over in memory with its marker taken
+    (C{enqueued(entry, received)}): its first attempt starts without a
+    trip to the disk, and its outcome is the first thing written.
+    """
+
+    setUp = ManagerTests.setUp
+    makeManager = ManagerTests.makeManager
+    entry = ManagerTests.entry
+    start = ManagerTests.start
+    stop = ManagerTests.stop
+
+    def fresh(self, queueId: str = "Q1", received: int = 1) -> QueueEntry:
+        entry = self.entry(queueId)
+        self.queue.inFlight.add(queueId)  # taken by Queue.add(claim=True)
+        self.manager.enqueued(entry, received)
+        return entry
+
+    def test_deliveredWithoutRecord(self) -> None:
+        """
+        Delivered at once: nothing is rewritten, the entry is removed
+        without waiting for the removal to be durable, the marker given
+        back.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [OK]
+        self.fresh()
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 1)
+        self.assertEqual(self.queue.updates, [])
+        self.assertEqual(self.queue.removed, ["Q1"])
+        self.assertEqual(self.queue.durableRemovals, [False])
+        self.assertEqual(self.queue.inFlight, set())
+
+    def test_deferredRecordsTheAttempt(self) -> None:
+        """
+        A transient failure writes attempt 1 and the next attempt time;
+        the retry comes on the policy's schedule and is recorded before it
+        connects, as for any entry read from disk.
+        """
+        self.start()
+        self.sender.script["remote.test"] = [TEMP, TEMP, OK]
+        self.sender.clock = self.clock
+        self.fresh()
+        self.clock.advance(0)
+        [written] = self.queue.updates
+        self.assertEqual(written.attempts, 1)
+        self.assertEqual(written.nextAttempt, self.clock.seconds() + 5 * MINUTE)
+        self.assertEqual(written.recipients[0].state, PENDING)
+        self.assertEqual(self.queue.inFlight, set())
+        self.clock.advance(5 * MINUTE)
+        self.assertEqual([e.attempts for e in self.queue.updates], [1, 2, 2])
+        self.assertEqual(len(self.sender.calls), 2)
+
+    def test_crashDuringFirstAttempt(self) -> None:
+        """
+        The record a crash during the first attempt leaves is attempt 0,
+        due now: a new manager tries it at once and records that attempt
+        before connecting.
+        """
+        self.start()
+        self.sender.hold = True
+        self.fresh()
+        self.clock.advance(0)
+        self.assertEqual(self.queue.updates, [])
+        # The process dies: its marker is stale, the record untouched.
+        self.queue.inFlight.clear()
+        self.manager = self.makeManager()
+        self.start()
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 2)
+        self.assertEqual(self.queue.entries["Q1"].attempts, 1)
+
+    def test_loopCountGiven(self) -> None:
+        """
+        The loop check uses the count handed over: more than 100 Received
+        fields bounce without a connection.
+        """
+        self.start()
+        self.fresh(received=101)
+        self.clock.advance(0)
+        self.assertEqual(self.sender.calls, [])
+        self.assertEqual(len(self.reports), 1)
+        self.assertIn(b"Received: from a", self.reports[0][1])
+
+    def test_stopGivesMarkersBack(self) -> None:
+        """
+        Entries still waiting for their first attempt when the manager
+        stops are left due, their markers given back.
+        """
+        self.manager = self.makeManager(concurrency=1)
+        self.start()
+        self.sender.hold = True
+        self.fresh("Q1")
+        self.fresh("Q2")
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 1)
+        d = self.manager.stopService()
+        self.assertEqual(self.queue.inFlight, {"Q1"})
+        self.sender.held[0].callback({"bob@remote.test": TEMP})
+        self.successResultOf(d)
+        self.assertEqual(self.queue.inFlight, set())
+        self.assertEqual(self.queue.entries["Q2"].attempts, 0)
+
+    def test_notRunningGivesMarkerBack(self) -> None:
+        """
+        A stopped manager takes no new entry in memory: the marker is
+        given back and the entry waits for the next start.
+        """
+        self.assertFalse(self.manager.wantsFresh())
+        self.fresh()
+        self.assertEqual(self.queue.inFlight, set())
+        self.start()
+        self.assertTrue(self.manager.wantsFresh())

@@ -294,6 +294,51 @@ class UpdateRemoveTests(QueueTestCase):
             self.assertEqual(self.queue.get(entry.id), entry, op)
             self.assertEqual(self.listing("tmp"), [], op)
 
+    def test_removeNotDurable(self) -> None:
+        """
+        C{remove(durable=False)} takes both files away without an fsync.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        fs = ScriptedFileSystem()
+        Queue(self.directory, fs, clock=self.clock).remove(entry.id, durable=False)
+        self.assertEqual([op for op, _ in fs.calls], ["unlink", "unlink"])
+        self.assertIsNone(self.queue.get(entry.id))
+
+    def test_addClaimed(self) -> None:
+        """
+        C{add(claim=True)} takes the in-flight marker before the envelope
+        is in place, and leaves it held.
+        """
+        entry = makeEntry()
+        fs = ScriptedFileSystem()
+        queue = Queue(self.directory, fs, clock=self.clock)
+        queue.add(entry, MESSAGE, claim=True)
+        self.assertTrue(queue.inFlight(entry.id))
+        names = [os.path.basename(s or "") for (op, _), s in zip(fs.calls, fs.subjects) if op in ("openExclusive", "rename")]
+        self.assertEqual(names[0], entry.id + ".lock")
+        self.assertFalse(queue.markInFlight(entry.id))
+
+    def test_addClaimedFailure(self) -> None:
+        """
+        A failed claimed add leaves neither the entry nor the marker.
+        """
+        entry = makeEntry()
+        queue = Queue(self.directory, ScriptedFileSystem(failOp="rename"), clock=self.clock)
+        self.assertRaises(OSError, queue.add, entry, MESSAGE, claim=True)
+        self.assertFalse(self.queue.inFlight(entry.id))
+        self.assertIsNone(self.queue.get(entry.id))
+
+    def test_addClaimedHeld(self) -> None:
+        """
+        An id whose marker someone holds is not added.
+        """
+        entry = makeEntry()
+        os.makedirs(self.directory, exist_ok=True)
+        self.assertTrue(self.queue.markInFlight(entry.id))
+        self.assertRaises(FileExistsError, self.queue.add, entry, MESSAGE, claim=True)
+        self.assertIsNone(self.queue.get(entry.id))
+
     def test_updateMissing(self) -> None:
         """
         Updating an entry that is gone does not bring back an envelope
