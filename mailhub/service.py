@@ -49,6 +49,7 @@ from mailhub.relay.mx import LazyResolver, makeResolver
 from mailhub.relay.policy import RetryPolicy
 from mailhub.relay.queue import GroupSync, Queue
 from mailhub.relay.sender import Route, SMTPSender, parseRoute
+from mailhub.relay.writer import QueueWriter
 from mailhub.smtp.delivery import LocalDelivery, SubmissionDelivery
 from mailhub.smtp.server import SMTPFactory
 from mailhub.spool import Spool
@@ -115,22 +116,23 @@ class ListenerService(StreamServerEndpointService):
         return port
 
 
-class CommitterService(Service):
+class WorkerService(Service):
     """
-    Runs the L{Committer}'s worker thread while the service runs; stopping
-    finishes every delivery already started.
+    Runs a worker thread (the Maildir L{Committer}, the relay queue's
+    writer) while the service runs; stopping finishes every operation
+    already submitted.
     """
 
-    def __init__(self, committer: Committer) -> None:
-        self.committer = committer
+    def __init__(self, worker: Committer | QueueWriter) -> None:
+        self.worker = worker
 
     def startService(self) -> None:
         super().startService()
-        self.committer.start()
+        self.worker.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self.committer.stop()
+        return self.worker.stop()
 
 
 class SessionsService(Service):
@@ -295,7 +297,7 @@ def makeService(
     contextFactory = _tlsContext(config, reactor, paths, prepare)
 
     committer = Committer(reactor, threaded=threaded)
-    CommitterService(committer).setServiceParent(top)
+    WorkerService(committer).setServiceParent(top)
     users = UserFile(config.users)
     if config.auth.mailboxes == "users":
         mailboxes: Any = UserMailboxes(paths.data, users)
@@ -314,7 +316,10 @@ def makeService(
         # Work that grows with a mailbox or the queue: off the reactor.
         return _offThread(reactor, function, *args)
 
-    relay = _relay(config, reactor, paths, runBlocking, queueIds, directory, committer, names)
+    relay = _relay(config, reactor, paths, runBlocking, queueIds, directory, committer, names, threaded)
+    if relay.writer is not None:
+        # Stopped after the manager and the sessions that use it.
+        WorkerService(relay.writer).setServiceParent(top)
     top.manager = relay.manager
     relay.manager.setServiceParent(top)
     delivery = LocalDelivery(directory, committer, names, relay)
@@ -433,6 +438,7 @@ def _relay(
     directory: Directory,
     committer: Committer,
     names: UniqueNames,
+    threaded: bool,
 ) -> Relay:
     """
     The relay: durable queue, MX delivery (or smarthost and transport
@@ -444,6 +450,8 @@ def _relay(
     # (group commit) where the kernel has a reliable syncfs.
     groupSync = GroupSync(fs, paths.queue) if fs.canSyncFilesystem else None
     queue = Queue(paths.queue, fs, clock=reactor, groupSync=groupSync)
+    # New entries and removals in pipelined batches on one thread.
+    writer = QueueWriter(reactor, queue, threaded=threaded) if groupSync is not None else None
     if hasattr(reactor, "suggestThreadPoolSize"):
         # Queue steps block on a shared sync: enough threads for every
         # attempt in flight and the sessions writing at once.
@@ -507,8 +515,9 @@ def _relay(
         concurrency=settings.concurrency,
         perDomain=settings.perDomain,
         resolver=resolver,
+        writer=writer,
     )
-    relay = Relay(reactor, queue, manager, runBlocking)
+    relay = Relay(reactor, queue, manager, runBlocking, writer)
     reports = ReportSender(directory, committer, names, relay, queueIds.make)
     return relay
 

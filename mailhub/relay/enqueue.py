@@ -20,6 +20,7 @@ from mailhub.maildir.names import UniqueNames
 from mailhub.relay.bounce import originalHeaders
 from mailhub.relay.manager import countReceived
 from mailhub.relay.values import QueuedRecipient, QueueEntry
+from mailhub.relay.writer import QueueWriter
 
 
 class Relay:
@@ -32,6 +33,8 @@ class Relay:
     @param queue: the durable queue (blocking methods).
     @param manager: the relay manager (C{enqueued(entry)}).
     @param runBlocking: runs a blocking function off the reactor thread.
+    @param writer: adds entries in batches (L{QueueWriter}); without one,
+        each add runs through C{runBlocking}.
     """
 
     log = Logger()
@@ -42,11 +45,13 @@ class Relay:
         queue: Any,
         manager: Any,
         runBlocking: Callable[..., Deferred[Any]],
+        writer: QueueWriter | None = None,
     ) -> None:
         self.clock = clock
         self.queue = queue
         self.manager = manager
         self.runBlocking = runBlocking
+        self.writer = writer
         #: Entries added with their marker taken for the manager: id ->
         #: the count of Received fields, until released or cancelled.
         self._claimed: dict[str, int] = {}
@@ -77,9 +82,11 @@ class Relay:
         # with its in-flight marker taken for the manager, and handed over
         # in memory with what the attempt needs to know of the message.
         claim = bool(getattr(self.manager, "wantsFresh", lambda: False)())
-        received = await self.runBlocking(
-            self._add, entry, content, spoolPath if content is None else None, spoolSize, claim
-        )
+        spool = spoolPath if content is None else None
+        if self.writer is not None:
+            received = await self.writer.add(entry, content, spool, spoolSize, claim)
+        else:
+            received = await self.runBlocking(self._add, entry, content, spool, spoolSize, claim)
         if claim:
             self._claimed[entry.id] = received
         self.log.info(

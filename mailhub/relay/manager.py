@@ -101,6 +101,9 @@ class RelayManager(Service):
     @param perDomain: transactions in flight at once per domain.
     @param stopTimeout: how long C{stopService} waits for attempts.
     @param resolver: closed (C{close()}) when the service stops.
+    @param writer: removes delivered entries in batches
+        (L{mailhub.relay.writer.QueueWriter}); without one, through
+        C{runBlocking}.
     """
 
     log = Logger()
@@ -121,6 +124,7 @@ class RelayManager(Service):
         perDomain: int = 4,
         stopTimeout: float = 30.0,
         resolver: Any = None,
+        writer: Any = None,
     ) -> None:
         self.clock = clock
         self.queue = queue
@@ -135,6 +139,7 @@ class RelayManager(Service):
         self.perDomain = perDomain
         self.stopTimeout = stopTimeout
         self.resolver = resolver
+        self.writer = writer
         self._due: list[tuple[float, str]] = []
         self._queued: set[str] = set()
         self._inFlight: dict[str, Deferred[None]] = {}
@@ -341,7 +346,10 @@ class RelayManager(Service):
             entry = await self._deliver(entry, received)
             released = True
             if entry.done:
-                await self.runBlocking(self._removeAndRelease, queueId)
+                if self.writer is not None:
+                    await self.writer.remove(queueId)
+                else:
+                    await self.runBlocking(self._removeAndRelease, queueId)
                 self.log.debug("removed id={id}: nothing left to deliver", id=queueId)
             else:
                 await self.runBlocking(self._updateAndRelease, entry)

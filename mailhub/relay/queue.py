@@ -148,6 +148,22 @@ class GroupSync:
             self._fs.close(fd)
 
 
+class StagedEntry:
+    """
+    An entry on its way in (L{Queue.stage}): its message in place, its
+    envelope still in C{tmp/}.
+
+    @ivar entry: the entry (with its size).
+    @ivar tmpEnvelope: the envelope's temporary file.
+    @ivar claimed: whether its in-flight marker was taken.
+    """
+
+    def __init__(self, entry: QueueEntry, tmpEnvelope: str) -> None:
+        self.entry = entry
+        self.tmpEnvelope = tmpEnvelope
+        self.claimed = False
+
+
 class NoSuchEntry(MailhubError, LookupError):
     """
     There is no queue entry with that id.
@@ -501,14 +517,84 @@ class Queue:
         tmpEnvelope: str,
     ) -> None:
         """
-        L{add} with group sync: both files written; the message renamed
-        into place; one shared sync (both files' data and the message's
-        name durable); the envelope renamed; one more shared sync.  A
-        crash before the envelope's rename leaves at most an orphan
-        C{.msg}, which L{scan} removes.
+        L{add} with group sync: L{stage}; one shared sync (both files'
+        data and the message's name durable); L{publish}; one more shared
+        sync.  A crash before the envelope's rename leaves at most an
+        orphan C{.msg}, which L{scan} removes.
         """
+        staged = self._stage(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
+        published = False
+        try:
+            # The message must be durable in place before the envelope
+            # can name it.
+            self._syncDirectory()
+            self.publish(staged)
+            published = True
+            self._syncDirectory()
+        except BaseException:
+            # Not known to be durable: take it back (the client hears 451).
+            self._takeBack(staged, published)
+            raise
+
+    # The steps of a grouped add, for a writer that runs many adds at once
+    # around shared syncs (L{mailhub.relay.writer}).
+
+    def stage(
+        self,
+        entry: QueueEntry,
+        content: bytes | None = None,
+        spoolPath: str | None = None,
+        spoolSize: int = 0,
+        *,
+        claim: bool = False,
+    ) -> StagedEntry:
+        """
+        The first step of an add: the in-flight marker taken (with
+        C{claim}), both files written (not synced), the message renamed
+        into place; the entry does not exist yet.  Then a sync, L{publish},
+        a sync, and L{finish}; or L{abandon}.  Needs group sync.
+
+        @raise FileExistsError: an entry with this id exists, or its
+            marker is held.
+        @raise OSError: the disk said no; nothing of it is left.
+        """
+        assert self._group is not None, "staged adds need group sync"
+        queueId = checkId(entry.id)
+        if (content is None) == (spoolPath is None):
+            raise TypeError("give either content or spoolPath")
+        size = len(content) if content is not None else spoolSize
+        entry = evolve(entry, size=size)
+        self._prepare()
+        if os.path.lexists(self._path(queueId, "env")) or os.path.lexists(self._path(queueId, "msg")):
+            raise FileExistsError(errno.EEXIST, "queue entry exists", self._path(queueId, "env"))
+        if claim and not self.markInFlight(queueId):
+            raise FileExistsError(errno.EEXIST, "queue entry is claimed", self._path(queueId, "lock"))
+        _adding.add(queueId)
+        try:
+            staged = self._stage(
+                queueId, entry, content, spoolPath, size,
+                self._tmpPath(queueId, "msg"), self._tmpPath(queueId, "env"),
+            )
+        except BaseException:
+            _adding.discard(queueId)
+            if claim:
+                self.clearInFlight(queueId)
+            raise
+        staged.claimed = claim
+        return staged
+
+    def _stage(
+        self,
+        queueId: str,
+        entry: QueueEntry,
+        content: bytes | None,
+        spoolPath: str | None,
+        size: int,
+        tmpMessage: str,
+        tmpEnvelope: str,
+    ) -> StagedEntry:
         fs = self._fs
-        message, envelope = self._path(queueId, "msg"), self._path(queueId, "env")
+        message = self._path(queueId, "msg")
         self._writeTemporary(tmpMessage, content, spoolPath, size)
         try:
             self._writeTemporary(tmpEnvelope, encode(entry), None, 0)
@@ -521,22 +607,47 @@ class Queue:
             self._unlinkQuietly(tmpMessage)
             self._unlinkQuietly(tmpEnvelope)
             raise
+        return StagedEntry(entry, tmpEnvelope)
+
+    def publish(self, staged: StagedEntry) -> None:
+        """
+        Rename a staged entry's envelope into place, once a sync has made
+        its files durable: the entry exists (durably after the next sync).
+        """
+        self._fs.rename(staged.tmpEnvelope, self._path(staged.entry.id, "env"))
+
+    def finish(self, staged: StagedEntry) -> None:
+        """
+        A published entry is durable: the add is over (its marker, if
+        claimed, stays held).
+        """
+        _adding.discard(staged.entry.id)
+
+    def abandon(self, staged: StagedEntry, published: bool) -> None:
+        """
+        Take back a staged (or published but not known durable) entry:
+        its files and its marker removed.
+        """
         try:
-            # The message must be durable in place before the envelope
-            # can name it.
-            self._syncDirectory()
-            fs.rename(tmpEnvelope, envelope)
-        except BaseException:
-            self._unlinkQuietly(tmpEnvelope)
-            self._unlinkQuietly(message)
-            raise
-        try:
-            self._syncDirectory()
-        except BaseException:
-            # Not known to be durable: take it back (the client hears 451).
-            self._unlinkQuietly(envelope)
-            self._unlinkQuietly(message)
-            raise
+            self._takeBack(staged, published)
+        finally:
+            _adding.discard(staged.entry.id)
+            if staged.claimed:
+                self.clearInFlight(staged.entry.id)
+
+    def sync(self) -> None:
+        """
+        Make everything written to the queue so far durable (a shared
+        sync with group sync, else a directory fsync).
+        """
+        self._syncDirectory()
+
+    def _takeBack(self, staged: StagedEntry, published: bool) -> None:
+        queueId = staged.entry.id
+        if published:
+            self._unlinkQuietly(self._path(queueId, "env"))
+        self._unlinkQuietly(staged.tmpEnvelope)
+        self._unlinkQuietly(self._path(queueId, "msg"))
 
     def update(self, entry: QueueEntry) -> None:
         """

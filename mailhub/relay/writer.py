@@ -1,0 +1,283 @@
+# -*- test-case-name: tests.relay.test_writer -*-
+"""
+The relay queue's writer thread: new entries are added, and delivered ones
+removed, in batches around shared syncs, pipelined.
+
+An add needs two syncs in order (DESIGN.md, "Queue"): its files' data and
+its message's name durable before its envelope is renamed into place, and
+that rename durable before the client hears C{250}.  One thread runs every
+add that queued up while it was busy as one batch, and each sync does
+double duty: it makes the batch staged now durable B{and} the renames of
+the batch staged one round before.  In steady load that is one sync per
+round for everything in flight, instead of two per add; each add waits
+for two rounds, and the reactor hears of a whole round's results in one
+call.  Removals of delivered entries ride along: they are unlinked in the
+next round and made durable by its sync (nobody waits for that, see
+L{mailhub.relay.manager}).
+
+The other queue steps (an attempt's record, a deferral, the commands) are
+rarer and run on the thread pool with the queue's own shared sync.
+"""
+
+from __future__ import annotations
+
+import errno
+import queue as queueModule
+import threading
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailhub.relay.bounce import originalHeaders
+from mailhub.relay.manager import countReceived
+from mailhub.relay.queue import Queue, StagedEntry
+from mailhub.relay.values import QueueEntry
+
+_STOP = object()
+
+
+class _Add:
+    def __init__(
+        self,
+        entry: QueueEntry,
+        content: bytes | None,
+        spoolPath: str | None,
+        size: int,
+        claim: bool,
+        d: Deferred[int],
+    ) -> None:
+        self.entry = entry
+        self.content = content
+        self.spoolPath = spoolPath
+        self.size = size
+        self.claim = claim
+        self.d = d
+        self.staged: StagedEntry | None = None
+        self.received = 0
+
+
+class _Remove:
+    def __init__(self, queueId: str, d: Deferred[None]) -> None:
+        self.queueId = queueId
+        self.d = d
+
+
+class QueueWriter:
+    """
+    Adds and removes relay queue entries on one thread, in pipelined
+    batches (see the module's description).
+
+    @param reactor: results are reported through it, on its thread.
+    @param queue: the queue; it must have group sync (C{syncfs}).
+    @param threaded: C{False} runs each operation at once on the calling
+        thread (for tests driven by a L{Clock}).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorFromThreads, queue: Queue, threaded: bool = True) -> None:
+        self._reactor = reactor
+        self.queue = queue
+        self._threaded = threaded
+        self._jobs: queueModule.SimpleQueue[object] = queueModule.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped: Deferred[None] | None = None
+        self._stopping = False
+        #: Rounds run, and syncs made (for tests and benchmarks).
+        self.rounds = 0
+        self.syncs = 0
+
+    # Life
+
+    def start(self) -> None:
+        """
+        Start the thread (a no-op when not threaded).
+        """
+        self._stopping = False
+        if self._threaded and self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="mailhub-queue-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Finish every operation already submitted, then stop the thread.
+        """
+        self._stopping = True
+        if self._thread is None:
+            return succeed(None)
+        self._stopped = Deferred()
+        self._jobs.put(_STOP)
+        return self._stopped
+
+    # Operations, called on the reactor thread
+
+    def add(
+        self,
+        entry: QueueEntry,
+        content: bytes | None,
+        spoolPath: str | None,
+        size: int,
+        claim: bool = False,
+    ) -> Deferred[int]:
+        """
+        Add an entry durably (L{Queue.add}).
+
+        @param claim: take its in-flight marker for the relay manager.
+        @return: fires, once the entry is durable, with the number of
+            C{Received:} fields of its message when C{claim}ed (for the
+            manager's loop check), else C{0}; or fails with the L{OSError}
+            that stopped it (nothing of the entry is left).
+        """
+        d: Deferred[int] = Deferred()
+        self._submit(_Add(entry, content, spoolPath, size, claim, d))
+        return d
+
+    def remove(self, queueId: str) -> Deferred[None]:
+        """
+        Remove a delivered entry and give back its in-flight marker,
+        without waiting for the removal to be durable (the next round's
+        sync makes it so).
+
+        @return: fires once the files are gone (an entry that was already
+            gone is no error).
+        """
+        d: Deferred[None] = Deferred()
+        self._submit(_Remove(queueId, d))
+        return d
+
+    def _submit(self, job: _Add | _Remove) -> None:
+        if self._stopping:
+            job.d.errback(Failure(OSError(errno.ESHUTDOWN, "the queue writer is stopping")))
+            return
+        if not self._threaded:
+            results, synced = self._round([job], [])
+            more, left = self._round([], synced)
+            assert not left
+            self._report(results + more)
+            return
+        if self._thread is None:
+            self.start()
+        self._jobs.put(job)
+
+    # The thread
+
+    def _work(self) -> None:
+        synced: list[_Add] = []
+        stop = False
+        while True:
+            jobs: list[Any] = []
+            if not synced and not stop:
+                jobs.append(self._jobs.get())
+            while True:
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queueModule.Empty:
+                    break
+            if _STOP in jobs:
+                stop = True
+                jobs = [j for j in jobs if j is not _STOP]
+            try:
+                results, synced = self._round(jobs, synced)
+            except BaseException as e:  # never lose a caller's Deferred
+                self.log.failure("queue writer round failed")
+                results = [(job, e) for job in jobs + synced]
+                synced = []
+            if results:
+                self._reactor.callFromThread(self._report, results)
+            if stop and not synced:
+                self._reactor.callFromThread(self._finished)
+                return
+
+    def _round(
+        self, jobs: Sequence[_Add | _Remove], synced: list[_Add]
+    ) -> tuple[list[tuple[Any, Any]], list[_Add]]:
+        """
+        One round: stage the new adds, run the removals, publish the adds
+        staged one round before (their data is durable), then one sync for
+        all of it.
+
+        @return: the results to report (C{(job, value or exception)}) and
+            the adds staged in this round, durable now but not published.
+        """
+        queue = self.queue
+        self.rounds += 1
+        results: list[tuple[Any, Any]] = []
+        staged: list[_Add] = []
+        for job in jobs:
+            if isinstance(job, _Remove):
+                results.append((job, self._removeOne(job.queueId)))
+                continue
+            try:
+                job.staged = queue.stage(job.entry, job.content, job.spoolPath, job.size, claim=job.claim)
+            except Exception as e:
+                results.append((job, e))
+                continue
+            if job.claim:
+                try:
+                    job.received = countReceived(originalHeaders(queue.messagePath(job.entry.id)))
+                except Exception as e:
+                    queue.abandon(job.staged, published=False)
+                    results.append((job, e))
+                    continue
+            staged.append(job)
+        published: list[_Add] = []
+        for job in synced:
+            assert job.staged is not None
+            try:
+                queue.publish(job.staged)
+            except Exception as e:
+                queue.abandon(job.staged, published=False)
+                results.append((job, e))
+                continue
+            published.append(job)
+        if staged or published:
+            try:
+                queue.sync()
+                self.syncs += 1
+            except Exception as e:
+                # Not known to be durable: take every one of them back (the
+                # clients hear 451 and send again).
+                for job in published:
+                    assert job.staged is not None
+                    queue.abandon(job.staged, published=True)
+                    results.append((job, e))
+                for job in staged:
+                    assert job.staged is not None
+                    queue.abandon(job.staged, published=False)
+                    results.append((job, e))
+                return results, []
+        for job in published:
+            assert job.staged is not None
+            queue.finish(job.staged)
+            results.append((job, job.received))
+        return results, staged
+
+    def _removeOne(self, queueId: str) -> BaseException | None:
+        try:
+            try:
+                self.queue.remove(queueId, durable=False)
+            except LookupError:
+                pass  # already gone ("mailhub queue delete")
+            finally:
+                self.queue.clearInFlight(queueId)
+        except Exception as e:
+            return e
+        return None
+
+    # Back on the reactor thread
+
+    def _report(self, results: Sequence[tuple[Any, Any]]) -> None:
+        for job, value in results:
+            if isinstance(value, BaseException):
+                job.d.errback(Failure(value))
+            else:
+                job.d.callback(value)
+
+    def _finished(self) -> None:
+        self._thread = None
+        stopped, self._stopped = self._stopped, None
+        if stopped is not None:
+            stopped.callback(None)

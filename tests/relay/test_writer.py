@@ -1,0 +1,198 @@
+"""
+Tests for L{mailhub.relay.writer}: adds and removals in pipelined batches
+around shared syncs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue as queueModule
+import threading
+from typing import Any, Callable
+
+from attrs import evolve
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailhub.relay.queue import GroupSync, Queue
+from mailhub.relay.writer import QueueWriter, _Add, _Remove
+from tests.relay.test_queue import MESSAGE, QueueTestCase, makeEntry
+from tests.test_fs import ScriptedFileSystem
+
+FRESH = dict(attempts=0, lastError="")
+
+
+class CallsFromThreads:
+    """
+    A stand-in for the reactor's C{callFromThread}: calls are queued and
+    run when the test (the "reactor thread") takes them.
+    """
+
+    def __init__(self) -> None:
+        self.calls: queueModule.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queueModule.Queue()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def runOne(self) -> None:
+        # A bounded wait for the writer thread, not a sleep.
+        f, args = self.calls.get(timeout=30)
+        f(*args)
+
+
+class WriterTestCase(QueueTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.fs = ScriptedFileSystem(canSyncFilesystem=True)
+        self.group = GroupSync(self.fs, os.path.dirname(self.directory))
+        self.addCleanup(self.group.close)
+        self.queue = Queue(self.directory, self.fs, clock=self.clock, groupSync=self.group)
+        self.reactor = CallsFromThreads()
+
+    def writer(self, threaded: bool = False) -> QueueWriter:
+        return QueueWriter(self.reactor, self.queue, threaded=threaded)  # type: ignore[arg-type]
+
+    def addJob(self, queueId: str, claim: bool = False) -> _Add:
+        return _Add(makeEntry(queueId, **FRESH), MESSAGE, None, 0, claim, Deferred())
+
+
+class RoundTests(WriterTestCase):
+    """
+    One round stages the new adds and publishes those staged a round
+    before, with one sync for both.
+    """
+
+    def test_pipelined(self) -> None:
+        """
+        An add is staged (message in place, no envelope) in one round and
+        published and reported in the next; each round makes one sync.
+        """
+        writer = self.writer()
+        a, b = self.addJob("A"), self.addJob("B", claim=True)
+        results, synced = writer._round([a, b], [])
+        self.assertEqual(results, [])
+        self.assertEqual(synced, [a, b])
+        self.assertEqual(self.queue.ids(), [])
+        self.assertTrue(os.path.exists(self.path("A.msg")))
+        self.assertTrue(self.queue.inFlight("B"))
+        self.assertEqual(self.group.syncs, 1)
+        c = self.addJob("C")
+        results, synced = writer._round([c], synced)
+        self.assertEqual(results, [(a, 0), (b, 1)])
+        self.assertEqual(synced, [c])
+        self.assertEqual(self.queue.ids(), ["A", "B"])
+        self.assertEqual(self.queue.get("B"), evolve(makeEntry("B", **FRESH), size=len(MESSAGE)))
+        self.assertEqual(self.group.syncs, 2)
+        # The order of steps: C's files written before the second sync, A's
+        # and B's envelopes renamed into place before it too.
+        steps = [
+            (op, os.path.basename(s or "")[:5] if op == "rename" else "")
+            for (op, _), s in zip(self.fs.calls, self.fs.subjects)
+            if op in ("rename", "syncfs")
+        ]
+        self.assertEqual(
+            steps,
+            [
+                ("rename", "A.msg"), ("rename", "B.msg"), ("syncfs", ""),
+                ("rename", "C.msg"), ("rename", "A.env"), ("rename", "B.env"), ("syncfs", ""),
+            ],
+        )
+
+    def test_oneFailureAlone(self) -> None:
+        """
+        An add that cannot be staged (its id exists) fails alone.
+        """
+        self.queue.add(makeEntry("A"), MESSAGE)
+        writer = self.writer()
+        a, b = self.addJob("A"), self.addJob("B")
+        results, synced = writer._round([a, b], [])
+        self.assertEqual([(job, type(e)) for job, e in results], [(a, FileExistsError)])
+        self.assertEqual(synced, [b])
+
+    def test_syncFailureTakesEverythingBack(self) -> None:
+        """
+        A failed sync fails the adds it was for, published or staged:
+        nothing of them is left, markers given back.
+        """
+        writer = self.writer()
+        a = self.addJob("A", claim=True)
+        _, synced = writer._round([a], [])
+        self.fs.failOp, self.fs.failAt = "syncfs", self.fs.counts.get("syncfs", 0) + 1
+        b = self.addJob("B", claim=True)
+        results, synced = writer._round([b], synced)
+        self.assertEqual(sorted(job.entry.id for job, _ in results), ["A", "B"])
+        self.assertTrue(all(isinstance(e, OSError) for _, e in results))
+        self.assertEqual(synced, [])
+        self.assertEqual(self.listing(), ["tmp"])
+        self.assertEqual(self.listing("tmp"), [])
+
+    def test_remove(self) -> None:
+        """
+        A removal unlinks the entry and gives back its marker, without a
+        sync; a removal of an entry already gone is no error.
+        """
+        self.queue.add(makeEntry("A"), MESSAGE, claim=True)
+        writer = self.writer()
+        before = self.group.syncs
+        ra, rz = _Remove("A", Deferred()), _Remove("Z", Deferred())
+        results, synced = writer._round([ra, rz], [])
+        self.assertEqual(results, [(ra, None), (rz, None)])
+        self.assertEqual(self.group.syncs, before)
+        self.assertEqual(self.queue.ids(), [])
+        self.assertFalse(self.queue.inFlight("A"))
+
+
+class WriterTests(WriterTestCase):
+    """
+    L{QueueWriter}'s Deferreds, inline and on its thread.
+    """
+
+    def test_inline(self) -> None:
+        """
+        Not threaded, an add is durable when its Deferred fires.
+        """
+        writer = self.writer()
+        d = writer.add(makeEntry("A", **FRESH), MESSAGE, None, 0, claim=True)
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertEqual(self.queue.ids(), ["A"])
+        self.successResultOf(writer.remove("A"))
+        self.assertEqual(self.queue.ids(), [])
+
+    def test_spool(self) -> None:
+        """
+        The message can come from a spool file.
+        """
+        spool = self.write(MESSAGE + b"trailing", "spool", old=False)
+        writer = self.writer()
+        self.successResultOf(writer.add(makeEntry("A", **FRESH), None, spool, len(MESSAGE)))
+        with open(self.queue.messagePath("A"), "rb") as f:
+            self.assertEqual(f.read(), MESSAGE)
+
+    def test_stoppedRefuses(self) -> None:
+        """
+        After C{stop}, operations fail at once.
+        """
+        writer = self.writer()
+        self.successResultOf(writer.stop())
+        failure = self.failureResultOf(writer.add(makeEntry("A"), MESSAGE, None, 0), OSError)
+        self.assertEqual(failure.value.errno, errno.ESHUTDOWN)
+
+    def test_threaded(self) -> None:
+        """
+        On its thread: results reach the reactor thread; C{stop} finishes
+        what was submitted first.
+        """
+        writer = self.writer(threaded=True)
+        writer.start()
+        results: list[object] = []
+        for n in range(5):
+            writer.add(makeEntry(f"A{n}", **FRESH), MESSAGE, None, 0).addBoth(results.append)
+        stopped = writer.stop()
+        while not stopped.called:
+            self.reactor.runOne()
+        self.assertEqual(results, [0] * 5)
+        self.assertEqual(self.queue.ids(), [f"A{n}" for n in range(5)])
+        self.assertLessEqual(writer.syncs, 6)
+        self.assertIsNone(writer._thread)
