@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, trustRootFromCertificates
-from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.internet.testing import MemoryReactorClock, StringTransport, StringTransportWithDisconnection
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.mail import smtp
 from twisted.mail.interfaces import IMessageDelivery
@@ -36,6 +36,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from mailhub.relay import sender as senderModule
 from mailhub.relay.sender import (
     Reply,
     Route,
@@ -174,6 +175,39 @@ class UnitTests(SynchronousTestCase):
         creator = _AnyCertificate("mx.test", trustRootFromCertificates([Certificate.loadPEM(CA.caPEM)]))
         self.assertTrue(verifyObject(IOpenSSLClientConnectionCreator, creator))
 
+    def test_lastBlockWithTheDot(self) -> None:
+        """
+        The last block of the message and the final dot go out in one
+        write (a dot alone after the data would wait for the remote's
+        delayed ACK).
+        """
+        writes: list[bytes] = []
+
+        class Recording(StringTransport):
+            def write(self, data: bytes) -> None:
+                writes.append(data)
+
+        protocol = _ClientProtocol(self.reactor)
+        protocol.makeConnection(Recording())
+        self.patch(senderModule, "CHUNK_SIZE", 16)
+        producer = _MessageProducer(io.BytesIO(b"0123456789abcdef.second\r\nend"), protocol)
+        protocol._blockSent = lambda: None  # type: ignore[method-assign]
+        protocol._messageSent = lambda: None  # type: ignore[method-assign]
+        protocol.transport.registerProducer(producer, False)
+        producer.resumeProducing()
+        producer.resumeProducing()
+        self.assertEqual(writes, [b"0123456789abcdef", b".second\r\nend\r\n.\r\n"])
+
+    def test_noDelay(self) -> None:
+        """
+        Client connections set TCP_NODELAY.
+        """
+        transport = StringTransport()
+        calls: list[bool] = []
+        transport.setTcpNoDelay = calls.append  # type: ignore[attr-defined]
+        _ClientProtocol(self.reactor).makeConnection(transport)
+        self.assertEqual(calls, [True])
+
     def test_fakeServerInterfaces(self) -> None:
         """
         The functional tests' server-side fakes provide their interfaces.
@@ -253,6 +287,8 @@ class UnitTests(SynchronousTestCase):
         The data-block timeout runs from the last write: a remote that stops
         reading makes the delivery transient.
         """
+        # Small blocks, so that the message takes more than one write.
+        self.patch(senderModule, "CHUNK_SIZE", 8)
         sender = SMTPSender(self.reactor, self.resolver, "client.test", timeouts=Timeouts(dataBlock=10))
         d = self.deliver(["b@example.com"], sender=sender)
         s = _Script(self, self.reactor, 0)
@@ -362,9 +398,14 @@ class _Message:
     def lineReceived(self, line: bytes) -> None:
         self.lines.append(line)
         if self.server.dropInData:
+            self.dropped = True
             self.protocol.transport.abortConnection()
 
     def eomReceived(self) -> Deferred[bytes]:
+        if getattr(self, "dropped", False):
+            # The rest of the data arrived in the same read as the line
+            # that dropped the connection: nothing is taken.
+            return Deferred()
         self.server.messages.append((self.recipient, b"\r\n".join(self.lines) + b"\r\n"))
         return succeed(b"ok")
 
