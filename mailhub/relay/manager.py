@@ -143,6 +143,8 @@ class RelayManager(Service):
         self._due: list[tuple[float, str]] = []
         self._queued: set[str] = set()
         self._inFlight: dict[str, Deferred[None]] = {}
+        #: Attempts over, their entry's removal still on its way.
+        self._settled: set[str] = set()
         self._domains: dict[str, DeferredSemaphore] = {}
         self._timer: IDelayedCall | None = None
         self._loading: Deferred[Any] | None = None
@@ -285,7 +287,7 @@ class RelayManager(Service):
         """
         if not self.running:
             return
-        if not self._due or len(self._inFlight) >= self.concurrency:
+        if not self._due or self._busy() >= self.concurrency:
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
             self._timer = None
@@ -299,7 +301,7 @@ class RelayManager(Service):
     def _run(self) -> None:
         self._timer = None
         now = self.clock.seconds()
-        while self._due and self._due[0][0] <= now and len(self._inFlight) < self.concurrency:
+        while self._due and self._due[0][0] <= now and self._busy() < self.concurrency:
             _, queueId = heapq.heappop(self._due)
             self._queued.discard(queueId)
             d = Deferred.fromCoroutine(self._attempt(queueId))
@@ -308,8 +310,16 @@ class RelayManager(Service):
             d.addBoth(lambda _, q=queueId: self._finished(q))
         self._schedule()
 
+    def _busy(self) -> int:
+        """
+        Attempts that hold a slot: those in flight, less those only
+        waiting for their entry's removal.
+        """
+        return len(self._inFlight) - len(self._settled)
+
     def _finished(self, queueId: str) -> None:
         self._inFlight.pop(queueId, None)
+        self._settled.discard(queueId)
         self._schedule()
 
     # One attempt
@@ -347,6 +357,10 @@ class RelayManager(Service):
             released = True
             if entry.done:
                 if self.writer is not None:
+                    # The slot is free as soon as the outcome is known; the
+                    # removal rides on the writer's next round.
+                    self._settled.add(queueId)
+                    self._schedule()
                     await self.writer.remove(queueId)
                 else:
                     await self.runBlocking(self._removeAndRelease, queueId)

@@ -507,3 +507,32 @@ class FreshEntryTests(SynchronousTestCase):
         self.assertEqual(self.queue.inFlight, set())
         self.start()
         self.assertTrue(self.manager.wantsFresh())
+
+    def test_slotFreeBeforeRemoval(self) -> None:
+        """
+        With a writer, a delivered entry's slot is free as soon as its
+        outcome is known: the next entry starts while the removal is on
+        its way; the attempt ends when the removal is done.
+        """
+        removals: dict[str, Deferred[None]] = {}
+
+        class Writer:
+            def remove(self, queueId: str) -> Deferred[None]:
+                removals[queueId] = Deferred()
+                return removals[queueId]
+
+        self.manager = self.makeManager(concurrency=1, writer=Writer())
+        self.start()
+        self.sender.script["remote.test"] = [OK, OK]
+        self.sender.script["other.test"] = [OK]
+        self.fresh("Q1")
+        entry = self.entry("Q2", "carol@other.test")
+        self.queue.inFlight.add("Q2")
+        self.manager.enqueued(entry, 1)
+        self.clock.advance(0)
+        self.assertEqual(sorted(removals), ["Q1", "Q2"])
+        self.assertEqual(len(self.sender.calls), 2)
+        self.assertEqual(sorted(self.manager._inFlight), ["Q1", "Q2"])
+        removals["Q1"].callback(None)
+        removals["Q2"].callback(None)
+        self.assertEqual(self.manager._inFlight, {})
