@@ -61,7 +61,7 @@ from zope.interface import implementer
 
 from mailhub.errors import TemporaryAuthError
 from mailhub.pop3.mailbox import ISessionMailbox, MailboxInUse
-from mailhub.sessions import Refuse, SessionFactory, peerHost
+from mailhub.sessions import Refuse, SessionFactory, peerHost, setNoDelay
 
 AUTHORIZATION, SASL, TRANSACTION, CLOSED = "authorization", "sasl", "transaction", "closed"
 
@@ -411,12 +411,7 @@ class POP3Server(pop3.POP3):
         self.canStartTLS = self.ctx is not None and hasattr(self.transport, "startTLS")
         # Twisted's RETR of many messages stalls ~40 ms each on Nagle's
         # algorithm and delayed ACKs.
-        noDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if noDelay is not None:
-            try:
-                noDelay(True)
-            except OSError:
-                pass
+        setNoDelay(self.transport)
         self.factory.connected(self)
         # No APOP timestamp (RFC 1939 §7): APOP is not offered.
         self.reply(GREETING.format(host=self.factory.hostname))

@@ -435,20 +435,9 @@ class Queue:
         @raise FileExistsError: an entry with this id exists.
         @raise OSError: the disk said no; nothing was added.
         """
-        queueId = checkId(entry.id)
-        if (content is None) == (spoolPath is None):
-            raise TypeError("give either content or spoolPath")
-        size = len(content) if content is not None else spoolSize
-        entry = evolve(entry, size=size)
-        message, envelope = self._path(queueId, "msg"), self._path(queueId, "env")
-        self._prepare()
-        if os.path.lexists(envelope) or os.path.lexists(message):
-            raise FileExistsError(errno.EEXIST, "queue entry exists", envelope)
+        queueId, entry, size = self._begin(entry, content, spoolPath, spoolSize, claim)
         tmpMessage = self._tmpPath(queueId, "msg")
         tmpEnvelope = self._tmpPath(queueId, "env")
-        if claim and not self.markInFlight(queueId):
-            raise FileExistsError(errno.EEXIST, "queue entry is claimed", self._path(queueId, "lock"))
-        _adding.add(queueId)
         try:
             if self._group is not None:
                 self._addGrouped(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
@@ -460,6 +449,29 @@ class Queue:
             raise
         finally:
             _adding.discard(queueId)
+
+    def _begin(
+        self, entry: QueueEntry, content: bytes | None, spoolPath: str | None, spoolSize: int, claim: bool
+    ) -> tuple[str, QueueEntry, int]:
+        """
+        The checks before an add, the marker taken (with C{claim}) and the
+        id marked as being added.
+
+        @return: the id, the entry with its size, the size.
+        """
+        queueId = checkId(entry.id)
+        if (content is None) == (spoolPath is None):
+            raise TypeError("give either content or spoolPath")
+        size = len(content) if content is not None else spoolSize
+        entry = evolve(entry, size=size)
+        self._prepare()
+        envelope = self._path(queueId, "env")
+        if os.path.lexists(envelope) or os.path.lexists(self._path(queueId, "msg")):
+            raise FileExistsError(errno.EEXIST, "queue entry exists", envelope)
+        if claim and not self.markInFlight(queueId):
+            raise FileExistsError(errno.EEXIST, "queue entry is claimed", self._path(queueId, "lock"))
+        _adding.add(queueId)
+        return queueId, entry, size
 
     def _addFsynced(
         self,
@@ -559,17 +571,7 @@ class Queue:
         @raise OSError: the disk said no; nothing of it is left.
         """
         assert self._group is not None, "staged adds need group sync"
-        queueId = checkId(entry.id)
-        if (content is None) == (spoolPath is None):
-            raise TypeError("give either content or spoolPath")
-        size = len(content) if content is not None else spoolSize
-        entry = evolve(entry, size=size)
-        self._prepare()
-        if os.path.lexists(self._path(queueId, "env")) or os.path.lexists(self._path(queueId, "msg")):
-            raise FileExistsError(errno.EEXIST, "queue entry exists", self._path(queueId, "env"))
-        if claim and not self.markInFlight(queueId):
-            raise FileExistsError(errno.EEXIST, "queue entry is claimed", self._path(queueId, "lock"))
-        _adding.add(queueId)
+        queueId, entry, size = self._begin(entry, content, spoolPath, spoolSize, claim)
         try:
             staged = self._stage(
                 queueId, entry, content, spoolPath, size,

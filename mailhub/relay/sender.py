@@ -78,6 +78,7 @@ from zope.interface import implementer
 from mailhub.errors import DeliveryError
 from mailhub.relay.mx import MXHost, MXResolver, normalizeName
 from mailhub.relay.values import Outcome
+from mailhub.sessions import setNoDelay
 
 __all__ = [
     "TLS_OPPORTUNISTIC",
@@ -531,15 +532,7 @@ class _ClientProtocol(LineReceiver):
         return _StepFailed(what, self._lost)
 
     def connectionMade(self) -> None:
-        # Without it, the final dot (or pipelined commands) written while
-        # the remote still holds its ACK for the data waits for that
-        # delayed ACK: 40 ms a message on Linux (Nagle's algorithm).
-        noDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if noDelay is not None:
-            try:
-                noDelay(True)
-            except OSError:
-                pass
+        setNoDelay(self.transport)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._lost = reason
