@@ -1,0 +1,572 @@
+"""
+Every IMAP command and extension the server offers, end to end with the
+stdlib C{imaplib} (and the raw client where a test must see the octets):
+TLS and login, AUTHENTICATE PLAIN, NAMESPACE, ID, ENABLE, UNSELECT,
+LITERAL+, CHILDREN and SPECIAL-USE, SEARCH, FETCH, APPEND, COPY, MOVE and
+UIDPLUS, EXPUNGE, CREATE/DELETE/RENAME, STATUS, CHECK, CLOSE, EXAMINE, the
+per-user session limit, and bad input.  Results are read back from disk
+with the stdlib's C{mailbox.Maildir} where the disk is what matters.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import imaplib
+import os
+import re
+from typing import Any
+
+from twisted.internet.threads import deferToThread
+
+from tests.functional.imapsupport import (
+    ALICE,
+    BOB,
+    PASSWORD,
+    IMAPTestCase,
+    fetched,
+    maildirFiles,
+    parseValues,
+    untagged,
+    unverified,
+)
+from tests.functional.support import SOCKET_GUARD, message
+
+#: The extensions the server announces once TLS is on.
+EXTENSIONS = (
+    "IMAP4REV1", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "SPECIAL-USE", "ENABLE",
+    "UNSELECT", "LITERAL+", "ID", "CHILDREN", "AUTH=PLAIN",
+)
+
+
+def check(result: tuple[str, list[Any]]) -> list[Any]:
+    """
+    The data of an C{imaplib} command that must have answered OK.
+    """
+    typ, data = result
+    if typ != "OK":
+        raise AssertionError(f"{typ} {data!r}")
+    return data
+
+
+def failure(call: Any, *args: Any) -> str:
+    """
+    Run an C{imaplib} call that must fail with a tagged NO or BAD; its text.
+    """
+    try:
+        typ, data = call(*args)
+    except imaplib.IMAP4.error as e:
+        return str(e)
+    if typ == "OK":
+        raise AssertionError(f"succeeded: {data!r}")
+    return f"{typ} " + b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+
+
+class SessionCommandTests(IMAPTestCase):
+    """
+    TLS, login, and the commands of any state and of the authenticated
+    state.
+    """
+
+    async def test_startTLSThenLogin(self) -> None:
+        """
+        On the plain port the greeting offers STARTTLS and LOGINDISABLED;
+        after STARTTLS neither is offered, AUTH=PLAIN and the extensions
+        are, and LOGIN works.
+        """
+
+        def run() -> tuple[tuple[str, ...], tuple[str, ...], str]:
+            client = imaplib.IMAP4("127.0.0.1", self.server.ports["imap"], timeout=SOCKET_GUARD)
+            try:
+                before = client.capabilities
+                refused = failure(client.login, ALICE, PASSWORD)
+                check(client.starttls(ssl_context=unverified()))
+                after = client.capabilities
+                check(client.login(ALICE, PASSWORD))
+                return before, after, refused
+            finally:
+                client.logout()
+
+        before, after, refused = await deferToThread(run)
+        self.assertIn("STARTTLS", before)
+        self.assertIn("LOGINDISABLED", before)
+        self.assertNotIn("AUTH=PLAIN", before)
+        self.assertIn("PRIVACYREQUIRED", refused)
+        self.assertNotIn("STARTTLS", after)
+        self.assertNotIn("LOGINDISABLED", after)
+        for name in EXTENSIONS:
+            self.assertIn(name, after)
+
+    async def test_implicitTLS(self) -> None:
+        """
+        The implicit-TLS port is TLS from the first byte: no STARTTLS, no
+        LOGINDISABLED, and LOGIN works at once.
+        """
+
+        def work(client: imaplib.IMAP4) -> tuple[str, ...]:
+            check(client.noop())
+            return tuple(check(client.capability())[0].decode().upper().split())
+
+        capabilities = await self.imap(work, implicit=True)
+        self.assertNotIn("STARTTLS", capabilities)
+        self.assertNotIn("LOGINDISABLED", capabilities)
+        for name in EXTENSIONS:
+            self.assertIn(name, capabilities)
+
+    async def test_authenticatePlain(self) -> None:
+        """
+        AUTHENTICATE PLAIN with a continuation, and with the initial
+        response on the command line (SASL-IR), both log in; a response
+        that is not base64 is BAD and the session can still log in.
+        """
+
+        def continued(client: imaplib.IMAP4) -> str:
+            response = f"\0{ALICE}\0{PASSWORD}".encode()
+            return check(client.authenticate("PLAIN", lambda challenge: response))[0].decode()
+
+        self.assertIn("Logged in", await self.imap(continued, login=False))
+
+        client = await self.raw(user=None)
+        bad = await client.command("AUTHENTICATE PLAIN !!!notbase64")
+        self.assertEqual(bad.status, "BAD")
+        initial = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode()).decode()
+        reply = await client.command(f"AUTHENTICATE PLAIN {initial}")
+        self.assertTrue(reply.ok, reply)
+        self.assertIn("CAPABILITY", reply.text)
+        self.assertTrue((await client.command("SELECT INBOX")).ok)
+        await client.command("LOGOUT")
+
+    async def test_authenticateUnknownMechanism(self) -> None:
+        """
+        A mechanism the server does not offer is refused; PLAIN still works.
+        """
+
+        def work(client: imaplib.IMAP4) -> str:
+            refused = failure(client.authenticate, "CRAM-MD5", lambda challenge: b"x")
+            response = f"\0{ALICE}\0{PASSWORD}".encode()
+            check(client.authenticate("PLAIN", lambda challenge: response))
+            return refused
+
+        self.assertIn("Unsupported mechanism", await self.imap(work, login=False))
+
+    async def test_wrongPassword(self) -> None:
+        """
+        A wrong password is NO [AUTHENTICATIONFAILED], and the session may
+        try again.
+        """
+
+        def work(client: imaplib.IMAP4) -> str:
+            refused = failure(client.login, ALICE, "wrong")
+            check(client.login(ALICE, PASSWORD))
+            return refused
+
+        self.assertIn("AUTHENTICATIONFAILED", await self.imap(work, login=False))
+
+    async def test_namespace(self) -> None:
+        """
+        NAMESPACE (RFC 2342): one personal namespace, prefix "" and
+        separator "/"; no shared or other users' namespaces.
+        """
+
+        def work(client: imaplib.IMAP4) -> bytes:
+            return check(client.namespace())[0]
+
+        self.assertEqual(await self.imap(work), b'(("" "/")) NIL NIL')
+
+    async def test_id(self) -> None:
+        """
+        ID (RFC 2971) before and after login, with parameters or NIL, says
+        the server's name; a malformed ID is BAD.
+        """
+        client = await self.raw(tls="none", user=None)
+        reply = await client.command('ID ("name" "test" "version" "1")')
+        self.assertTrue(reply.ok, reply)
+        self.assertEqual(parseValues(reply.untagged[0]), ["*", "ID", [b"name", b"mailhub"]])
+        self.assertTrue((await client.command("ID NIL")).ok)
+        self.assertEqual((await client.command('ID ("odd")')).status, "BAD")
+        self.assertEqual((await client.command("ID")).status, "BAD")
+        await client.command("LOGOUT")
+
+        def work(client: imaplib.IMAP4) -> list[Any]:
+            typ, data = client.xatom("ID", '("name" "imaplib")')
+            check((typ, data))
+            return client._untagged_response(typ, data, "ID")[1]
+
+        self.assertEqual(await self.imap(work), [b'("name" "mailhub")'])
+
+    async def test_enable(self) -> None:
+        """
+        ENABLE (RFC 5161) answers ENABLED with nothing for an extension the
+        server does not have; it is BAD before login.
+        """
+        client = await self.raw(user=None)
+        self.assertEqual((await client.command("ENABLE X-NOTHING")).status, "BAD")
+        await client.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
+        reply = await client.command("ENABLE X-NOTHING")
+        self.assertTrue(reply.ok, reply)
+        self.assertEqual(reply.untagged, [b"* ENABLED"])
+        self.assertEqual((await client.command("ENABLE")).status, "BAD")
+        await client.command("LOGOUT")
+
+    async def test_capabilityAndNoopAnyState(self) -> None:
+        """
+        CAPABILITY and NOOP work before login; commands of the
+        authenticated state are BAD before login, and commands of the
+        selected state before a SELECT.
+        """
+        client = await self.raw(user=None)
+        reply = await client.command("CAPABILITY")
+        self.assertTrue(reply.ok)
+        self.assertTrue(reply.untagged[0].startswith(b"* CAPABILITY IMAP4rev1"))
+        self.assertTrue((await client.command("NOOP")).ok)
+        for command in ("SELECT INBOX", "LIST \"\" *", "NAMESPACE"):
+            self.assertEqual((await client.command(command)).status, "BAD", command)
+        await client.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
+        for command in ("FETCH 1 FLAGS", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH ALL"):
+            self.assertEqual((await client.command(command)).status, "BAD", command)
+        self.assertEqual((await client.command(f'LOGIN "{ALICE}" "{PASSWORD}"')).status, "BAD")
+        reply = await client.command("LOGOUT")
+        self.assertEqual(reply.untagged, [b"* BYE Logging out"])
+        await client.closed
+
+    async def test_perUserSessionLimit(self) -> None:
+        """
+        A user may have at most C{connectionsPerUser} sessions logged in on
+        a listener; the next login is NO [LIMIT], another user is not
+        affected, and a closed session makes room.
+        """
+        factory = self.server.service.factories["imap"]
+        factory.connectionsPerUser = 2
+        first = await self.raw()
+        await self.raw()
+        third = await self.raw(user=None)
+        refused = await third.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
+        self.assertEqual(refused.status, "NO")
+        self.assertIn("[LIMIT]", refused.text)
+        self.assertTrue((await third.command(f'LOGIN "{BOB}" "{PASSWORD}"')).ok)
+        fourth = await self.raw(user=None)
+        await first.command("LOGOUT")
+        await first.closed
+        self.assertTrue((await fourth.command(f'LOGIN "{ALICE}" "{PASSWORD}"')).ok)
+
+
+def crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
+#: A message with nested parts: multipart/mixed of a multipart/alternative
+#: (text and HTML), a base64 attachment and a forwarded message.
+NESTED = crlf(
+    """From: "Alice Example" <alice@example.test>
+To: Bob <bob@example.test>, carol@other.test
+Cc: Dave <dave@other.test>
+Subject: Nested parts
+Date: Tue, 03 Mar 2026 10:00:00 +0100
+Message-ID: <nested@example.test>
+In-Reply-To: <parent@example.test>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="outer"
+
+Preamble.
+--outer
+Content-Type: multipart/alternative; boundary="inner"
+
+--inner
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: quoted-printable
+
+Plain caf=C3=A9 text.
+Second line.
+--inner
+Content-Type: text/html; charset=utf-8
+
+<p>HTML text.</p>
+--inner--
+--outer
+Content-Type: application/pdf; name="report.pdf"
+Content-Disposition: attachment; filename="report.pdf"
+Content-Transfer-Encoding: base64
+
+JVBERi0xLjQK
+--outer
+Content-Type: message/rfc822
+
+From: Inner <inner@other.test>
+Subject: Forwarded
+Content-Type: text/plain
+
+Inner body.
+--outer--
+"""
+)
+
+HEADER, TEXT = NESTED.split(b"\r\n\r\n", 1)
+HEADER += b"\r\n\r\n"
+FORWARDED = crlf(
+    """From: Inner <inner@other.test>
+Subject: Forwarded
+Content-Type: text/plain
+
+Inner body."""
+)
+
+
+def upper(value: Any) -> Any:
+    """
+    A BODYSTRUCTURE with every string upper-cased (types and parameter
+    names are case-insensitive).
+    """
+    if isinstance(value, list):
+        return [upper(v) for v in value]
+    if isinstance(value, bytes):
+        return value.upper()
+    return value
+
+
+class FetchTests(IMAPTestCase):
+    """
+    FETCH of every item, on a message with nested parts that was APPENDed
+    (so its octets are known).
+    """
+
+    async def appendNested(self, flags: str = "()") -> None:
+        def work(client: imaplib.IMAP4) -> None:
+            check(client.append("INBOX", flags, '"03-Mar-2026 10:00:05 +0100"', NESTED))
+
+        await self.imap(work)
+
+    async def fetch(self, items: str, select: str = "select") -> dict[str, Any]:
+        def work(client: imaplib.IMAP4) -> Any:
+            if select == "select":
+                check(client.select("INBOX"))
+            else:
+                check(client.select("INBOX", readonly=True))
+            return fetched(check(client.fetch("1", items)))[1]
+
+        return await self.imap(work)
+
+    async def test_sections(self) -> None:
+        """
+        BODY.PEEK[section] for the whole message, HEADER, TEXT, nested part
+        numbers, MIME headers of a part, and a forwarded message's HEADER,
+        TEXT and first part: each the exact octets of that section.
+        """
+        await self.appendNested()
+        items = await self.fetch(
+            "(BODY.PEEK[] BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[1] BODY.PEEK[1.1] "
+            "BODY.PEEK[1.2] BODY.PEEK[1.MIME] BODY.PEEK[2] BODY.PEEK[2.MIME] BODY.PEEK[3] "
+            "BODY.PEEK[3.HEADER] BODY.PEEK[3.TEXT] BODY.PEEK[3.1])"
+        )
+        self.assertEqual(items["BODY[]"], NESTED)
+        self.assertEqual(items["BODY[HEADER]"], HEADER)
+        self.assertEqual(items["BODY[TEXT]"], TEXT)
+        self.assertEqual(
+            items["BODY[1.1]"], b"Plain caf=C3=A9 text.\r\nSecond line."
+        )
+        self.assertEqual(items["BODY[1.2]"], b"<p>HTML text.</p>")
+        self.assertTrue(items["BODY[1]"].startswith(b"--inner\r\nContent-Type: text/plain"))
+        self.assertTrue(items["BODY[1]"].endswith(b"<p>HTML text.</p>\r\n--inner--"))
+        self.assertEqual(items["BODY[1.MIME]"], b'Content-Type: multipart/alternative; boundary="inner"\r\n\r\n')
+        self.assertEqual(items["BODY[2]"], b"JVBERi0xLjQK")
+        self.assertEqual(
+            items["BODY[2.MIME]"],
+            b'Content-Type: application/pdf; name="report.pdf"\r\n'
+            b'Content-Disposition: attachment; filename="report.pdf"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n",
+        )
+        self.assertEqual(items["BODY[3]"], FORWARDED)
+        self.assertEqual(items["BODY[3.HEADER]"], FORWARDED.split(b"\r\n\r\n")[0] + b"\r\n\r\n")
+        self.assertEqual(items["BODY[3.TEXT]"], b"Inner body.")
+        self.assertEqual(items["BODY[3.1]"], b"Inner body.")
+        self.assertNotIn("FLAGS", items)
+
+    async def test_headerFields(self) -> None:
+        """
+        HEADER.FIELDS gives the named fields in the message's order (names
+        case-insensitive, a missing one left out) and the blank line;
+        HEADER.FIELDS.NOT everything else.
+        """
+        await self.appendNested()
+        items = await self.fetch(
+            "(BODY.PEEK[HEADER.FIELDS (subject FROM X-Missing)] BODY.PEEK[HEADER.FIELDS.NOT (Subject From To Cc Date Message-ID In-Reply-To)])"
+        )
+        [fields] = [v for k, v in items.items() if k.startswith("BODY[HEADER.FIELDS (")]
+        [others] = [v for k, v in items.items() if k.startswith("BODY[HEADER.FIELDS.NOT")]
+        self.assertEqual(fields, b'From: "Alice Example" <alice@example.test>\r\nSubject: Nested parts\r\n\r\n')
+        self.assertEqual(
+            others,
+            b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="outer"\r\n\r\n',
+        )
+
+    async def test_partials(self) -> None:
+        """
+        A partial fetch returns that slice, labelled with its origin
+        (BODY[]<0>); one that starts past the end is empty; the octets of
+        a partial of a part are that part's.
+        """
+        await self.appendNested()
+        items = await self.fetch(
+            f"(BODY.PEEK[]<0.10> BODY.PEEK[TEXT]<5.8> BODY.PEEK[1.1]<6.9> BODY.PEEK[]<{len(NESTED) - 4}.100> BODY.PEEK[]<{len(NESTED) + 10}.5>)"
+        )
+        self.assertEqual(items["BODY[]<0>"], NESTED[:10])
+        self.assertEqual(items["BODY[TEXT]<5>"], TEXT[5:13])
+        self.assertEqual(items["BODY[1.1]<6>"], b"caf=C3=A9")
+        self.assertEqual(items[f"BODY[]<{len(NESTED) - 4}>"], NESTED[-4:])
+        self.assertEqual(items[f"BODY[]<{len(NESTED) + 10}>"], b"")
+
+    async def test_bodyStructure(self) -> None:
+        """
+        BODYSTRUCTURE describes every nested part with its type,
+        parameters, encoding, size, lines, disposition, and the forwarded
+        message's envelope and structure; BODY is the same without the
+        extension data.
+        """
+        await self.appendNested()
+        items = await self.fetch("(BODYSTRUCTURE BODY)")
+        structure = upper(items["BODYSTRUCTURE"])
+        plain = b"Plain caf=C3=A9 text.\r\nSecond line."
+        html = b"<p>HTML text.</p>"
+        alternative = structure[0]
+        self.assertEqual(
+            alternative[0][:8],
+            [b"TEXT", b"PLAIN", [b"CHARSET", b"UTF-8"], None, None, b"QUOTED-PRINTABLE", len(plain), 2],
+        )
+        self.assertEqual(alternative[1][:8], [b"TEXT", b"HTML", [b"CHARSET", b"UTF-8"], None, None, b"7BIT", len(html), 1])
+        self.assertEqual(alternative[2], b"ALTERNATIVE")
+        self.assertEqual(alternative[3], [b"BOUNDARY", b"INNER"])
+        attachment = structure[1]
+        self.assertEqual(
+            attachment[:7], [b"APPLICATION", b"PDF", [b"NAME", b"REPORT.PDF"], None, None, b"BASE64", 12]
+        )
+        self.assertEqual(attachment[8], [b"ATTACHMENT", [b"FILENAME", b"REPORT.PDF"]])
+        forwarded = structure[2]
+        self.assertEqual(forwarded[:7], [b"MESSAGE", b"RFC822", None, None, None, b"7BIT", len(FORWARDED)])
+        self.assertEqual(forwarded[7][1], b"FORWARDED")  # its envelope's subject
+        self.assertEqual(forwarded[7][2], [[b"INNER", None, b"INNER", b"OTHER.TEST"]])
+        self.assertEqual(forwarded[8][:8], [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", 11, 1])
+        self.assertEqual(forwarded[9], 5)
+        self.assertEqual(structure[3], b"MIXED")
+        self.assertEqual(structure[4], [b"BOUNDARY", b"OUTER"])
+        body = upper(items["BODY"])
+        self.assertEqual(body[0][0], [b"TEXT", b"PLAIN", [b"CHARSET", b"UTF-8"], None, None, b"QUOTED-PRINTABLE", len(plain), 2])
+        self.assertEqual(body[1], [b"APPLICATION", b"PDF", [b"NAME", b"REPORT.PDF"], None, None, b"BASE64", 12])
+        self.assertEqual(body[3], b"MIXED")
+        self.assertEqual(len(body), 4)
+
+    async def test_envelopeAndAttributes(self) -> None:
+        """
+        ENVELOPE has every field (sender and reply-to default to from);
+        INTERNALDATE is the APPEND date; RFC822.SIZE the stored octets;
+        UID and FLAGS; the ALL, FAST and FULL macros expand.
+        """
+        await self.appendNested("(\\Flagged $Work)")
+        items = await self.fetch("(ENVELOPE INTERNALDATE RFC822.SIZE UID FLAGS)")
+        alice = [[b"Alice Example", None, b"alice", b"example.test"]]
+        self.assertEqual(
+            items["ENVELOPE"],
+            [
+                b"Tue, 03 Mar 2026 10:00:00 +0100",
+                b"Nested parts",
+                alice,
+                alice,
+                alice,
+                [[b"Bob", None, b"bob", b"example.test"], [None, None, b"carol", b"other.test"]],
+                [[b"Dave", None, b"dave", b"other.test"]],
+                None,
+                b"<parent@example.test>",
+                b"<nested@example.test>",
+            ],
+        )
+        sent = email.utils.parsedate_to_datetime("Tue, 03 Mar 2026 10:00:05 +0100")
+        internal = items["INTERNALDATE"].decode()
+        self.assertEqual(
+            email.utils.parsedate_to_datetime(
+                re.sub(r"^(\d+)-(\w+)-(\d+) ", r"\1 \2 \3 ", internal.strip())
+            ),
+            sent,
+        )
+        self.assertEqual(items["RFC822.SIZE"], len(NESTED))
+        self.assertEqual(items["UID"], 1)
+        self.assertEqual(sorted(items["FLAGS"]), ["$Work", "\\Flagged"])
+
+        def macros(client: imaplib.IMAP4) -> Any:
+            check(client.select("INBOX"))
+            return [set(fetched(check(client.fetch("1", macro)))[1]) for macro in ("ALL", "FAST", "FULL")]
+
+        every, fast, full = await self.imap(macros)
+        self.assertEqual(every, {"FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"})
+        self.assertEqual(fast, {"FLAGS", "INTERNALDATE", "RFC822.SIZE"})
+        self.assertEqual(full, {"FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"})
+
+    async def test_rfc822Items(self) -> None:
+        """
+        RFC822.HEADER and RFC822.TEXT are the header and the body;
+        RFC822.HEADER leaves the message unseen, RFC822 sets \\Seen and
+        says so with FLAGS.
+        """
+        await self.appendNested()
+
+        def work(client: imaplib.IMAP4) -> Any:
+            check(client.select("INBOX"))
+            header = fetched(check(client.fetch("1", "(RFC822.HEADER)")))[1]
+            whole = fetched(check(client.fetch("1", "(RFC822)")))[1]
+            text = fetched(check(client.fetch("1", "(RFC822.TEXT)")))[1]
+            return header, whole, text
+
+        header, whole, text = await self.imap(work)
+        self.assertEqual(header, {"RFC822.HEADER": HEADER})
+        self.assertEqual(whole["RFC822"], NESTED)
+        self.assertIn("\\Seen", whole["FLAGS"])
+        self.assertEqual(text["RFC822.TEXT"], TEXT)
+
+    async def test_bodySetsSeenPeekDoesNot(self) -> None:
+        """
+        BODY.PEEK[] leaves the message unseen; BODY[] sets \\Seen, answers
+        FLAGS with it unasked, and the file's name carries S.
+        """
+        await self.appendNested()
+
+        def work(client: imaplib.IMAP4) -> Any:
+            check(client.select("INBOX"))
+            peeked = fetched(check(client.fetch("1", "(BODY.PEEK[TEXT])")))[1]
+            flagsAfterPeek = fetched(check(client.fetch("1", "(FLAGS)")))[1]["FLAGS"]
+            name = list(maildirFiles(self.folder()))[0]
+            read = fetched(check(client.fetch("1", "(BODY[1.1])")))[1]
+            again = fetched(check(client.fetch("1", "(BODY[1.1])")))[1]
+            return peeked, flagsAfterPeek, name, read, again
+
+        peeked, flagsAfterPeek, before, read, again = await self.imap(work)
+        self.assertNotIn("FLAGS", peeked)
+        self.assertNotIn("\\Seen", flagsAfterPeek)
+        self.assertFalse(before.endswith("S"))
+        self.assertIn("\\Seen", read["FLAGS"])
+        self.assertNotIn("FLAGS", again)  # already seen: nothing changed
+        [name] = maildirFiles(self.folder())
+        self.assertTrue(name.endswith(":2,S"), name)
+        [stored] = self.stdlibMaildir().values()
+        self.assertIn("S", stored.get_flags())
+
+    async def test_uidFetchAndSequenceSets(self) -> None:
+        """
+        FETCH takes sequence sets with ranges, lists and *; UID FETCH
+        answers by UID, always with UID, and a UID range beyond the last
+        message still gives the last one (RFC 3501 §6.4.8); a sequence
+        number past the end is BAD.
+        """
+        await self.deliver(*(message(f"number {n}") for n in range(1, 6)))
+
+        def work(client: imaplib.IMAP4) -> Any:
+            check(client.select("INBOX"))
+            ranges = sorted(fetched(check(client.fetch("1:2,4,*", "(UID)"))))
+            reverse = sorted(fetched(check(client.fetch("*:4", "(UID)"))))
+            byUid = fetched(check(client.uid("FETCH", "2:3", "(FLAGS)")))
+            beyond = fetched(check(client.uid("FETCH", "100:*", "(FLAGS)")))
+            past = failure(client.fetch, "9", "(UID)")
+            return ranges, reverse, byUid, beyond, past
+
+        ranges, reverse, byUid, beyond, past = await self.imap(work)
+        self.assertEqual(ranges, [1, 2, 4, 5])
+        self.assertEqual(reverse, [4, 5])
+        self.assertEqual({seq: items["UID"] for seq, items in byUid.items()}, {2: 2, 3: 3})
+        self.assertEqual({seq: items["UID"] for seq, items in beyond.items()}, {5: 5})
+        self.assertIn("BAD", past)
