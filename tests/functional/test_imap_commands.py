@@ -570,3 +570,232 @@ class FetchTests(IMAPTestCase):
         self.assertEqual({seq: items["UID"] for seq, items in byUid.items()}, {2: 2, 3: 3})
         self.assertEqual({seq: items["UID"] for seq, items in beyond.items()}, {5: 5})
         self.assertIn("BAD", past)
+
+
+def searchMessage(sender: str, subject: str, date: str, body: str, extra: str = "") -> bytes:
+    return crlf(
+        f"From: {sender}\nTo: Bob <bob@example.test>\n{extra}Subject: {subject}\nDate: {date}\n"
+        f"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+        f"Content-Transfer-Encoding: 8bit\n\n{body}\n"
+    )
+
+
+#: The messages SEARCH looks at: (flags, internal date, message).  A first
+#: message is appended and expunged before them, so UIDs are sequence
+#: numbers plus one.
+CORPUS = [
+    (
+        "(\\Seen \\Answered)",
+        "01-Feb-2026 12:00:00 +0000",
+        searchMessage("Alice <alice@example.test>", "Quarterly report", "Sun, 1 Feb 2026 11:00:00 +0000", "The numbers are inside."),
+    ),
+    (
+        "(\\Flagged $Later)",
+        "15-Feb-2026 12:00:00 +0000",
+        searchMessage("Carol <carol@other.test>", "Lunch plans", "Sun, 15 Feb 2026 11:00:00 +0000", "Pizza at noon?", "Cc: Dave <dave@other.test>\n"),
+    ),
+    (
+        "(\\Deleted \\Draft)",
+        "01-Mar-2026 12:00:00 +0000",
+        searchMessage("Bob <bob@example.test>", "Re: Quarterly report", "Sun, 1 Mar 2026 11:00:00 +0000", "x" * 5000),
+    ),
+    (
+        "()",
+        "10-Mar-2026 12:00:00 +0000",
+        searchMessage("Dora <dora@other.test>", "=?utf-8?q?caf=C3=A9?= meeting", "Tue, 10 Mar 2026 11:00:00 +0000", "Viele Grüße.", "X-Priority: 1\n"),
+    ),
+]
+
+
+class SearchTests(IMAPTestCase):
+    """
+    SEARCH and UID SEARCH over four messages with different flags, dates,
+    sizes, headers and bodies.
+    """
+
+    async def searches(
+        self, queries: list[str], uid: tuple[str, ...] | list[str] = (), literal: dict[str, bytes] | None = None
+    ) -> dict[str, list[int]]:
+        """
+        Append the corpus and run each query; C{{query: numbers}}.
+
+        @param uid: queries to run with UID SEARCH (their keys start with
+            C{"UID SEARCH "} in the result).
+        @param literal: queries whose last argument is sent as a literal
+            (with CHARSET UTF-8).
+        """
+
+        def work(client: imaplib.IMAP4) -> dict[str, list[int]]:
+            check(client.append("INBOX", "(\\Deleted)", None, message("throwaway")))
+            for flags, date, text in CORPUS:
+                check(client.append("INBOX", flags, f'"{date}"', text))
+            check(client.select("INBOX"))
+            check(client.uid("EXPUNGE", "1"))
+            results = {}
+            for query in queries:
+                data = check(client.search(None, query))
+                results[query] = [int(n) for n in data[0].split()]
+            for query in uid:
+                data = check(client.uid("SEARCH", query))
+                results["UID SEARCH " + query] = [int(n) for n in data[0].split()]
+            for query, value in (literal or {}).items():
+                client.literal = value
+                data = check(client.search("UTF-8", query))
+                results[query] = [int(n) for n in data[0].split()]
+            return results
+
+        return await self.imap(work)
+
+    async def test_flagKeys(self) -> None:
+        """
+        Every flag key, and keywords.
+        """
+        expected = {
+            "ALL": [1, 2, 3, 4],
+            "SEEN": [1],
+            "UNSEEN": [2, 3, 4],
+            "ANSWERED": [1],
+            "UNANSWERED": [2, 3, 4],
+            "FLAGGED": [2],
+            "UNFLAGGED": [1, 3, 4],
+            "DELETED": [3],
+            "UNDELETED": [1, 2, 4],
+            "DRAFT": [3],
+            "UNDRAFT": [1, 2, 4],
+            "KEYWORD $Later": [2],
+            "UNKEYWORD $Later": [1, 3, 4],
+            "KEYWORD $Nothing": [],
+            "RECENT": [],
+            "NEW": [],
+            "OLD": [1, 2, 3, 4],
+        }
+        self.assertEqual(await self.searches(list(expected)), expected)
+
+    async def test_sequenceAndUIDSets(self) -> None:
+        """
+        Sequence sets and UID sets as keys, ANDed with others; UID SEARCH
+        answers UIDs.
+        """
+        expected = {
+            "2:3": [2, 3],
+            "2,4": [2, 4],
+            "*": [4],
+            "3:*": [3, 4],
+            "UID 3:4": [2, 3],
+            "UID 4:*": [3, 4],
+            "UID 100:*": [4],
+            "1:2 SEEN": [1],
+            "NOT 1:2": [3, 4],
+        }
+        byUid = {"ALL": [2, 3, 4, 5], "UID 3:4": [3, 4], "2:3": [3, 4], "FLAGGED": [3]}
+        results = await self.searches(list(expected), uid=list(byUid))
+        self.assertEqual({k: results[k] for k in expected}, expected)
+        self.assertEqual({k: results["UID SEARCH " + k] for k in byUid}, byUid)
+
+    async def test_textKeys(self) -> None:
+        """
+        Header keys, HEADER with and without a value, BODY and TEXT: case
+        insensitive substrings; an encoded word in Subject and an 8-bit
+        body are decoded for a UTF-8 search given as a literal.
+        """
+        expected = {
+            "FROM carol": [2],
+            "FROM example.test": [1, 3],
+            "TO bob": [1, 2, 3, 4],
+            "CC dave": [2],
+            "BCC dave": [],
+            "SUBJECT quarterly": [1, 3],
+            'SUBJECT "re: quarterly"': [3],
+            "HEADER X-Priority 1": [4],
+            'HEADER X-Priority ""': [4],
+            "HEADER Message-ID x": [],
+            "BODY pizza": [2],
+            "BODY carol": [],
+            "TEXT carol": [2],
+            "TEXT PIZZA": [2],
+        }
+        literal = {"SUBJECT": "Café".encode(), "BODY": "VIELE GRÜßE".encode(), "TEXT": "grüße!".encode()}
+        results = await self.searches(list(expected), literal=literal)
+        self.assertEqual({k: results[k] for k in expected}, expected)
+        self.assertEqual(results["SUBJECT"], [4])
+        self.assertEqual(results["BODY"], [4])
+        self.assertEqual(results["TEXT"], [])
+
+    async def test_datesAndSizes(self) -> None:
+        """
+        BEFORE/ON/SINCE compare the internal date's day, SENT* the Date
+        field's; LARGER and SMALLER the size.
+        """
+        expected = {
+            "BEFORE 15-Feb-2026": [1],
+            "ON 15-Feb-2026": [2],
+            "SINCE 1-Mar-2026": [3, 4],
+            "SINCE 11-Mar-2026": [],
+            "SENTBEFORE 15-Feb-2026": [1],
+            "SENTON 1-Mar-2026": [3],
+            "SENTSINCE 15-Feb-2026": [2, 3, 4],
+            "LARGER 4000": [3],
+            "SMALLER 4000": [1, 2, 4],
+        }
+        self.assertEqual(await self.searches(list(expected)), expected)
+
+    async def test_orNotAndGroups(self) -> None:
+        """
+        OR, NOT, parenthesised groups, nested.
+        """
+        expected = {
+            "OR FROM carol FROM bob": [2, 3],
+            "NOT SEEN": [2, 3, 4],
+            "(FLAGGED KEYWORD $Later)": [2],
+            "OR (SEEN ANSWERED) DELETED": [1, 3],
+            "NOT (OR SEEN DELETED)": [2, 4],
+            "OR OR SEEN FLAGGED DRAFT": [1, 2, 3],
+            "NOT NOT SEEN": [1],
+            "UNSEEN NOT OR DELETED LARGER 4000": [2, 4],
+        }
+        self.assertEqual(await self.searches(list(expected)), expected)
+
+    async def test_recentAndNew(self) -> None:
+        """
+        A message delivered over SMTP is \\Recent to the first session
+        that selects the folder: RECENT and NEW find it, OLD does not.
+        """
+        await self.deliver(message("fresh"))
+
+        def work(client: imaplib.IMAP4) -> Any:
+            data = check(client.select("INBOX"))
+            recent = client.response("RECENT")[1]
+            return data, recent, [check(client.search(None, key))[0] for key in ("RECENT", "NEW", "OLD", "UNSEEN")]
+
+        exists, recent, (recentFound, new, old, unseen) = await self.imap(work)
+        self.assertEqual(exists, [b"1"])
+        self.assertEqual(recent, [b"1"])
+        self.assertEqual((recentFound, new, old, unseen), (b"1", b"1", b"", b"1"))
+
+        def second(client: imaplib.IMAP4) -> Any:
+            check(client.select("INBOX"))
+            return check(client.search(None, "RECENT"))[0], check(client.search(None, "OLD"))[0]
+
+        self.assertEqual(await self.imap(second), (b"", b"1"))
+
+    async def test_badSearches(self) -> None:
+        """
+        An unknown charset is NO [BADCHARSET]; malformed keys are BAD; the
+        session goes on.
+        """
+
+        def work(client: imaplib.IMAP4) -> Any:
+            check(client.append("INBOX", None, None, message("one")))
+            check(client.select("INBOX"))
+            outcomes = [failure(client.search, "X-UNKNOWN", "ALL")]
+            for query in ("FROM", "BEFORE notadate", "(SEEN", "NOSUCHKEY", "LARGER x", "UID x:y", "OR SEEN"):
+                outcomes.append(failure(client.search, None, query))
+            outcomes.append(check(client.search(None, "ALL"))[0])
+            return outcomes
+
+        outcomes = await self.imap(work)
+        self.assertIn("BADCHARSET", outcomes[0])
+        self.assertTrue(outcomes[0].startswith("NO"), outcomes[0])
+        for outcome in outcomes[1:-1]:
+            self.assertIn("BAD", outcome)
+        self.assertEqual(outcomes[-1], b"1")
