@@ -185,7 +185,12 @@ BAD_NAME = ("NO", "CANNOT", "Invalid mailbox name")
 _LITERAL = re.compile(rb"\{([0-9]{1,20})(\+?)\}\Z")
 _TAG = re.compile(r"[\x21-\x7e]+\Z")
 _BODY = re.compile(r"(BODY(?:\.PEEK)?)\[(.*)\](?:<([0-9]{1,10})\.([0-9]{1,10})>)?\Z", re.S | re.I)
-_DATE_TIME = re.compile(r"[ 0-9][0-9]-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}\Z")
+# RFC 3501 §9 date-time: a real day, month name, hour, minute and second.
+_DATE_TIME = re.compile(
+    r"(?: [1-9]|0[1-9]|[12][0-9]|3[01])-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-[0-9]{4}"
+    r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] [+-][0-9]{4}\Z",
+    re.I,
+)
 _FETCH_MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
