@@ -1317,3 +1317,226 @@ class FolderTests(IMAPTestCase):
         self.assertEqual(sent, [b"Sent", ["MESSAGES", 0, "UIDNEXT", 1, "UNSEEN", 0]])
         self.assertIn("NONEXISTENT", missing)
         self.assertIn("BAD", unknown)
+
+
+class SelectedStateTests(IMAPTestCase):
+    """
+    EXAMINE, CHECK, CLOSE and UNSELECT.
+    """
+
+    async def test_examineIsReadOnly(self) -> None:
+        """
+        EXAMINE answers [READ-ONLY] with empty PERMANENTFLAGS; BODY[] and
+        RFC822.TEXT do not set \\Seen (nor does anything change on disk);
+        STORE, EXPUNGE and MOVE are NO [READ-ONLY]; the message in new/
+        stays there, \\Recent to this session.
+        """
+        await self.deliver(message("look, don't touch"))
+        before = maildirFiles(self.folder())
+
+        def work(client: imaplib.IMAP4) -> Any:
+            check(client.select("INBOX", readonly=True))
+            permanent = client.response("PERMANENTFLAGS")[1]
+            body = fetched(check(client.fetch("1", "(BODY[] RFC822.TEXT FLAGS)")))[1]
+            refused = [
+                failure(client.store, "1", "+FLAGS", "(\\Deleted)"),
+                failure(client.expunge),
+                failure(client.xatom, "MOVE", "1", "Trash"),
+            ]
+            return permanent, body, refused
+
+        permanent, body, refused = await self.imap(work)
+        self.assertEqual(permanent, [b"()"])
+        self.assertEqual(body["FLAGS"], ["\\Recent"])
+        for text in refused:
+            self.assertIn("READ-ONLY", text)
+        self.assertEqual(maildirFiles(self.folder()), before)
+        self.assertEqual(list(before.values()), ["new"])
+        self.assertEqual(len(self.stdlibMaildir("Trash")), 0)
+
+    async def test_closeExpungesSilently(self) -> None:
+        """
+        CLOSE expunges the \\Deleted messages without EXPUNGE responses and
+        leaves the selected state; after EXAMINE it expunges nothing.
+        """
+        client = await self.raw()
+        for n in range(3):
+            text = message(f"n{n}")
+            tag = client.nextTag()
+            reply = client.expectTag(tag)
+            client.send(tag + b" APPEND INBOX (\\Deleted) {%d+}\r\n" % len(text) + text + b"\r\n")
+            self.assertTrue((await reply).ok)
+        await client.command("EXAMINE INBOX")
+        reply = await client.command("CLOSE")
+        self.assertEqual((reply.status, reply.untagged), ("OK", []))
+        self.assertEqual(len(self.stdlibMaildir()), 3)
+        await client.command("SELECT INBOX")
+        await client.command("STORE 2 -FLAGS.SILENT (\\Deleted)")
+        reply = await client.command("CLOSE")
+        self.assertEqual((reply.status, reply.untagged), ("OK", []))
+        self.assertEqual((await client.command("FETCH 1 FLAGS")).status, "BAD")
+        self.assertEqual([m["Subject"] for m in self.stdlibMaildir().values()], ["n1"])
+        await client.command("LOGOUT")
+
+    async def test_unselectKeepsDeleted(self) -> None:
+        """
+        UNSELECT (RFC 3691) leaves the selected state without expunging.
+        """
+
+        def work(client: imaplib.IMAP4) -> Any:
+            check(client.append("INBOX", "(\\Deleted)", None, message("kept")))
+            check(client.select("INBOX"))
+            check(client.unselect())
+            return client.state, check(client.select("INBOX"))[0]
+
+        state, count = await self.imap(work)
+        self.assertEqual((state, count), ("AUTH", b"1"))
+        self.assertEqual(len(self.stdlibMaildir()), 1)
+        client = await self.raw()
+        await client.command("SELECT INBOX")
+        reply = await client.command("UNSELECT")
+        self.assertEqual((reply.status, reply.untagged), ("OK", []))
+        self.assertEqual((await client.command("FETCH 1 FLAGS")).status, "BAD")
+        self.assertEqual((await client.command("UNSELECT")).status, "BAD")
+        await client.command("LOGOUT")
+        self.assertEqual(len(self.stdlibMaildir()), 1)
+
+    async def test_checkAndNoopReportNewMail(self) -> None:
+        """
+        CHECK and NOOP report messages delivered since SELECT (EXISTS and
+        RECENT).
+        """
+        client = await self.raw()
+        reply = await client.command("SELECT INBOX")
+        self.assertIn(b"* 0 EXISTS", reply.untagged)
+        await self.deliver(message("while selected"))
+        reply = await client.command("CHECK")
+        self.assertTrue(reply.ok)
+        self.assertIn(b"* 1 EXISTS", reply.untagged)
+        self.assertIn(b"* 1 RECENT", reply.untagged)
+        await self.deliver(message("another"))
+        reply = await client.command("NOOP")
+        self.assertIn(b"* 2 EXISTS", reply.untagged)
+        reply = await client.command("FETCH 1:* (FLAGS)")
+        self.assertEqual(len([r for r in reply.untagged if b"FETCH" in r]), 2)
+        await client.command("LOGOUT")
+
+
+class BadInputTests(IMAPTestCase):
+    """
+    What a careless or hostile client sends: malformed commands, long
+    lines, big literals, names that would leave the user's tree, input
+    pipelined after STARTTLS.
+    """
+
+    async def test_malformedCommandsAreBAD(self) -> None:
+        """
+        Each malformed command is answered BAD (tagged where a tag could be
+        read) and the session goes on.
+        """
+        client = await self.raw()
+        for line in (
+            b"",
+            b"nocommand",
+            b"t FROBNICATE",
+            b"t SELECT",
+            b"t SELECT INBOX Sent",
+            b't SELECT "unterminated',
+            b't LIST ("" *',
+            b"t UID FROB 1",
+            b't"quoted NOOP',
+            b"t STATUS INBOX MESSAGES",
+            b"t LOGIN a b",
+            b"(t) NOOP",
+            b"t+ NOOP",
+        ):
+            client.send(line + b"\r\n")
+            tag = line.split(b" ")[0]
+            response = await client.waitFor(rb"(?:\*|" + re.escape(tag) + rb") BAD ")
+            self.assertTrue(response, line)
+        await client.command("SELECT INBOX")
+        for command in ("FETCH 1 FLAGS", "FETCH x FLAGS", "FETCH 1:* (BODY[1.2.]", "FETCH 1:* BODY[NOPE]", "STORE 1:* FLAGS", "COPY"):
+            self.assertEqual((await client.command(command)).status, "BAD", command)
+        reply = await client.command("NOOP")
+        self.assertTrue(reply.ok, reply)
+        await client.command("LOGOUT")
+
+    async def test_tooManyErrorsDisconnects(self) -> None:
+        """
+        After twenty errors the server says BYE and closes the connection.
+        """
+        client = await self.raw(user=None)
+        client.send(b"".join(b"t%d FROBNICATE\r\n" % n for n in range(25)))
+        await client.waitFor(rb"\* BYE")
+        await client.closed
+        bads = [r for r in client.responses if b" BAD " in r]
+        self.assertEqual(len(bads), 20)
+
+    async def test_longLineRefusedSessionGoesOn(self) -> None:
+        """
+        A command line longer than the limit is BAD [TOOBIG]; it is not
+        run, and the next command is.
+        """
+        client = await self.raw()
+        client.send(b"t1 CREATE " + b"x" * 10000 + b"\r\n")
+        response = await client.waitFor(rb"\* BAD \[TOOBIG\]")
+        self.assertIn(b"too long", response)
+        self.assertTrue((await client.command("NOOP")).ok)
+        self.assertEqual([e for e in os.listdir(self.folder()) if e.startswith(".x")], [])
+        await client.command("LOGOUT")
+
+    async def test_folderNamesThatEscapeRefused(self) -> None:
+        """
+        Folder names with C{..} or C{.} levels, empty levels, a leading
+        separator, NUL or other control characters (sent as literals),
+        or a literal C{.} are refused by CREATE, RENAME, SELECT, APPEND,
+        COPY and DELETE; nothing is made outside or inside the tree.
+        """
+        client = await self.raw()
+        await client.command("SELECT INBOX")
+        root = self.folder()
+        parent = os.path.dirname(root)
+        before = sorted(os.listdir(root)), sorted(os.listdir(parent))
+        names = [b"..", b"../bob", b"a/../../bob", b"./a", b"a//b", b"/etc", b"a.b", b"~root", b"..Sent"]
+        literals = [b"a\x00b", b"a\x01b", b"line\r\nbreak", b"tab\there", b"del\x7f"]
+        commands = ["CREATE {}", "SELECT {}", "DELETE {}", "RENAME Sent {}", "RENAME {} Other", "SUBSCRIBE {}", "STATUS {} (MESSAGES)"]
+        for name in names:
+            for command in commands:
+                reply = await client.command(command.format('"' + name.decode() + '"'))
+                self.assertIn(reply.status, ("NO", "BAD"), (command, name, reply))
+        for name in literals:
+            for command in commands:
+                head, _, tail = command.partition("{}")
+                tag = client.nextTag()
+                reply = client.expectTag(tag)
+                client.send(tag + b" " + head.encode() + b"{%d+}\r\n" % len(name) + name + tail.encode() + b"\r\n")
+                answer = await reply
+                self.assertIn(answer.status, ("NO", "BAD"), (command, name, answer))
+        text = message("escape")
+        for name in names[:3]:
+            tag = client.nextTag()
+            reply = client.expectTag(tag)
+            client.send(tag + b' APPEND "' + name + b'" {%d+}\r\n' % len(text) + text + b"\r\n")
+            self.assertIn((await reply).status, ("NO", "BAD"), name)
+        self.assertTrue((await client.command("NOOP")).ok)
+        await client.command("LOGOUT")
+        self.assertEqual((sorted(os.listdir(root)), sorted(os.listdir(parent))), before)
+        self.assertEqual(maildirFiles(self.folder(user="bob")), {})
+
+    async def test_commandsPipelinedAfterSTARTTLSDiscarded(self) -> None:
+        """
+        Commands sent in the clear right after STARTTLS, in the same
+        packet, are not run inside TLS (the injection of CVE-2011-0411's
+        kind, RFC 3501 §6.2.1).
+        """
+        client = await self.raw(tls="none", user=None)
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" STARTTLS\r\ninjected LOGIN " + ALICE.encode() + b' "' + PASSWORD.encode() + b'"\r\n')
+        self.assertTrue((await reply).ok)
+        client.transport.startTLS(self.clientTLS())
+        reply = await client.command("CAPABILITY")
+        self.assertTrue(reply.ok)
+        self.assertFalse([r for r in client.responses if r.startswith(b"injected")])
+        # Not logged in: the injected LOGIN never ran.
+        self.assertEqual((await client.command("SELECT INBOX")).status, "BAD")
