@@ -12,6 +12,13 @@ class MailhubError(Exception):
     """
 
 
+class MessageExpunged(MailhubError):
+    """
+    A message is no longer in its folder: another session, POP3 or another
+    tool removed it after this session last looked (RFC 2180 §4.1).
+    """
+
+
 class ConfigError(MailhubError):
     """
     The configuration is not usable.

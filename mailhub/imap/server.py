@@ -112,7 +112,7 @@ from twisted.mail.imap4 import (
 from twisted.python.failure import Failure
 
 from mailhub import sasl
-from mailhub.errors import MailhubError, TemporaryAuthError
+from mailhub.errors import MailhubError, MessageExpunged, TemporaryAuthError
 from mailhub.imap import message as M
 from mailhub.imap import search as S
 from mailhub.sessions import Refuse, SessionFactory, peerHost
@@ -180,6 +180,7 @@ NONEXISTENT = ("NO", "NONEXISTENT", "No such mailbox")
 ALREADY_EXISTS = ("NO", "ALREADYEXISTS", "Mailbox already exists")
 READ_ONLY = ("NO", "READ-ONLY", "Mailbox is read-only")
 SERVER_BUG = ("NO", "SERVERBUG", "Internal error, try again later")
+EXPUNGE_ISSUED = ("NO", "EXPUNGEISSUED", "Some of the requested messages no longer exist")
 BAD_NAME = ("NO", "CANNOT", "Invalid mailbox name")
 
 _LITERAL = re.compile(rb"\{([0-9]{1,20})(\+?)\}\Z")
@@ -640,7 +641,17 @@ def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) ->
 
 
 def _flagsOf(batch: list) -> dict[int, list]:
-    return {seq: list(msg.getFlags()) for seq, msg in batch}
+    """
+    The flags of each message of C{batch}; one expunged elsewhere is left
+    out.
+    """
+    flags = {}
+    for seq, msg in batch:
+        try:
+            flags[seq] = list(msg.getFlags())
+        except MessageExpunged:
+            continue
+    return flags
 
 
 def _storeLines(mbox: Any, messages: MessageSet, flags: list[str], mode: int, uid: bool, loud: bool) -> Any:
@@ -1106,6 +1117,8 @@ class IMAP4Server(imap4.IMAP4Server):
             self._reply(tag, "BAD", str(reason.value))
         elif reason.check(ReadOnlyMailbox):
             self._replyWith(tag, READ_ONLY)
+        elif reason.check(MessageExpunged):
+            self._replyWith(tag, EXPUNGE_ISSUED)
         elif reason.check(MailboxCollision):
             self._replyWith(tag, ALREADY_EXISTS)
         elif reason.check(NoSuchMailbox):
@@ -1632,6 +1645,7 @@ class IMAP4Server(imap4.IMAP4Server):
         )
         mbox = self.mbox
         pairs = await self._fetch(messages, uid)
+        gone: set[int] = set()
         for start in range(0, len(pairs), FETCH_BATCH):
             batch = pairs[start : start + FETCH_BATCH]
             flags: dict[int, list] | None = None
@@ -1639,7 +1653,7 @@ class IMAP4Server(imap4.IMAP4Server):
             if setsSeen:
                 # RFC 3501 §6.4.5: BODY[...] sets \Seen; say so in FLAGS.
                 flags = await self._call(_flagsOf, batch)
-                unseen = [(seq, msg.getUID()) for seq, msg in batch if "\\seen" not in {f.lower() for f in flags[seq]}]
+                unseen = [(seq, msg.getUID()) for seq, msg in batch if seq in flags and "\\seen" not in {f.lower() for f in flags[seq]}]
                 if unseen:
                     changed = await self._call(mbox.store, _messageSet(u for _, u in unseen), ["\\Seen"], 1, True)
                     for seq, _ in unseen:
@@ -1647,13 +1661,22 @@ class IMAP4Server(imap4.IMAP4Server):
                         seen.add(seq)
             done = 0
             while done < len(batch):
-                data, count = await self._call(self._renderFetch, batch[done:], items, flags, seen)
+                data, count = await self._call(self._renderFetch, batch[done:], items, flags, seen, gone)
                 self.transport.write(data)
                 done += count
+        if gone:
+            # RFC 2180 §4.1.3: the others were sent; the client learns of
+            # the expunge at its next NOOP (RFC 5530 EXPUNGEISSUED).
+            raise IMAPError(EXPUNGE_ISSUED)
         self._reply(tag, "OK", "FETCH completed")
 
     def _renderFetch(
-        self, batch: list, items: list[tuple[str, Any, bool, Any]], flags: dict[int, list] | None, seen: set[int]
+        self,
+        batch: list,
+        items: list[tuple[str, Any, bool, Any]],
+        flags: dict[int, list] | None,
+        seen: set[int],
+        gone: set[int],
     ) -> tuple[bytes, int]:
         """
         The FETCH responses of the first messages of C{batch}, until
@@ -1663,19 +1686,28 @@ class IMAP4Server(imap4.IMAP4Server):
         @param flags: the messages' flags, if already known.
         @param seen: sequence numbers whose \\Seen this FETCH set: they get
             FLAGS even if not asked for.
+        @param gone: gets the sequence numbers of messages expunged
+            elsewhere, which are left out.
         @return: the octets and how many messages they cover.
         """
         out: list[bytes] = []
         size = count = 0
         withFlags = items if any(kind == "FLAGS" for kind, _, _, _ in items) else items + [("FLAGS", None, False, None)]
         for seq, msg in batch:
-            messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
-            parts = [b"* %d FETCH (" % (seq,)]
-            raw: bytes | None = None
-            for kind, section, peek, span in withFlags if seq in seen else items:
-                if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
-                    raw = rawMessage(msg)
-                parts.append((b"" if len(parts) == 1 else b" ") + self._fetchItem(kind, section, span, msg, messageFlags, raw))
+            try:
+                if flags is not None and seq not in flags:
+                    raise MessageExpunged()  # see _flagsOf
+                messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
+                parts = [b"* %d FETCH (" % (seq,)]
+                raw: bytes | None = None
+                for kind, section, peek, span in withFlags if seq in seen else items:
+                    if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
+                        raw = rawMessage(msg)
+                    parts.append((b"" if len(parts) == 1 else b" ") + self._fetchItem(kind, section, span, msg, messageFlags, raw))
+            except MessageExpunged:
+                gone.add(seq)
+                count += 1
+                continue
             parts.append(b")\r\n")
             out.extend(parts)
             size += sum(len(p) for p in parts)

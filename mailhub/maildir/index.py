@@ -95,7 +95,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mailhub.errors import MailhubError
+from mailhub.errors import MailhubError, MessageExpunged
 from mailhub.fs import FileSystem
 from mailhub.imap.message import _fields, _unfold, bodyStructure, envelope, splitHeader, toCRLF
 from mailhub.maildir.keywords import Keywords, parseFlags, withFlags
@@ -154,7 +154,7 @@ _HEADER_READ = 16 * 1024
 _MAX_HEADER = 1 << 20
 
 
-class MessageGone(MailhubError):
+class MessageGone(MessageExpunged):
     """
     The message was expunged (by this or another session, or POP3): its
     file is in neither C{new/} nor C{cur/}.
