@@ -453,7 +453,8 @@ class RawIMAP(Protocol):
         self._partial = b""
         self._literalLeft = 0
         self._count = 0
-        self._tagged: dict[bytes, Deferred[tuple[str, str]]] = {}
+        self._tagged: dict[bytes, tuple[Deferred[Reply], int]] = {}
+        self._lastTagged = 0
         self._waiters: list[tuple[re.Pattern[bytes], Deferred[bytes], Any]] = []
         self._mark = 0
         #: Every untagged and continuation response, in order.
@@ -493,15 +494,20 @@ class RawIMAP(Protocol):
             return
         match = _TAGGED.match(response)
         if match is not None and match.group(1) in self._tagged:
-            d = self._tagged.pop(match.group(1))
-            d.callback((match.group(2).decode(), (match.group(3) or b"").decode("utf-8", "replace")))
+            d, first = self._tagged.pop(match.group(1))
+            # The untagged responses since the command was sent and since
+            # the reply to the command before it (pipelining).
+            begin = max(first, self._lastTagged)
+            self._lastTagged = self._mark = max(self._mark, len(self.responses))
+            status, text = match.group(2).decode(), (match.group(3) or b"").decode("utf-8", "replace")
+            d.callback(Reply(self.responses[begin:], status, text))
             return
         self.responses.append(response)
         self._wake()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         tagged, self._tagged = self._tagged, {}
-        for d in tagged.values():
+        for d, _ in tagged.values():
             d.errback(reason)
         waiters, self._waiters = self._waiters, []
         for _, d, timer in waiters:
@@ -533,30 +539,18 @@ class RawIMAP(Protocol):
             tag = self.nextTag()
         if isinstance(text, str):
             text = text.encode("utf-8")
-        first = len(self.responses)
-        tagged: Deferred[tuple[str, str]] = Deferred()
-        self._tagged[tag] = tagged
+        d = self.expectTag(tag)
         self.send(tag + b" " + text + b"\r\n")
-
-        def reply(result: tuple[str, str]) -> Reply:
-            self._mark = max(self._mark, len(self.responses))
-            return Reply(self.responses[first:], *result)
-
-        return tag, tagged.addCallback(reply)
+        return tag, d
 
     def expectTag(self, tag: bytes) -> Deferred[Reply]:
         """
-        The L{Reply} to a command the test wrote itself (with L{send}).
+        The L{Reply} to a command the test writes itself (with L{send}),
+        called before it is written.
         """
-        first = len(self.responses)
-        tagged: Deferred[tuple[str, str]] = Deferred()
-        self._tagged[tag] = tagged
-
-        def reply(result: tuple[str, str]) -> Reply:
-            self._mark = max(self._mark, len(self.responses))
-            return Reply(self.responses[first:], *result)
-
-        return tagged.addCallback(reply)
+        d: Deferred[Reply] = Deferred()
+        self._tagged[tag] = (d, len(self.responses))
+        return d
 
     async def command(self, text: str | bytes) -> Reply:
         """

@@ -1540,3 +1540,148 @@ class BadInputTests(IMAPTestCase):
         self.assertFalse([r for r in client.responses if r.startswith(b"injected")])
         # Not logged in: the injected LOGIN never ran.
         self.assertEqual((await client.command("SELECT INBOX")).status, "BAD")
+
+
+class ProtocolTests(IMAPTestCase):
+    """
+    The framing of commands: pipelining, literals where a string may be,
+    big messages, a client that goes away mid-command.
+    """
+
+    async def test_pipelinedCommandsAnsweredInOrder(self) -> None:
+        """
+        Commands sent together in one write are each answered, in order,
+        with the untagged responses of each before its tagged reply.
+        """
+        await self.deliver(message("one"), message("two"))
+        client = await self.raw()
+        replies = [client.expectTag(b"p%d" % n) for n in range(5)]
+        client.send(
+            b"p0 SELECT INBOX\r\np1 STORE 1 +FLAGS (\\Flagged)\r\np2 FETCH 2 (UID)\r\n"
+            b"p3 SEARCH FLAGGED\r\np4 NOOP\r\n"
+        )
+        answers = [await d for d in replies]
+        self.assertEqual([a.status for a in answers], ["OK"] * 5)
+        self.assertIn(b"* 2 EXISTS", answers[0].untagged)
+        self.assertEqual(answers[1].untagged, [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"])
+        self.assertEqual(answers[2].untagged, [b"* 2 FETCH (UID 2)"])
+        self.assertEqual(answers[3].untagged, [b"* SEARCH 1"])
+        await client.command("LOGOUT")
+
+    async def test_literalsWhereStringsMayBe(self) -> None:
+        """
+        LOGIN, SELECT and SEARCH take synchronising literals (each with a
+        continuation) and non-synchronising ones.
+        """
+        client = await self.raw(user=None)
+        user, password = ALICE.encode(), PASSWORD.encode()
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" LOGIN {%d}\r\n" % len(user))
+        await client.waitFor(rb"\+ ")
+        client.send(user + b" {%d}\r\n" % len(password))
+        await client.waitFor(rb"\+ ")
+        client.send(password + b"\r\n")
+        self.assertTrue((await reply).ok)
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" CREATE {9+}\r\nWith Space\r\n")
+        self.assertEqual((await reply).status, "BAD")  # 9 octets: "With Spac", then "e"
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" CREATE {10+}\r\nWith Space\r\n")
+        self.assertTrue((await reply).ok)
+        self.assertTrue((await client.command('SELECT "With Space"')).ok)
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" SEARCH CHARSET UTF-8 SUBJECT {4+}\r\n\xc3\xa9t\xc3\r\n")
+        answer = await reply
+        self.assertIn(answer.status, ("OK", "NO", "BAD"))
+        self.assertNotIn("SERVERBUG", answer.text)
+        self.assertTrue((await client.command("NOOP")).ok)
+        await client.command("LOGOUT")
+        self.assertTrue(os.path.isdir(self.folder("With Space")))
+
+    async def test_bigMessage(self) -> None:
+        """
+        A 3 MB APPEND (spooled to a file on its way) is stored exactly, and
+        read back whole and in partial pieces.
+        """
+        line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
+        text = message("big", line * (3 * 1024 * 1024 // len(line)))
+
+        def work(client: imaplib.IMAP4) -> Any:
+            check(client.append("INBOX", None, None, text))
+            check(client.select("INBOX"))
+            return fetched(check(client.fetch("1", f"(RFC822.SIZE BODY.PEEK[] BODY.PEEK[]<{len(text) - 100}.200>)")))[1]
+
+        items = await self.imap(work)
+        self.assertEqual(items["RFC822.SIZE"], len(text))
+        self.assertEqual(items["BODY[]"], text)
+        self.assertEqual(items[f"BODY[]<{len(text) - 100}>"], text[-100:])
+        self.assertEqual([self.stdlibMaildir().get_bytes(k) for k in self.stdlibMaildir().keys()], [text])
+
+    async def test_manyMessagesInBatches(self) -> None:
+        """
+        FETCH, SEARCH, STORE, COPY and EXPUNGE over more messages than one
+        FETCH batch: every message answered once, in order.
+        """
+        count = 230
+        new = os.path.join(self.folder(), "new")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(self.folder(), sub), exist_ok=True)
+        for n in range(count):
+            with open(os.path.join(new, f"{1767225600 + n}.M{n}P1.tool"), "wb") as f:
+                f.write(message(f"bulk {n}"))
+        client = await self.raw()
+        reply = await client.command("SELECT INBOX")
+        self.assertIn(b"* %d EXISTS" % count, reply.untagged)
+        reply = await client.command("FETCH 1:* (UID BODY[HEADER.FIELDS (SUBJECT)])")
+        self.assertTrue(reply.ok, reply)
+        responses = [parseValues(r) for r in reply.untagged if b" FETCH " in r]
+        self.assertEqual([r[1] for r in responses], list(range(1, count + 1)))
+        subjects = [dict(zip(*[iter(r[3])] * 2))["BODY[HEADER.FIELDS (SUBJECT)]"] for r in responses]
+        self.assertEqual(subjects, [b"Subject: bulk %d\r\n\r\n" % n for n in range(count)])
+        reply = await client.command("SEARCH SEEN")
+        self.assertEqual(reply.untagged, [b"* SEARCH " + b" ".join(b"%d" % n for n in range(1, count + 1))])
+        reply = await client.command("COPY 1:* Archive")
+        self.assertIn(b"COPYUID", reply.text.encode())
+        self.assertIn(f" 1:{count} 1:{count}]", reply.text)
+        await client.command("STORE 2:* +FLAGS.SILENT (\\Deleted)")
+        reply = await client.command("EXPUNGE")
+        self.assertEqual(reply.untagged, [b"* 2 EXPUNGE"] * (count - 1))
+        await client.command("LOGOUT")
+        self.assertEqual(len(self.stdlibMaildir()), 1)
+        self.assertEqual(len(self.stdlibMaildir("Archive")), count)
+
+    async def test_clientGoneMidLiteral(self) -> None:
+        """
+        A client that disconnects in the middle of an APPEND literal leaves
+        no message behind, and the server serves the next client.
+        """
+        client = await self.raw()
+        client.send(b"t1 APPEND INBOX {100000+}\r\n" + b"x" * 50000)
+        client.transport.loseConnection()
+        await client.closed
+        await self.sessionsClosed()
+
+        def work(imap: imaplib.IMAP4) -> bytes:
+            return check(imap.select("INBOX"))[0]
+
+        self.assertEqual(await self.imap(work), b"0")
+        self.assertEqual(maildirFiles(self.folder()), {})
+        self.assertEqual(os.listdir(os.path.join(self.folder(), "tmp")), [])
+
+    async def test_emptyMailboxSequenceNumbers(self) -> None:
+        """
+        In an empty mailbox a sequence set with * is BAD for FETCH (no such
+        message), while UID FETCH 1:* and SEARCH ALL simply find nothing.
+        """
+        client = await self.raw()
+        await client.command("SELECT INBOX")
+        self.assertEqual((await client.command("FETCH 1:* FLAGS")).status, "BAD")
+        reply = await client.command("UID FETCH 1:* FLAGS")
+        self.assertEqual((reply.status, reply.untagged), ("OK", []))
+        reply = await client.command("SEARCH ALL")
+        self.assertEqual((reply.status, reply.untagged), ("OK", [b"* SEARCH"]))
+        await client.command("LOGOUT")
