@@ -1914,6 +1914,9 @@ class IMAPFactory(SessionFactory):
     @param maxErrors: client errors one session may make.
     @param connectionsPerPeer: most simultaneous sessions from one address.
     @param connectionsPerUser: most simultaneous sessions of one user.
+    @param perUser: the count of sessions per user, to share with the
+        other IMAP listeners' factories (so the limit is per user, not per
+        listener); a new one by default.
     @param peerLimitExempt: networks the per-peer limit does not apply to.
     @param runBlocking: C{runBlocking(function, *args)} runs blocking work
         off the reactor thread and returns a L{Deferred} of its result (the
@@ -1942,6 +1945,7 @@ class IMAPFactory(SessionFactory):
         connectionsPerUser: int = 20,
         peerLimitExempt: tuple[Any, ...] = (),
         runBlocking: Callable[..., Deferred[Any]] = maybeDeferred,
+        perUser: dict[str, int] | None = None,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -1956,7 +1960,7 @@ class IMAPFactory(SessionFactory):
         self.connectionsPerUser = connectionsPerUser
         self.peerLimitExempt = peerLimitExempt
         self.runBlocking = runBlocking
-        self.perUser: dict[str, int] = {}
+        self.perUser: dict[str, int] = perUser if perUser is not None else {}
         self.initSessions()
 
     def userLogin(self, user: str) -> bool:
