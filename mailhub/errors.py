@@ -19,6 +19,13 @@ class MessageExpunged(MailhubError):
     """
 
 
+class MailboxGone(MessageExpunged):
+    """
+    A folder itself is gone, its messages with it: another session or tool
+    deleted or renamed it while a session had it selected.
+    """
+
+
 class ConfigError(MailhubError):
     """
     The configuration is not usable.

@@ -112,7 +112,7 @@ from twisted.mail.imap4 import (
 from twisted.python.failure import Failure
 
 from mailhub import sasl
-from mailhub.errors import MailhubError, MessageExpunged, TemporaryAuthError
+from mailhub.errors import MailboxGone, MailhubError, MessageExpunged, TemporaryAuthError
 from mailhub.imap import message as M
 from mailhub.imap import search as S
 from mailhub.sessions import Refuse, SessionFactory, peerHost
@@ -171,6 +171,7 @@ TOO_MANY_LITERALS = ("BAD", "", "Too many literals")
 TOO_MANY_ERRORS = "Too many errors"
 SHUTTING_DOWN = "Server shutting down"
 AUTOLOGOUT = "Autologout; idle for too long"
+MAILBOX_GONE = "Selected mailbox was deleted, have to disconnect"
 PRIVACY_REQUIRED = ("NO", "PRIVACYREQUIRED", "Use STARTTLS first")
 AUTH_FAILED = ("NO", "AUTHENTICATIONFAILED", "Authentication failed")
 AUTH_UNAVAILABLE = ("NO", "UNAVAILABLE", "Authentication temporarily unavailable")
@@ -1488,6 +1489,9 @@ class IMAP4Server(imap4.IMAP4Server):
 
         def failed(reason: Failure) -> None:
             self._polling = None
+            if reason.check(MailboxGone):
+                self.close(MAILBOX_GONE)
+                return
             self.log.failure("refreshing a mailbox failed", reason)
 
         d.addCallbacks(done, failed)
@@ -1537,7 +1541,13 @@ class IMAP4Server(imap4.IMAP4Server):
     async def _refresh(self) -> None:
         refresh = getattr(self.mbox, "refresh", None) if self.mbox is not None else None
         if callable(refresh):
-            await self._call(refresh)
+            try:
+                await self._call(refresh)
+            except MailboxGone:
+                # Deleted or renamed by another session: as Dovecot does,
+                # the client starts again and finds out.
+                self.close(MAILBOX_GONE)
+                raise _SessionGone() from None
         self._checkExists()
 
     # Selected

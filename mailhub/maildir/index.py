@@ -95,7 +95,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mailhub.errors import MailhubError, MessageExpunged
+from mailhub.errors import MailboxGone, MailhubError, MessageExpunged
 from mailhub.fs import FileSystem
 from mailhub.imap.message import _fields, _unfold, bodyStructure, envelope, splitHeader, toCRLF
 from mailhub.maildir.keywords import Keywords, parseFlags, withFlags
@@ -501,6 +501,9 @@ class FolderIndex:
         """
         newNames, newStamp, newSettled = self._listing("new")
         curNames, curStamp, curSettled = self._listing("cur")
+        if not newStamp and not curStamp and not os.path.isdir(self.folderPath):
+            # Deleted or renamed under us: the UID list cannot be kept.
+            raise MailboxGone(self.folderPath)
         uidListStamp = self._uidList._statStamp()
         if newNames is None and curNames is None and uidListStamp == self._uidListStamp and self.uidValidity is not None:
             return Changes()
