@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.threads import deferToThread
 
 from tests.functional.imapsupport import (
@@ -541,3 +542,139 @@ class ForeignMaildirTests(IMAPTestCase):
         reply = await watcher.command("UID SEARCH ALL")
         self.assertEqual(reply.untagged, [b"* SEARCH 1"])
         await watcher.command("LOGOUT")
+
+
+class SessionEndTests(IMAPTestCase):
+    """
+    How sessions end, and what one session does to a folder another has
+    selected.
+    """
+
+    async def test_clientVanishesWhileIdling(self) -> None:
+        """
+        A client that drops the connection during IDLE leaves nothing
+        running on the server (its poll stops: the test would end with a
+        pending call otherwise), and its session slot is freed.
+        """
+        factory = self.server.service.factories["imap"]
+        factory.connectionsPerUser = 1
+        watcher = await self.raw()
+        await watcher.command("SELECT INBOX")
+        done = await startIdle(watcher)
+        watcher.transport.abortConnection()
+        await watcher.closed
+        with self.assertRaises(ConnectionLost):
+            await done
+        await self.sessionsClosed()
+        again = await self.raw()
+        self.assertTrue((await again.command("SELECT INBOX")).ok)
+        await again.command("LOGOUT")
+
+    async def test_serverStopsWhileIdling(self) -> None:
+        """
+        When the server stops, an idling client hears BYE and is
+        disconnected.
+        """
+        watcher = await self.raw()
+        await watcher.command("SELECT INBOX")
+        done = await startIdle(watcher)
+        stopped = Deferred.fromCoroutine(self.server.stop())
+        await watcher.waitFor(rb"\* BYE")
+        await watcher.closed
+        with self.assertRaises(ConnectionDone):
+            await done
+        await stopped
+
+    async def test_idleWithoutSelectedMailbox(self) -> None:
+        """
+        IDLE in the authenticated state is allowed and ends with DONE.
+        """
+        client = await self.raw()
+        done = await startIdle(client)
+        await endIdle(client, done)
+        self.assertTrue((await client.command("SELECT INBOX")).ok)
+        await client.command("LOGOUT")
+
+    async def selectWork(self) -> RawIMAP:
+        """
+        A session with folder Work, holding one message, selected.
+        """
+        client = await self.raw()
+        await client.command("CREATE Work")
+        text = message("work")
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" APPEND Work {%d+}\r\n" % len(text) + text + b"\r\n")
+        self.assertTrue((await reply).ok)
+        await client.command("SELECT Work")
+        return client
+
+    async def deleteWork(self) -> None:
+        def delete(other: imaplib.IMAP4) -> None:
+            check(other.delete("Work"))
+
+        await self.imap(delete)
+
+    async def test_selectedFolderDeletedElsewhere(self) -> None:
+        """
+        A folder another session deletes while this one has it selected:
+        FETCH, SEARCH and STORE get answers, not an internal error; the
+        next NOOP says BYE and hangs up (as Dovecot does: the client
+        starts again and finds the folder gone).
+        """
+        client = await self.selectWork()
+        await self.deleteWork()
+        for command in ("FETCH 1 (FLAGS BODY.PEEK[])", "SEARCH ALL", "STORE 1 +FLAGS (\\Seen)"):
+            reply = await client.command(command)
+            self.assertNotIn("SERVERBUG", reply.text, (command, reply))
+        _, noop = client.start("NOOP")
+        await client.waitFor(rb"\* BYE ")
+        await client.closed
+        with self.assertRaises(ConnectionDone):
+            await noop
+        self.assertFalse(os.path.exists(self.folder("Work")))
+
+    async def test_selectedFolderRenamedElsewhere(self) -> None:
+        """
+        A folder another session renames while this one has it selected is
+        gone for this session too: the next NOOP says BYE.
+        """
+        client = await self.selectWork()
+
+        def rename(other: imaplib.IMAP4) -> None:
+            check(other.rename("Work", "Play"))
+
+        await self.imap(rename)
+        _, noop = client.start("NOOP")
+        await client.waitFor(rb"\* BYE ")
+        await client.closed
+        with self.assertRaises(ConnectionDone):
+            await noop
+        self.assertEqual([m["Subject"] for m in self.stdlibMaildir("Play").values()], ["work"])
+
+    async def test_idlingFolderDeletedElsewhere(self) -> None:
+        """
+        A session idling in a folder that another session deletes hears
+        BYE and is disconnected, within L{PUSH_WITHIN} seconds.
+        """
+        client = await self.selectWork()
+        done = await startIdle(client)
+        await self.deleteWork()
+        await client.waitFor(rb"\* BYE ", PUSH_WITHIN)
+        await client.closed
+        with self.assertRaises(ConnectionDone):
+            await done
+
+    async def test_perUserLimitAcrossListeners(self) -> None:
+        """
+        The per-user session limit counts the user's sessions on both
+        IMAP listeners together.
+        """
+        for name in ("imap", "imaps"):
+            self.server.service.factories[name].connectionsPerUser = 2
+        await self.raw()
+        await self.raw(tls="implicit")
+        third = await self.raw(tls="implicit", user=None)
+        refused = await third.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
+        self.assertEqual(refused.status, "NO", refused)
+        self.assertIn("[LIMIT]", refused.text)
