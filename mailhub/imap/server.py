@@ -1448,6 +1448,9 @@ class IMAP4Server(imap4.IMAP4Server):
             message.file.close()
             if target is not self.mbox:
                 await self._call(_closeBackend, target)
+        if name == self.mboxName:
+            # RFC 3501 §6.3.11: EXISTS now (the view changes in a refresh).
+            await self._refresh()
         self._checkExists()
         self._reply(tag, "OK", "APPEND completed", code)
 
@@ -1830,6 +1833,9 @@ class IMAP4Server(imap4.IMAP4Server):
             self._holdExpunges = False
             self.messagesExpunged(await self._expungeUIDs(sources))
             code = ""
+        if name == self.mboxName:
+            # As for APPEND: the copies' EXISTS now.
+            await self._refresh()
         self._checkExists()
         self._reply(tag, "OK", f"{verb} completed", code)
 
