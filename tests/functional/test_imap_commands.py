@@ -914,6 +914,30 @@ class AppendTests(IMAPTestCase):
 
         self.assertEqual(await self.imap(reader), ([b"2"], b"1 2"))
 
+    async def test_appendAndCopyToSelectedMailbox(self) -> None:
+        """
+        APPEND and COPY into the selected mailbox answer EXISTS at once (RFC
+        3501 §6.3.11), so the client can use the new sequence numbers right
+        away.
+        """
+        client = await self.raw()
+        await client.command("SELECT INBOX")
+        text = message("into the selected mailbox")
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" APPEND INBOX {%d+}\r\n" % len(text) + text + b"\r\n")
+        answer = await reply
+        self.assertTrue(answer.ok, answer)
+        self.assertIn(b"* 1 EXISTS", answer.untagged)
+        reply = await client.command("STORE 1 +FLAGS (\\Flagged)")
+        self.assertEqual(reply.untagged, [b"* 1 FETCH (FLAGS (\\Flagged))"])
+        reply = await client.command("COPY 1 INBOX")
+        self.assertTrue(reply.ok, reply)
+        self.assertIn(b"* 2 EXISTS", reply.untagged)
+        reply = await client.command("FETCH 2 (UID FLAGS)")
+        self.assertEqual(reply.untagged, [b"* 2 FETCH (UID 2 FLAGS (\\Flagged))"])
+        await client.command("LOGOUT")
+
     async def test_appendLiteralPlus(self) -> None:
         """
         LITERAL+ (RFC 7888): an APPEND with a non-synchronising literal gets
