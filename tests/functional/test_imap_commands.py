@@ -117,7 +117,8 @@ class SessionCommandTests(IMAPTestCase):
         """
         AUTHENTICATE PLAIN with a continuation, and with the initial
         response on the command line (SASL-IR), both log in; a response
-        that is not base64 is BAD and the session can still log in.
+        that is not base64, or "*" (the client cancels), is BAD and the
+        session can still log in.
         """
 
         def continued(client: imaplib.IMAP4) -> str:
@@ -129,6 +130,10 @@ class SessionCommandTests(IMAPTestCase):
         client = await self.raw(user=None)
         bad = await client.command("AUTHENTICATE PLAIN !!!notbase64")
         self.assertEqual(bad.status, "BAD")
+        _, cancelled = client.start("AUTHENTICATE PLAIN")
+        await client.waitFor(rb"\+ ")
+        client.send(b"*\r\n")
+        self.assertEqual((await cancelled).status, "BAD")  # RFC 3501 §6.2.2: cancelled
         initial = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode()).decode()
         reply = await client.command(f"AUTHENTICATE PLAIN {initial}")
         self.assertTrue(reply.ok, reply)
@@ -1012,13 +1017,16 @@ class CopyMoveTests(IMAPTestCase):
                 check(client.append("INBOX", "(\\Flagged)" if n == 1 else None, None, text))
             check(client.select("INBOX"))
             copyUid = responseCode(client, check(client.copy("2:3", "Archive")), "COPYUID")
+            # (imaplib's uid() returns untagged data; the tagged text has COPYUID.)
+            uidCopy = responseCode(client, check(client._simple_command("UID", "COPY", "3,1", "Trash")), "COPYUID")
             missing = failure(client.copy, "1", "Nowhere")
             count = check(client.select("INBOX"))[0]
             check(client.select("Archive"))
             items = fetched(check(client.fetch("1:*", "(UID FLAGS BODY.PEEK[])")))
-            return copyUid, missing, count, items
+            return copyUid, uidCopy, missing, count, items
 
-        copyUid, missing, count, items = await self.imap(work)
+        copyUid, uidCopy, missing, count, items = await self.imap(work)
+        self.assertEqual(uidCopy[1:], ["1,3", "1:2"])
         validity, sources, targets = copyUid
         self.assertEqual(sources, "2:3")
         self.assertEqual(targets, "1:2")
