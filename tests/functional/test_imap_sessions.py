@@ -346,6 +346,46 @@ class POP3AndIMAPTests(IMAPTestCase):
         self.assertEqual(flags, ["FRS", "FRS"])
 
 
+    async def test_popRetrieveOfMessageIMAPExpunged(self) -> None:
+        """
+        A message IMAP expunges while a POP3 session has it in its listing
+        is answered -ERR [SYS/TEMP] by RETR (the next session's listing no
+        longer has it); the others are retrieved, and QUIT commits.
+        """
+        texts = [message("first"), message("second")]
+        await self.deliver(*texts)
+        listed: Deferred[None] = Deferred()
+        expunged = threading.Event()
+
+        def work(client: poplib.POP3) -> Any:
+            count = client.stat()[0]
+            reactor.callFromThread(listed.callback, None)
+            expunged.wait(REPLY_GUARD)
+            try:
+                client.retr(1)
+                gone = "retrieved"
+            except poplib.error_proto as e:
+                gone = e.args[0]
+            other = b"\r\n".join(client.retr(2)[1]) + b"\r\n"
+            return count, gone, other
+
+        result = self.pop(work)
+        await listed
+        imapSession = await self.raw()
+        await imapSession.command("SELECT INBOX")
+        await imapSession.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+        self.assertTrue((await imapSession.command("EXPUNGE")).ok)
+        expunged.set()
+        count, gone, other = await result
+        self.assertEqual(count, 2)
+        self.assertTrue(gone.startswith(b"-ERR [SYS/TEMP]"), gone)
+        # The server logs the file it could not open.
+        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
+        self.assertEqual(other.split(b"\r\n\r\n", 1)[1], texts[1].split(b"\r\n\r\n", 1)[1])
+        await imapSession.command("LOGOUT")
+        self.assertEqual([(m["Subject"], m.get_flags()) for m in self.stdlibMaildir().values()], [("second", "S")])
+
+
 class UIDStabilityTests(IMAPTestCase):
     """
     UIDs are for ever: across restarts, and when the index is lost, stale
