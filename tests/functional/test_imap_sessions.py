@@ -194,6 +194,22 @@ class TwoSessionTests(IMAPTestCase):
         self.assertTrue((await watcher.command("NOOP")).ok)
         await watcher.command("LOGOUT")
 
+    async def test_idleAndDoneInOnePacket(self) -> None:
+        """
+        IDLE and DONE sent together: the continuation, then the tagged OK;
+        the next command is answered.
+        """
+        client = await self.raw()
+        await client.command("SELECT INBOX")
+        tag = client.nextTag()
+        reply = client.expectTag(tag)
+        client.send(tag + b" IDLE\r\nDONE\r\n")
+        answer = await reply
+        self.assertTrue(answer.ok, answer)
+        self.assertEqual(answer.untagged, [b"+ idling"])
+        self.assertTrue((await client.command("NOOP")).ok)
+        await client.command("LOGOUT")
+
     async def test_noopShowsTheOtherSessionsChanges(self) -> None:
         """
         Without IDLE, the other session's changes come with NOOP, in order:
