@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.maildir.test_index -*-
+# -*- test-case-name: tests.maildir.test_index,tests.maildir.test_index_folder_gone -*-
 """
 A per-folder index of a Maildir: for every UID the message's base name,
 its current file name (so its flags), its size and internal date; and a
@@ -844,7 +844,9 @@ class FolderIndex:
     def _saveQuietly(self) -> None:
         try:
             self.save()
-        except OSError:
+        except OSError as e:
+            if isinstance(e, FileNotFoundError) and not os.path.isdir(self.folderPath):
+                return  # the folder was deleted or renamed meanwhile: nothing to keep
             self.log.failure("cannot save {path}", path=self._indexPath)
 
     def close(self) -> None:
