@@ -36,7 +36,7 @@ from tests.functional.imapsupport import (
     parseValues,
     unverified,
 )
-from tests.functional.support import PASSWORD, SOCKET_GUARD, message
+from tests.functional.support import DOMAIN, PASSWORD, SOCKET_GUARD, message
 
 
 def check(result: tuple[str, list[Any]]) -> list[Any]:
@@ -454,6 +454,31 @@ class UIDStabilityTests(IMAPTestCase):
 
         return await self.imap(work)
 
+    async def stopAndCopy(self) -> str:
+        """
+        Stop the server and copy its data directory for the next one to run
+        on (L{startOn}): a new process keeps nothing of the old one in
+        memory, and neither does a server on another path (in this process
+        a folder's index, shared while in use, may linger until the
+        garbage collector finds it, and a restart on the same path would
+        use it instead of the files).
+
+        @return: the copy, whose files the test may change first.
+        """
+        await self.sessionsClosed()
+        await self.server.stop()
+        data = os.path.abspath(self.mktemp())
+        shutil.copytree(self.server.data, data)
+        return data
+
+    def startOn(self, data: str) -> str:
+        """
+        Start a server on C{data}; alice's Maildir there.
+        """
+        self.server = self.startServer(data=data)
+        self.watchSessions()
+        return self.folder()
+
     async def test_acrossRestart(self) -> None:
         """
         After a restart the UIDs, flags, UIDVALIDITY and UIDNEXT are what
@@ -461,7 +486,7 @@ class UIDStabilityTests(IMAPTestCase):
         UID is never reused).
         """
         state = await self.prepare()
-        await self.restart()
+        self.startOn(await self.stopAndCopy())
         self.assertEqual(await self.state(), state)
         self.assertIn(b"APPENDUID %s 5]" % (state["validity"],), await self.appendOne())
 
@@ -472,17 +497,16 @@ class UIDStabilityTests(IMAPTestCase):
         list: same UIDs, flags, UIDVALIDITY, UIDNEXT.
         """
         state = await self.prepare()
-        await self.sessionsClosed()
-        await self.server.stop()
-        root = self.folder()
-        os.unlink(os.path.join(root, "mailhub-index"))
-        if os.path.exists(os.path.join(root, "mailhub-cache")):
-            os.unlink(os.path.join(root, "mailhub-cache"))
-        await self.restart()
+        data = await self.stopAndCopy()
+        root = os.path.join(data, "mail", DOMAIN, "alice")
+        for name in ("mailhub-index", "mailhub-cache"):
+            if os.path.exists(os.path.join(root, name)):
+                os.unlink(os.path.join(root, name))
+        self.assertEqual(self.startOn(data), root)
         self.assertEqual(await self.state(), state)
-        self.assertIn(b"APPENDUID %s 5]" % (state["validity"],), await self.appendOne())
-        await self.sessionsClosed()
+        # Rebuilt, and saved at once as a new index is.
         self.assertTrue(os.path.exists(os.path.join(root, "mailhub-index")))
+        self.assertIn(b"APPENDUID %s 5]" % (state["validity"],), await self.appendOne())
 
     async def test_indexStaleOrCorrupt(self) -> None:
         """
@@ -491,12 +515,8 @@ class UIDStabilityTests(IMAPTestCase):
         the folder and the UID list win.
         """
         await self.prepare()
-        await self.sessionsClosed()
-        await self.server.stop()
-        root = self.folder()
-        index = os.path.join(root, "mailhub-index")
-        shutil.copy(index, os.path.join(root, "old-index"))
-        await self.restart()
+        with open(os.path.join(self.folder(), "mailhub-index"), "rb") as f:
+            old = f.read()
         await self.deliver(message("n4"))
 
         def change(client: imaplib.IMAP4) -> None:
@@ -509,17 +529,12 @@ class UIDStabilityTests(IMAPTestCase):
         await self.imap(change)
         truth = await self.state()
         self.assertEqual([uid for uid, _, _ in truth["messages"]], [1, 4, 5])
-        await self.sessionsClosed()
-        await self.server.stop()
-        shutil.copy(os.path.join(root, "old-index"), index)
-        await self.restart()
-        self.assertEqual(await self.state(), truth)
-        await self.sessionsClosed()
-        await self.server.stop()
-        with open(index, "wb") as f:
-            f.write(b"MHIX 1 garbage\n\x00\x01\x02")
-        await self.restart()
-        self.assertEqual(await self.state(), truth)
+        for damaged in (old, b"MHIX 1 garbage\n\x00\x01\x02"):
+            data = await self.stopAndCopy()
+            with open(os.path.join(data, "mail", DOMAIN, "alice", "mailhub-index"), "wb") as f:
+                f.write(damaged)
+            self.startOn(data)
+            self.assertEqual(await self.state(), truth)
 
 
 class ForeignMaildirTests(IMAPTestCase):
