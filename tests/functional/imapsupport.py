@@ -232,17 +232,6 @@ class IMAPTestCase(RunningServerTestCase):
         self._drained.append(d)
         return d
 
-    async def restart(self) -> None:
-        """
-        Stop the server once its sessions are gone and start it again on the
-        same data directory (new ports).
-        """
-        await self.sessionsClosed()
-        data = self.server.data
-        await self.server.stop()
-        self.server = self.startServer(data=data)
-        self.watchSessions()
-
     # Mail
 
     async def deliver(self, *texts: bytes, to: str = ALICE) -> None:
