@@ -171,6 +171,48 @@ def fetched(data: list[Any]) -> dict[int, dict[str, Any]]:
     return result
 
 
+def check(result: tuple[str, list[Any]]) -> list[Any]:
+    """
+    The data of an C{imaplib} command that must have answered OK.
+    """
+    typ, data = result
+    if typ != "OK":
+        raise AssertionError(f"{typ} {data!r}")
+    return data
+
+
+def failure(call: Any, *args: Any) -> str:
+    """
+    Run an C{imaplib} call that must fail with a tagged NO or BAD; its text.
+    """
+    try:
+        typ, data = call(*args)
+    except imaplib.IMAP4.error as e:
+        return str(e)
+    if typ == "OK":
+        raise AssertionError(f"succeeded: {data!r}")
+    return f"{typ} " + b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+
+
+def responseCode(data: list[Any], name: str) -> list[str]:
+    """
+    The arguments of response code C{[NAME ...]} in the tagged reply's text
+    that C{imaplib} returned as C{data}.
+    """
+    text = b" ".join(d for d in data if isinstance(d, bytes)).decode()
+    match = re.search(r"\[" + name + r" ([^\]]*)\]", text)
+    if match is None:
+        raise AssertionError(f"no [{name}] in {text!r}")
+    return match.group(1).split()
+
+
+def crlf(text: str) -> bytes:
+    """
+    C{text} in UTF-8 with CRLF line ends.
+    """
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
 def maildirFiles(path: str) -> dict[str, str]:
     """
     C{{file name: "new" or "cur"}} of one Maildir folder.
@@ -629,6 +671,10 @@ def withDeadline(d: Deferred[_T], timeout: float, what: str) -> Deferred[_T]:
 
 __all__ = [
     "ALICE",
+    "check",
+    "crlf",
+    "failure",
+    "responseCode",
     "BOB",
     "IMAPTestCase",
     "ObservingClient",

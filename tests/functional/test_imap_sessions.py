@@ -31,19 +31,13 @@ from tests.functional.imapsupport import (
     IMAPTestCase,
     RawIMAP,
     Reply,
+    check,
     fetched,
     maildirFiles,
     parseValues,
     unverified,
 )
 from tests.functional.support import DOMAIN, PASSWORD, SOCKET_GUARD, message
-
-
-def check(result: tuple[str, list[Any]]) -> list[Any]:
-    typ, data = result
-    if typ != "OK":
-        raise AssertionError(f"{typ} {data!r}")
-    return data
 
 
 async def startIdle(client: RawIMAP) -> Deferred[Reply]:

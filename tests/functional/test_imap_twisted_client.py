@@ -17,7 +17,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.mail import imap4
 
 from tests.functional.imapsupport import ALICE, PASSWORD, IMAPTestCase
-from tests.functional.test_imap_commands import NESTED
+from tests.functional.test_imap_fetch_search import NESTED
 from tests.functional.support import message
 
 
