@@ -423,6 +423,8 @@ class ObservingClient(IMAP4Client):
         self.greeted: Deferred[Any] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self.events: list[tuple[str, Any]] = []
+        #: Untagged responses no command of the client took.
+        self.unused: list[Any] = []
 
     def serverGreeting(self, caps: Any) -> None:
         self.greeted.callback(caps)
@@ -439,6 +441,11 @@ class ObservingClient(IMAP4Client):
 
     def newMessages(self, exists: int | None, recent: int | None) -> None:
         self.events.append(("new", (exists, recent)))
+
+    def _extraInfo(self, lines: list[Any]) -> None:
+        # The untagged responses the client has no use for (ID, ENABLED...).
+        self.unused.extend(lines)
+        super()._extraInfo(lines)
 
 
 class Reply(NamedTuple):

@@ -4,8 +4,9 @@ server: login (it upgrades with STARTTLS itself, checked against the
 server's certificate), implicit TLS, AUTHENTICATE PLAIN, and every command
 it has: SELECT/EXAMINE, FETCH of each kind, SEARCH with its query builder,
 APPEND, COPY, STORE, EXPUNGE, CLOSE, CHECK, the folder commands, STATUS,
-NAMESPACE; and two clients at once, one learning of the other's changes
-through NOOP.
+NAMESPACE; the extensions it has no method for (ID, ENABLE, MOVE, UID
+EXPUNGE, UNSELECT) through its C{sendCommand}; and two clients at once,
+one learning of the other's changes through NOOP.
 """
 
 from __future__ import annotations
@@ -218,3 +219,29 @@ class TwistedClientTests(IMAPTestCase):
         self.assertIn([b"1", b"FETCH", [b"FLAGS", [b"\\Flagged"]]], lines)
         self.assertEqual(await watcher.fetchUID("1:*"), {1: {"UID": "2"}})
         self.assertEqual(watcher.events, [])
+
+    async def test_extensionsThroughSendCommand(self) -> None:
+        """
+        The extensions the client has no method for, sent with its
+        C{sendCommand}: ID, ENABLE, MOVE with COPYUID, UID EXPUNGE,
+        UNSELECT; their untagged responses and tagged codes come back.
+        """
+        client = await self.twisted()
+        for n in range(3):
+            await client.append("INBOX", BytesIO(message(f"n{n}")), ("\\Deleted",) if n == 2 else ())
+        # The client hands the responses it does not know to _extraInfo,
+        # just after the command's Deferred has fired.
+        await client.sendCommand(imap4.Command(b"ID", b'("name" "twisted")'))
+        await client.sendCommand(imap4.Command(b"ENABLE", b"X-NOTHING"))
+        await client.select("INBOX")
+        self.assertEqual(client.unused, [[b"ID", [b"name", b"mailhub"]], [b"ENABLED"]])
+        lines, tagged = await client.sendCommand(imap4.Command(b"UID MOVE", b"1 Archive"))
+        self.assertIn([b"1", b"EXPUNGE"], lines)
+        self.assertIn(b"OK", tagged)
+        lines, tagged = await client.sendCommand(imap4.Command(b"UID EXPUNGE", b"1:*"))
+        self.assertEqual(lines, [[b"2", b"EXPUNGE"]])
+        await client.sendCommand(imap4.Command(b"UNSELECT"))
+        with self.assertRaises(imap4.IMAP4Exception):
+            await client.fetchUID("1")
+        self.assertEqual([m["Subject"] for m in self.stdlibMaildir("Archive").values()], ["n0"])
+        self.assertEqual([m["Subject"] for m in self.stdlibMaildir().values()], ["n1"])
