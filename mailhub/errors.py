@@ -12,6 +12,20 @@ class MailhubError(Exception):
     """
 
 
+class MessageExpunged(MailhubError):
+    """
+    A message is no longer in its folder: another session, POP3 or another
+    tool removed it after this session last looked (RFC 2180 §4.1).
+    """
+
+
+class MailboxGone(MessageExpunged):
+    """
+    A folder itself is gone, its messages with it: another session or tool
+    deleted or renamed it while a session had it selected.
+    """
+
+
 class ConfigError(MailhubError):
     """
     The configuration is not usable.

@@ -401,6 +401,8 @@ def makeService(
         connectionsPerPeer=config.limits.connectionsPerPeer,
         peerLimitExempt=config.limits.peerLimitExempt,
         runBlocking=runBlocking,
+        # One count for both listeners: the per-user limit is per user.
+        perUser={},
     )
     services += [
         ("imap", listeners.imap, IMAPFactory(**imapOptions), False),

@@ -404,7 +404,10 @@ class MaildirIMAPMailbox:
         self._uids: list[int] = index.uids()
         self._generation = index.generation
         self._uidValidity = index.uidValidity
-        self._claimRecent()
+        # \Recent is taken when the session first looks at its view
+        # (SELECT asks for the count), not here: APPEND and COPY open their
+        # target too, and must leave \Recent to the next SELECT.
+        self._claimPending = True
 
     def _claimRecent(self) -> bool:
         """
@@ -413,6 +416,7 @@ class MaildirIMAPMailbox:
 
         @return: whether the \\Recent set changed.
         """
+        self._claimPending = False
         before = len(self._recent)
         if self.readWrite:
             self._recent.update(self.index.claimNew())
@@ -454,7 +458,15 @@ class MaildirIMAPMailbox:
     def getMessageCount(self) -> int:
         return len(self._uids)
 
+    def _view(self) -> None:
+        """
+        Take \\Recent now if the session has not looked at its view yet.
+        """
+        if self._claimPending:
+            self._claimRecent()
+
     def getRecentCount(self) -> int:
+        self._view()
         return len(self._recent)
 
     def getUnseenCount(self) -> int:
@@ -513,6 +525,7 @@ class MaildirIMAPMailbox:
         (see the module docstring): listeners are told, and the same is
         returned.
         """
+        self._view()
         self.index.refresh()
         changes = self.index.changesSince(self._generation, owner=self)
         newUids = self.index.uids()
@@ -600,6 +613,7 @@ class MaildirIMAPMailbox:
         C{(sequence number, message)} for each message of the set, in
         ascending order, made from the index (no file is read here).
         """
+        self._view()
         view = self  # bind now: the iterator may run later
         return ((seq, MaildirMessage(view, seq, u)) for seq, u in list(self._resolve(messages, uid)))
 
@@ -617,6 +631,7 @@ class MaildirIMAPMailbox:
         @raise ReadOnlyMailbox: the mailbox was EXAMINEd.
         """
         self._writeable()
+        self._view()
         names = [f.decode("ascii") if isinstance(f, bytes) else f for f in flags]
         keywords = [f for f in names if not f.startswith("\\")]
         result: dict[int, list[str]] = {}
@@ -752,6 +767,7 @@ class MaildirIMAPMailbox:
                 node = parseSearch(query)
             except SearchError as e:
                 raise InvalidSearch(e.reason, e.code) from e
+        self._view()
         uids = self._uids
         headers = self.index.searchHeaders() if needsHeaders(node) else None
         return search(node, uids, lambda seq: _SearchView(self, seq, uids[seq - 1], headers))

@@ -112,7 +112,7 @@ from twisted.mail.imap4 import (
 from twisted.python.failure import Failure
 
 from mailhub import sasl
-from mailhub.errors import MailhubError, TemporaryAuthError
+from mailhub.errors import MailboxGone, MailhubError, MessageExpunged, TemporaryAuthError
 from mailhub.imap import message as M
 from mailhub.imap import search as S
 from mailhub.sessions import Refuse, SessionFactory, peerHost
@@ -171,6 +171,7 @@ TOO_MANY_LITERALS = ("BAD", "", "Too many literals")
 TOO_MANY_ERRORS = "Too many errors"
 SHUTTING_DOWN = "Server shutting down"
 AUTOLOGOUT = "Autologout; idle for too long"
+MAILBOX_GONE = "Selected mailbox was deleted, have to disconnect"
 PRIVACY_REQUIRED = ("NO", "PRIVACYREQUIRED", "Use STARTTLS first")
 AUTH_FAILED = ("NO", "AUTHENTICATIONFAILED", "Authentication failed")
 AUTH_UNAVAILABLE = ("NO", "UNAVAILABLE", "Authentication temporarily unavailable")
@@ -180,12 +181,18 @@ NONEXISTENT = ("NO", "NONEXISTENT", "No such mailbox")
 ALREADY_EXISTS = ("NO", "ALREADYEXISTS", "Mailbox already exists")
 READ_ONLY = ("NO", "READ-ONLY", "Mailbox is read-only")
 SERVER_BUG = ("NO", "SERVERBUG", "Internal error, try again later")
+EXPUNGE_ISSUED = ("NO", "EXPUNGEISSUED", "Some of the requested messages no longer exist")
 BAD_NAME = ("NO", "CANNOT", "Invalid mailbox name")
 
 _LITERAL = re.compile(rb"\{([0-9]{1,20})(\+?)\}\Z")
 _TAG = re.compile(r"[\x21-\x7e]+\Z")
 _BODY = re.compile(r"(BODY(?:\.PEEK)?)\[(.*)\](?:<([0-9]{1,10})\.([0-9]{1,10})>)?\Z", re.S | re.I)
-_DATE_TIME = re.compile(r"[ 0-9][0-9]-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}\Z")
+# RFC 3501 §9 date-time: a real day, month name, hour, minute and second.
+_DATE_TIME = re.compile(
+    r"(?: [1-9]|0[1-9]|[12][0-9]|3[01])-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-[0-9]{4}"
+    r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] [+-][0-9]{4}\Z",
+    re.I,
+)
 _FETCH_MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
@@ -635,7 +642,17 @@ def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) ->
 
 
 def _flagsOf(batch: list) -> dict[int, list]:
-    return {seq: list(msg.getFlags()) for seq, msg in batch}
+    """
+    The flags of each message of C{batch}; one expunged elsewhere is left
+    out.
+    """
+    flags = {}
+    for seq, msg in batch:
+        try:
+            flags[seq] = list(msg.getFlags())
+        except MessageExpunged:
+            continue
+    return flags
 
 
 def _storeLines(mbox: Any, messages: MessageSet, flags: list[str], mode: int, uid: bool, loud: bool) -> Any:
@@ -1101,6 +1118,8 @@ class IMAP4Server(imap4.IMAP4Server):
             self._reply(tag, "BAD", str(reason.value))
         elif reason.check(ReadOnlyMailbox):
             self._replyWith(tag, READ_ONLY)
+        elif reason.check(MessageExpunged):
+            self._replyWith(tag, EXPUNGE_ISSUED)
         elif reason.check(MailboxCollision):
             self._replyWith(tag, ALREADY_EXISTS)
         elif reason.check(NoSuchMailbox):
@@ -1429,6 +1448,9 @@ class IMAP4Server(imap4.IMAP4Server):
             message.file.close()
             if target is not self.mbox:
                 await self._call(_closeBackend, target)
+        if name == self.mboxName:
+            # RFC 3501 §6.3.11: EXISTS now (the view changes in a refresh).
+            await self._refresh()
         self._checkExists()
         self._reply(tag, "OK", "APPEND completed", code)
 
@@ -1470,6 +1492,9 @@ class IMAP4Server(imap4.IMAP4Server):
 
         def failed(reason: Failure) -> None:
             self._polling = None
+            if reason.check(MailboxGone):
+                self.close(MAILBOX_GONE)
+                return
             self.log.failure("refreshing a mailbox failed", reason)
 
         d.addCallbacks(done, failed)
@@ -1519,7 +1544,13 @@ class IMAP4Server(imap4.IMAP4Server):
     async def _refresh(self) -> None:
         refresh = getattr(self.mbox, "refresh", None) if self.mbox is not None else None
         if callable(refresh):
-            await self._call(refresh)
+            try:
+                await self._call(refresh)
+            except MailboxGone:
+                # Deleted or renamed by another session: as Dovecot does,
+                # the client starts again and finds out.
+                self.close(MAILBOX_GONE)
+                raise _SessionGone() from None
         self._checkExists()
 
     # Selected
@@ -1627,6 +1658,7 @@ class IMAP4Server(imap4.IMAP4Server):
         )
         mbox = self.mbox
         pairs = await self._fetch(messages, uid)
+        gone: set[int] = set()
         for start in range(0, len(pairs), FETCH_BATCH):
             batch = pairs[start : start + FETCH_BATCH]
             flags: dict[int, list] | None = None
@@ -1634,7 +1666,7 @@ class IMAP4Server(imap4.IMAP4Server):
             if setsSeen:
                 # RFC 3501 §6.4.5: BODY[...] sets \Seen; say so in FLAGS.
                 flags = await self._call(_flagsOf, batch)
-                unseen = [(seq, msg.getUID()) for seq, msg in batch if "\\seen" not in {f.lower() for f in flags[seq]}]
+                unseen = [(seq, msg.getUID()) for seq, msg in batch if seq in flags and "\\seen" not in {f.lower() for f in flags[seq]}]
                 if unseen:
                     changed = await self._call(mbox.store, _messageSet(u for _, u in unseen), ["\\Seen"], 1, True)
                     for seq, _ in unseen:
@@ -1642,13 +1674,22 @@ class IMAP4Server(imap4.IMAP4Server):
                         seen.add(seq)
             done = 0
             while done < len(batch):
-                data, count = await self._call(self._renderFetch, batch[done:], items, flags, seen)
+                data, count = await self._call(self._renderFetch, batch[done:], items, flags, seen, gone)
                 self.transport.write(data)
                 done += count
+        if gone:
+            # RFC 2180 §4.1.3: the others were sent; the client learns of
+            # the expunge at its next NOOP (RFC 5530 EXPUNGEISSUED).
+            raise IMAPError(EXPUNGE_ISSUED)
         self._reply(tag, "OK", "FETCH completed")
 
     def _renderFetch(
-        self, batch: list, items: list[tuple[str, Any, bool, Any]], flags: dict[int, list] | None, seen: set[int]
+        self,
+        batch: list,
+        items: list[tuple[str, Any, bool, Any]],
+        flags: dict[int, list] | None,
+        seen: set[int],
+        gone: set[int],
     ) -> tuple[bytes, int]:
         """
         The FETCH responses of the first messages of C{batch}, until
@@ -1658,19 +1699,28 @@ class IMAP4Server(imap4.IMAP4Server):
         @param flags: the messages' flags, if already known.
         @param seen: sequence numbers whose \\Seen this FETCH set: they get
             FLAGS even if not asked for.
+        @param gone: gets the sequence numbers of messages expunged
+            elsewhere, which are left out.
         @return: the octets and how many messages they cover.
         """
         out: list[bytes] = []
         size = count = 0
         withFlags = items if any(kind == "FLAGS" for kind, _, _, _ in items) else items + [("FLAGS", None, False, None)]
         for seq, msg in batch:
-            messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
-            parts = [b"* %d FETCH (" % (seq,)]
-            raw: bytes | None = None
-            for kind, section, peek, span in withFlags if seq in seen else items:
-                if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
-                    raw = rawMessage(msg)
-                parts.append((b"" if len(parts) == 1 else b" ") + self._fetchItem(kind, section, span, msg, messageFlags, raw))
+            try:
+                if flags is not None and seq not in flags:
+                    raise MessageExpunged()  # see _flagsOf
+                messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
+                parts = [b"* %d FETCH (" % (seq,)]
+                raw: bytes | None = None
+                for kind, section, peek, span in withFlags if seq in seen else items:
+                    if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
+                        raw = rawMessage(msg)
+                    parts.append((b"" if len(parts) == 1 else b" ") + self._fetchItem(kind, section, span, msg, messageFlags, raw))
+            except MessageExpunged:
+                gone.add(seq)
+                count += 1
+                continue
             parts.append(b")\r\n")
             out.extend(parts)
             size += sum(len(p) for p in parts)
@@ -1783,6 +1833,9 @@ class IMAP4Server(imap4.IMAP4Server):
             self._holdExpunges = False
             self.messagesExpunged(await self._expungeUIDs(sources))
             code = ""
+        if name == self.mboxName:
+            # As for APPEND: the copies' EXISTS now.
+            await self._refresh()
         self._checkExists()
         self._reply(tag, "OK", f"{verb} completed", code)
 
@@ -1877,6 +1930,9 @@ class IMAPFactory(SessionFactory):
     @param maxErrors: client errors one session may make.
     @param connectionsPerPeer: most simultaneous sessions from one address.
     @param connectionsPerUser: most simultaneous sessions of one user.
+    @param perUser: the count of sessions per user, to share with the
+        other IMAP listeners' factories (so the limit is per user, not per
+        listener); a new one by default.
     @param peerLimitExempt: networks the per-peer limit does not apply to.
     @param runBlocking: C{runBlocking(function, *args)} runs blocking work
         off the reactor thread and returns a L{Deferred} of its result (the
@@ -1905,6 +1961,7 @@ class IMAPFactory(SessionFactory):
         connectionsPerUser: int = 20,
         peerLimitExempt: tuple[Any, ...] = (),
         runBlocking: Callable[..., Deferred[Any]] = maybeDeferred,
+        perUser: dict[str, int] | None = None,
     ) -> None:
         self.portal = portal
         self.clock = clock
@@ -1919,7 +1976,7 @@ class IMAPFactory(SessionFactory):
         self.connectionsPerUser = connectionsPerUser
         self.peerLimitExempt = peerLimitExempt
         self.runBlocking = runBlocking
-        self.perUser: dict[str, int] = {}
+        self.perUser: dict[str, int] = perUser if perUser is not None else {}
         self.initSessions()
 
     def userLogin(self, user: str) -> bool:

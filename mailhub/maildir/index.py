@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.maildir.test_index -*-
+# -*- test-case-name: tests.maildir.test_index,tests.maildir.test_index_folder_gone -*-
 """
 A per-folder index of a Maildir: for every UID the message's base name,
 its current file name (so its flags), its size and internal date; and a
@@ -95,7 +95,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mailhub.errors import MailhubError
+from mailhub.errors import MailboxGone, MailhubError, MessageExpunged
 from mailhub.fs import FileSystem
 from mailhub.imap.message import _fields, _unfold, bodyStructure, envelope, splitHeader, toCRLF
 from mailhub.maildir.keywords import Keywords, parseFlags, withFlags
@@ -154,7 +154,7 @@ _HEADER_READ = 16 * 1024
 _MAX_HEADER = 1 << 20
 
 
-class MessageGone(MailhubError):
+class MessageGone(MessageExpunged):
     """
     The message was expunged (by this or another session, or POP3): its
     file is in neither C{new/} nor C{cur/}.
@@ -501,6 +501,9 @@ class FolderIndex:
         """
         newNames, newStamp, newSettled = self._listing("new")
         curNames, curStamp, curSettled = self._listing("cur")
+        if not newStamp and not curStamp and not os.path.isdir(self.folderPath):
+            # Deleted or renamed under us: the UID list cannot be kept.
+            raise MailboxGone(self.folderPath)
         uidListStamp = self._uidList._statStamp()
         if newNames is None and curNames is None and uidListStamp == self._uidListStamp and self.uidValidity is not None:
             return Changes()
@@ -841,7 +844,9 @@ class FolderIndex:
     def _saveQuietly(self) -> None:
         try:
             self.save()
-        except OSError:
+        except OSError as e:
+            if isinstance(e, FileNotFoundError) and not os.path.isdir(self.folderPath):
+                return  # the folder was deleted or renamed meanwhile: nothing to keep
             self.log.failure("cannot save {path}", path=self._indexPath)
 
     def close(self) -> None:
