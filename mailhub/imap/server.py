@@ -33,6 +33,16 @@ C{test_twistedTrap*}):
     §6.3.11); UIDPLUS (RFC 4315), MOVE (RFC 6851), UNSELECT (RFC 3691),
     ENABLE (RFC 5161), ID (RFC 2971), NAMESPACE (RFC 2342), CHILDREN (RFC
     3348) and SPECIAL-USE (RFC 6154) attributes from the account.
+  - CONDSTORE (RFC 7162 §3.1): C{MODSEQ} and C{CHANGEDSINCE} in FETCH,
+    C{UNCHANGEDSINCE} in STORE (C{[MODIFIED set]} for the messages that
+    failed the test), C{MODSEQ} in SEARCH (and C{(MODSEQ n)} after the
+    results), C{HIGHESTMODSEQ} in STATUS, C{SELECT/EXAMINE ... (CONDSTORE)}
+    and C{ENABLE CONDSTORE}.  Any of them enables CONDSTORE for the rest of
+    the connection: SELECT and EXAMINE then answer C{[HIGHESTMODSEQ n]}
+    (C{[NOMODSEQ]} for a backend without mod-sequences, whose commands
+    above answer C{BAD}), and every untagged FETCH that reports flags
+    (after STORE, even C{.SILENT}; a FETCH that set C{\\Seen}; a change
+    by another session) carries C{UID} and C{MODSEQ}.
   - Folder names with empty, C{.} or C{..} components, a leading C{/},
     NUL or control characters are refused before the backend sees them.
   - Too many client errors, and the session is dropped; at most
@@ -78,6 +88,16 @@ The optional backend protocol (all duck-typed, each with a fallback):
     convention: the server maps them to UIDs for UID SEARCH).
   - Messages providing C{IMessageFile} give their raw octets through
     C{open()}; others are rebuilt from C{getHeaders(True)} and the body.
+  - Mod-sequences (RFC 7162), all or nothing: C{mailbox.getHighestModSeq()},
+    C{mailbox.getModSeq(seq)}, C{message.getModSeq()} for the messages
+    C{fetch} gives, and C{mailbox.storeWithModSeq(messages, flags, mode,
+    uid, unchangedSince)} returning an object with C{flags} ({seq:
+    flags}), C{modseqs} ({seq: mod-sequence}) and C{modified} (the
+    sequence numbers that failed the UNCHANGEDSINCE test), and search
+    views with a C{modseq}.  A mailbox without C{getHighestModSeq} and
+    C{storeWithModSeq} has none: C{[NOMODSEQ]}.  Listener callback
+    C{flagsChangedWithModSeq({seq: (flags, uid, modseq)})} instead of
+    C{flagsChanged}.
 """
 
 from __future__ import annotations
@@ -193,9 +213,15 @@ _FETCH_MACROS = {
 }
 _SIMPLE_FETCH = {
     "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-    "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+    "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
 }
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+
+#: The extensions ENABLE can enable (RFC 5161).
+_ENABLEABLE = ("CONDSTORE",)
+
+#: RFC 7162 §7: mod-sequence-value, 63 bits.
+MAX_MODSEQ = 2**63 - 1
 
 
 class IMAPError(MailhubError):
@@ -425,6 +451,29 @@ def uidSet(uids: list[int]) -> bytes:
     return ",".join(out).encode("ascii")
 
 
+def modseqValue(token: Any, what: str, zero: bool = True) -> int:
+    """
+    A mod-sequence argument: RFC 7162 §7 mod-sequence-valzer (0 to
+    2**63 - 1), or mod-sequence-value (from 1) without C{zero}.
+
+    @raise IMAPError: C{BAD}.
+    """
+    if not isinstance(token, Atom) or not token.isdigit() or not token.isascii() or len(token) > 19:
+        raise bad(f"Invalid {what}")
+    value = int(token)
+    if value > MAX_MODSEQ or (value == 0 and not zero):
+        raise bad(f"Invalid {what}")
+    return value
+
+
+def hasModSeqs(mbox: Any) -> bool:
+    """
+    Whether a mailbox keeps mod-sequences (the optional backend protocol
+    of the module docstring); without, SELECT says C{[NOMODSEQ]}.
+    """
+    return callable(getattr(mbox, "getHighestModSeq", None)) and callable(getattr(mbox, "storeWithModSeq", None))
+
+
 def parseSequenceSet(token: Any, uid: bool, count: int) -> MessageSet:
     """
     A sequence set argument as a Twisted L{MessageSet}, C{*} resolved for
@@ -560,9 +609,26 @@ def _openMailbox(account: Any, name: str, rw: bool) -> Any:
             "recent": mbox.getRecentCount(),
             "uidValidity": mbox.getUIDValidity(),
             "uidNext": mbox.getUIDNext(),
+            "highestModseq": mbox.getHighestModSeq() if hasModSeqs(mbox) else None,
         }
 
     return _then(account.select(name, rw), describe)
+
+
+def _status(mbox: Any, wanted: list[str]) -> Any:
+    """
+    STATUS: the mailbox's C{requestStatus} for the RFC 3501 items, and
+    HIGHESTMODSEQ from the mailbox, 0 for one without mod-sequences (RFC
+    7162 §3.1.7).
+    """
+
+    def withModSeq(status: Any) -> dict:
+        status = dict(status)
+        if "HIGHESTMODSEQ" in wanted:
+            status["HIGHESTMODSEQ"] = mbox.getHighestModSeq() if hasModSeqs(mbox) else 0
+        return status
+
+    return _then(mbox.requestStatus([w for w in wanted if w != "HIGHESTMODSEQ"]), withModSeq)
 
 
 def _closeBackend(mbox: Any) -> Any:
@@ -606,7 +672,11 @@ def _searchLine(mbox: Any, node: S.Node, uid: bool) -> Any:
 
     def line(found: Any) -> bytes:
         numbers = [mbox.getUID(seq) for seq in found] if uid else list(found)
-        return b"SEARCH" + b"".join(b" %d" % n for n in numbers)
+        text = b"SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if numbers and S.usesModSeq(node):
+            # RFC 7162 §3.1.6: the highest mod-sequence of what was found.
+            text += b" (MODSEQ %d)" % max(mbox.getModSeq(seq) for seq in found)
+        return text
 
     return _then(mbox.search(node, uid), line)
 
@@ -615,12 +685,16 @@ def _uidsBySequence(mbox: Any) -> list[int]:
     return [mbox.getUID(seq) for seq in range(1, mbox.getMessageCount() + 1)]
 
 
-def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) -> list[int]:
+def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) -> tuple[list[int], int | None]:
     """
     SEARCH over fetched messages (a backend without C{search}): reads what
     the keys need.
+
+    @return: the numbers found, and the highest mod-sequence among them
+        when the keys have C{MODSEQ} (else C{None}).
     """
     views: dict[int, Any] = {}
+    withModSeq = S.usesModSeq(node)
     for seq, msg in messages:
         views[seq] = S.LazyMessage(
             seq=seq,
@@ -629,28 +703,67 @@ def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) ->
             internalDate=internalDate(msg),
             size=msg.getSize(),
             load=lambda m=msg: rawMessage(m),
+            modseq=msg.getModSeq() if withModSeq else 0,
         )
     found = S.search(node, uids, lambda seq: views[seq])
-    return [uids[seq - 1] for seq in found] if uid else found
+    highest = max((views[seq].modseq for seq in found), default=None) if withModSeq else None
+    return ([uids[seq - 1] for seq in found] if uid else found), highest
+
+
+def _changedSince(pairs: list, since: int) -> list:
+    """
+    FETCH (CHANGEDSINCE n): the messages whose mod-sequence is above n
+    (RFC 7162 §3.1.4.1).
+    """
+    return [(seq, msg) for seq, msg in pairs if msg.getModSeq() > since]
 
 
 def _flagsOf(batch: list) -> dict[int, list]:
     return {seq: list(msg.getFlags()) for seq, msg in batch}
 
 
-def _storeLines(mbox: Any, messages: MessageSet, flags: list[str], mode: int, uid: bool, loud: bool) -> Any:
+def _storeLines(
+    mbox: Any,
+    messages: MessageSet,
+    flags: list[str],
+    mode: int,
+    uid: bool,
+    loud: bool,
+    condstore: bool = False,
+    unchangedSince: int | None = None,
+) -> Any:
     """
-    STORE, and its untagged FETCH lines (none for C{.SILENT}).
-    """
+    STORE, and its untagged FETCH lines (none for C{.SILENT}).  With
+    C{condstore} (CONDSTORE enabled, a mailbox with mod-sequences), the
+    store of RFC 7162 §3.1.3: C{unchangedSince} makes it conditional, and
+    every message it applied to gets a FETCH with UID and MODSEQ, even
+    for C{.SILENT}.
 
-    def lines(result: Any) -> list[bytes]:
+    @return: C{(lines, modified)}: the numbers for C{[MODIFIED]} (UIDs for
+        UID STORE), empty when every message passed.
+    """
+    if condstore:
+
+        def modseqLines(result: Any) -> tuple[list[bytes], list[int]]:
+            out = []
+            for seq in sorted(result.flags):
+                items = b"UID %d MODSEQ (%d)" % (mbox.getUID(seq), result.modseqs[seq])
+                if loud:
+                    items += b" FLAGS " + flagList(result.flags[seq])
+                out.append(b"%d FETCH (%s)" % (seq, items))
+            modified = [mbox.getUID(seq) for seq in result.modified] if uid else list(result.modified)
+            return out, modified
+
+        return _then(mbox.storeWithModSeq(messages, flags, mode, uid, unchangedSince), modseqLines)
+
+    def lines(result: Any) -> tuple[list[bytes], list[int]]:
         if not loud:
-            return []
+            return [], []
         out = []
         for seq, newFlags in sorted((result or {}).items()):
             uidText = b" UID %d" % (mbox.getUID(seq),) if uid else b""
             out.append(b"%d FETCH (FLAGS %s%s)" % (seq, flagList(newFlags), uidText))
-        return out
+        return out, []
 
     return _then(mbox.store(messages, flags, mode, uid), lines)
 
@@ -721,6 +834,11 @@ class IMAP4Server(imap4.IMAP4Server):
         self._running = 0
         self._events: deque[tuple[Callable[..., None], tuple]] = deque()
         self._polling: Deferred[Any] | None = None
+        #: A CONDSTORE enabling command was given (RFC 7162 §3.1): for the
+        #: rest of the connection.
+        self.condstore = False
+        # The selected mailbox keeps mod-sequences (hasModSeqs).
+        self._hasModSeqs = False
 
     # Connection
 
@@ -784,7 +902,7 @@ class IMAP4Server(imap4.IMAP4Server):
             caps[b"AUTH"] = [b"PLAIN"]
             caps[b"SASL-IR"] = None
         for name in (b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"ENABLE",
-                     b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN"):
+                     b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN", b"CONDSTORE"):
             caps[name] = None
         return caps
 
@@ -895,6 +1013,13 @@ class IMAP4Server(imap4.IMAP4Server):
     def newMessages(self, exists: int | None, recent: int | None) -> None:
         self._listen(self._newMessages, exists, recent)
 
+    def flagsChangedWithModSeq(self, changes: dict) -> None:
+        """
+        Optional listener callback, instead of C{flagsChanged}: flags
+        changed by others, as {seq: (flags, uid, modseq)}.
+        """
+        self._listen(self._flagsChangedWithModSeq, dict(changes))
+
     def messagesExpunged(self, seqs: Iterable[int]) -> None:
         """
         Optional listener callback: messages are gone; C{seqs} are the
@@ -910,6 +1035,31 @@ class IMAP4Server(imap4.IMAP4Server):
     def _flagsChanged(self, newFlags: dict) -> None:
         for seq, flags in sorted(newFlags.items()):
             self._untaggedLine(b"%d FETCH (FLAGS %s)" % (seq, flagList(flags)))
+
+    def _flagsChangedWithModSeq(self, changes: dict) -> None:
+        if not self.condstore:
+            self._flagsChanged({seq: flags for seq, (flags, _, _) in changes.items()})
+            return
+        for seq, (flags, uid, modseq) in sorted(changes.items()):
+            # RFC 7162 §3.1: UID and MODSEQ in every untagged FETCH, also
+            # for changes by others.
+            self._untaggedLine(b"%d FETCH (UID %d MODSEQ (%d) FLAGS %s)" % (seq, uid, modseq, flagList(flags)))
+
+    def _enableCondstore(self) -> None:
+        """
+        A CONDSTORE enabling command (RFC 7162 §3.1) was given.
+        """
+        self.condstore = True
+
+    def _needModSeqs(self) -> None:
+        """
+        A command uses mod-sequences in the selected mailbox: it enables
+        CONDSTORE, and is C{BAD} in a mailbox without them (RFC 7162
+        §3.1.2.2).
+        """
+        self._enableCondstore()
+        if not self._hasModSeqs:
+            raise bad("Mailbox has no mod-sequences (NOMODSEQ)")
 
     def _newMessages(self, exists: int | None, recent: int | None) -> None:
         if exists is not None:
@@ -1242,10 +1392,17 @@ class IMAP4Server(imap4.IMAP4Server):
     # Authenticated
 
     async def cmd_ENABLE(self, tag: bytes, args: list) -> None:
-        # RFC 5161: nothing we support needs enabling.
         if not args or not all(isinstance(a, Atom) for a in args):
             raise bad("Syntax: ENABLE capability...")
-        self._untaggedLine(b"ENABLED")
+        # RFC 5161 §3.1: ENABLED lists what this command enabled; unknown
+        # and already enabled names are left out.
+        enabled = []
+        for name in args:
+            upper = name.upper()
+            if upper == "CONDSTORE" and not self.condstore:
+                self._enableCondstore()  # RFC 7162 §3.1
+                enabled.append(upper)
+        self._untaggedLine(b"ENABLED" + b"".join(b" " + name.encode("ascii") for name in enabled))
         self._reply(tag, "OK", "ENABLE completed")
 
     async def cmd_NAMESPACE(self, tag: bytes, args: list) -> None:
@@ -1260,8 +1417,20 @@ class IMAP4Server(imap4.IMAP4Server):
         await self._select(tag, args, False)
 
     async def _select(self, tag: bytes, args: list, rw: bool) -> None:
-        (raw,) = arguments(args, 1, "SELECT mailbox")
+        if not 1 <= len(args) <= 2:
+            raise bad("Syntax: SELECT mailbox [(parameters)]")
+        raw = args[0]
+        if len(args) == 2:
+            # RFC 4466 §2.1 select parameters; RFC 7162 §3.1.8 CONDSTORE.
+            parameters = args[1]
+            if not isinstance(parameters, list) or not parameters:
+                raise bad("Syntax: SELECT mailbox [(parameters)]")
+            for parameter in parameters:
+                if not isinstance(parameter, Atom) or parameter.upper() != "CONDSTORE":
+                    raise bad("Unknown SELECT parameter")
         name = mailboxName(astring(raw))
+        if len(args) == 2:
+            self._enableCondstore()
         # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected.
         self._closeMailbox()
         opened = await self._call(_openMailbox, self.account, name, rw)
@@ -1282,12 +1451,20 @@ class IMAP4Server(imap4.IMAP4Server):
         self._write(b"* OK [PERMANENTFLAGS " + (b"()" if self.readOnly else flagList(list(flags) + ["\\*"])) + b"] Flags")
         self._write(b"* OK [UIDVALIDITY %d] UIDs valid" % (info["uidValidity"],))
         self._write(b"* OK [UIDNEXT %d] Predicted next UID" % (info["uidNext"],))
+        self._hasModSeqs = info.get("highestModseq") is not None
+        if self.condstore:
+            # RFC 7162 §3.1.2: one of the two once CONDSTORE is enabled.
+            if self._hasModSeqs:
+                self._write(b"* OK [HIGHESTMODSEQ %d] Highest" % (info["highestModseq"],))
+            else:
+                self._write(b"* OK [NOMODSEQ] No permanent modsequences")
         mbox.addListener(self)
         self.state = SELECTED
         self._reply(tag, "OK", "SELECT completed" if rw else "EXAMINE completed", "READ-ONLY" if self.readOnly else "READ-WRITE")
 
     def _closeMailbox(self) -> None:
         mbox, self.mbox, self.mboxName = self.mbox, None, None
+        self._hasModSeqs = False
         self._stopIdle()
         self._untagged = []
         if self.state == SELECTED:
@@ -1377,11 +1554,13 @@ class IMAP4Server(imap4.IMAP4Server):
         wanted = [atom(i, "a status item") for i in items]
         if any(w not in _STATUS_ITEMS for w in wanted):
             raise bad("Unknown status item")
+        if "HIGHESTMODSEQ" in wanted:
+            self._enableCondstore()  # RFC 7162 §3.1.7
         mbox = await self._call(self.account.select, name, False)
         if mbox is None:
             raise IMAPError(NONEXISTENT)
         try:
-            status = await self._call(mbox.requestStatus, wanted)
+            status = await self._call(_status, mbox, wanted)
         finally:
             if mbox is not self.mbox:
                 await self._call(_closeBackend, mbox)
@@ -1591,20 +1770,24 @@ class IMAP4Server(imap4.IMAP4Server):
 
     async def cmd_SEARCH(self, tag: bytes, args: list, uid: bool = False) -> None:
         node = S.parseSearch(args)
+        if S.usesModSeq(node):
+            self._needModSeqs()  # RFC 7162 §3.1.5
         if ISearchableMailbox.providedBy(self.mbox):
             # As in Twisted's server: sequence numbers back, mapped to UIDs
             # (on the worker thread too) for UID SEARCH.
             line = await self._call(_searchLine, self.mbox, node, uid)
         else:
-            found = await self._search(node, uid)
+            found, highest = await self._search(node, uid)
             line = b"SEARCH" + b"".join(b" %d" % n for n in found)
+            if found and highest is not None:
+                line += b" (MODSEQ %d)" % (highest,)  # RFC 7162 §3.1.6
         self._untaggedLine(line)
         self._reply(tag, "OK", "SEARCH completed")
 
     async def cmd_UID_SEARCH(self, tag: bytes, args: list) -> None:
         await self.cmd_SEARCH(tag, args, uid=True)
 
-    async def _search(self, node: S.Node, uid: bool) -> list[int]:
+    async def _search(self, node: S.Node, uid: bool) -> tuple[list[int], int | None]:
         mbox = self.mbox
         getList = getattr(mbox, "getUIDList", None)
         if callable(getList):
@@ -1617,16 +1800,23 @@ class IMAP4Server(imap4.IMAP4Server):
         return await self._call(_searchMessages, node, uids, messages, uid)
 
     async def cmd_FETCH(self, tag: bytes, args: list, uid: bool = False) -> None:
-        if len(args) != 2:
-            raise bad("Syntax: FETCH sequence-set items")
+        if len(args) not in (2, 3):
+            raise bad("Syntax: FETCH sequence-set items [(modifiers)]")
         messages = parseSequenceSet(args[0], uid, self._exists)
         items = self._fetchItems(args[1], uid)
+        changedSince = self._fetchModifiers(args[2]) if len(args) == 3 else None
+        if changedSince is not None or any(kind == "MODSEQ" for kind, _, _, _ in items):
+            self._needModSeqs()  # RFC 7162 §3.1.4
+            if not any(kind == "MODSEQ" for kind, _, _, _ in items):
+                items.append(("MODSEQ", None, False, None))  # RFC 7162 §3.1.4.1
         setsSeen = not self.readOnly and any(
             kind in ("RFC822", "RFC822.TEXT") or (kind == "BODY[]" and not peek)
             for kind, _, peek, _ in items
         )
         mbox = self.mbox
         pairs = await self._fetch(messages, uid)
+        if changedSince is not None:
+            pairs = await self._call(_changedSince, pairs, changedSince)
         for start in range(0, len(pairs), FETCH_BATCH):
             batch = pairs[start : start + FETCH_BATCH]
             flags: dict[int, list] | None = None
@@ -1663,6 +1853,11 @@ class IMAP4Server(imap4.IMAP4Server):
         out: list[bytes] = []
         size = count = 0
         withFlags = items if any(kind == "FLAGS" for kind, _, _, _ in items) else items + [("FLAGS", None, False, None)]
+        if self.condstore and self._hasModSeqs:
+            # RFC 7162 §3.1: a FETCH that set \Seen reports UID and MODSEQ.
+            for wanted in ("UID", "MODSEQ"):
+                if not any(kind == wanted for kind, _, _, _ in withFlags):
+                    withFlags = withFlags + [(wanted, None, False, None)]
         for seq, msg in batch:
             messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
             parts = [b"* %d FETCH (" % (seq,)]
@@ -1710,11 +1905,27 @@ class IMAP4Server(imap4.IMAP4Server):
             items.append(("BODY[]", section, match.group(1).upper() == "BODY.PEEK", span))
         return items
 
+    def _fetchModifiers(self, spec: Any) -> int:
+        """
+        FETCH modifiers (RFC 4466 §2.4): C{(CHANGEDSINCE n)}, RFC 7162
+        §3.1.4.1.
+
+        @return: the CHANGEDSINCE value.
+        """
+        if not isinstance(spec, list) or len(spec) != 2:
+            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence)")
+        name, value = spec
+        if not isinstance(name, Atom) or name.upper() != "CHANGEDSINCE":
+            raise bad("Unknown FETCH modifier")
+        return modseqValue(value, "CHANGEDSINCE value")
+
     def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list, raw: bytes | None) -> bytes:
         if kind == "FLAGS":
             return b"FLAGS " + flagList(flags)
         if kind == "UID":
             return b"UID %d" % (msg.getUID(),)
+        if kind == "MODSEQ":
+            return b"MODSEQ (%d)" % (msg.getModSeq(),)  # RFC 7162 §3.1.4.2
         if kind == "INTERNALDATE":
             return b"INTERNALDATE " + formatInternalDate(msg)
         if kind == "RFC822.SIZE":
@@ -1738,20 +1949,49 @@ class IMAP4Server(imap4.IMAP4Server):
         return label + b" {%d}\r\n" % len(data) + data
 
     async def cmd_STORE(self, tag: bytes, args: list, uid: bool = False) -> None:
-        if len(args) != 3:
-            raise bad("Syntax: STORE sequence-set item flags")
+        if len(args) not in (3, 4):
+            raise bad("Syntax: STORE sequence-set [(modifiers)] item flags")
         self._writable()
         messages = parseSequenceSet(args[0], uid, self._exists)
+        unchangedSince = None
+        if len(args) == 4:
+            unchangedSince = self._storeModifiers(args[1])
+            args = [args[0], args[2], args[3]]
         item = atom(args[1], "a store item")
         match = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", item)
         if match is None:
             raise bad("Invalid store item")
         flags = self._flags(args[2] if isinstance(args[2], list) else [args[2]])
         mode = {"+": 1, "-": -1, "": 0}[match.group(1)]
-        lines = await self._call(_storeLines, self.mbox, messages, flags, mode, uid, not match.group(2))
+        if unchangedSince is not None:
+            self._needModSeqs()  # RFC 7162 §3.1.3
+        condstore = self.condstore and self._hasModSeqs
+        lines, modified = await self._call(
+            _storeLines, self.mbox, messages, flags, mode, uid, not match.group(2), condstore, unchangedSince
+        )
         for line in lines:
             self._untaggedLine(line)
-        self._reply(tag, "OK", "STORE completed")
+        if modified:
+            # RFC 7162 §3.1.3: the messages (UIDs for UID STORE) that
+            # failed the UNCHANGEDSINCE test.
+            code = "MODIFIED " + uidSet(sorted(modified)).decode("ascii")
+            self._reply(tag, "OK", "Conditional STORE failed", code)
+        else:
+            self._reply(tag, "OK", "STORE completed")
+
+    def _storeModifiers(self, spec: Any) -> int:
+        """
+        STORE modifiers (RFC 4466 §2.5): C{(UNCHANGEDSINCE n)}, RFC 7162
+        §3.1.3.
+
+        @return: the UNCHANGEDSINCE value.
+        """
+        if not isinstance(spec, list) or len(spec) != 2:
+            raise bad("Syntax: STORE sequence-set (UNCHANGEDSINCE mod-sequence) item flags")
+        name, value = spec
+        if not isinstance(name, Atom) or name.upper() != "UNCHANGEDSINCE":
+            raise bad("Unknown STORE modifier")
+        return modseqValue(value, "UNCHANGEDSINCE value")
 
     async def cmd_UID_STORE(self, tag: bytes, args: list) -> None:
         await self.cmd_STORE(tag, args, uid=True)
