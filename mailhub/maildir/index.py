@@ -1010,8 +1010,10 @@ class FolderIndex:
             self._dirty = False
             self._unsaved = 0
             self._lastSave = self._clock.seconds()
-            # The next mod-sequence raises CEILING above the one just saved.
+            # The next mod-sequence raises CEILING above the one just saved
+            # (a batch under way takes a new one too).
             self._modseqs.retire()
+            self._batchModseq = None
 
     def _saveQuietly(self) -> None:
         try:

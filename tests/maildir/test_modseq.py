@@ -499,3 +499,24 @@ class IndexModseqTests(Base):
         self.assertTrue(all(m > highest for m in self.modseqs(index).values()))
         index.changeFlags(1, add=["\\Seen"])
         self.assertEqual(index.flags(1), ["\\Seen"])
+
+    def test_saveDuringBatch(self) -> None:
+        """
+        A save in the middle of a batch (a refresh saves now and then)
+        makes the batch's later changes take a mod-sequence above the
+        saved CEILING: a crash after them does not leave a trusted index
+        without them.
+        """
+        for _ in range(2):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        with first.modseqBatch():
+            first.changeFlags(1, add=["\\Seen"])
+            first.save()
+            first.changeFlags(2, add=["\\Seen"])
+        self.assertGreater(first.modseq(2), first.modseq(1))
+        # A crash: the saved index lacks the second change.
+        second = self.index()
+        second.refresh()
+        self.assertTrue(all(m > first.highestModseq for m in self.modseqs(second).values()))
