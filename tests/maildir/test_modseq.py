@@ -520,3 +520,22 @@ class IndexModseqTests(Base):
         second = self.index()
         second.refresh()
         self.assertTrue(all(m > first.highestModseq for m in self.modseqs(second).values()))
+
+    def test_twoProcesses(self) -> None:
+        """
+        Two indexes over one folder (two processes): each hands out values
+        above what the other had reserved when it last looked, so a change
+        one of them sees after the other's is numbered above it.
+        """
+        self.deliver()
+        self.deliver()
+        a = self.index()
+        a.refresh()
+        b = self.index()
+        b.refresh()
+        a.changeFlags(1, add=["\\Seen"])
+        b.refresh()
+        self.assertGreater(b.modseq(1), a.modseq(1))
+        b.changeFlags(2, add=["\\Seen"])
+        a.refresh()
+        self.assertGreater(a.modseq(2), b.modseq(2))
