@@ -62,9 +62,10 @@ index (saved before a crash, version 1, foreign) or none at all is
 rebuilt with one new mod-sequence, above anything handed out before, for
 every message: HIGHESTMODSEQ never goes back, and a client that asks for
 changes since a value it knows hears of every message (RFC 7162 §3.1.4.1)
-instead of missing one.  Costs: O(changes) per refresh and per STORE, one
-durable write per L{mailhub.maildir.modseq.MODSEQ_BLOCK} values or per save of the index, and
-O(folder) only when the index is rebuilt, as before.
+instead of missing one.  Costs: O(changes) per refresh and per STORE,
+one durable write per L{mailhub.maildir.modseq.MODSEQ_BLOCK} values or
+per save of the index, and O(folder) only when the index is rebuilt, as
+before.
 
 B{Sizes} are RFC822.SIZE: C{,W=} from the name, else computed on demand.
 B{Internal dates} are the name's leading seconds (UTC) when it has them,
@@ -78,7 +79,8 @@ L{FolderIndex} may be shared by every session of a process
 B{The lock.}  Each L{FolderIndex} has one re-entrant lock,
 L{FolderIndex.lock}.  It is held by everything that reads or changes the
 in-memory state (entries, the UID list, the change log, the side store's
-offsets and descriptor, the keyword letters, the name counter) and by
+offsets and descriptor, the keyword letters, the name counter, the
+mod-sequence counter) and by
 everything that renames or unlinks a message file: L{refresh} (listings
 and UID list update included), L{uids}, L{entry}, L{path}, L{flags},
 L{claimNew}, L{expunge}, L{setFlags}/L{changeFlags}, the index half of
