@@ -22,7 +22,9 @@ C{messagesExpunged(seqs)} method gets the sequence numbers to send as
 EXPUNGE responses, in the order to send them (each valid when sent).  A
 listener that has a C{flagsChangedWithModSeq(changes)} method hears flag
 changes there instead, as {sequence number: (flags, UID, mod-sequence)}
-(RFC 7162 §3.1: a CONDSTORE client is told the mod-sequence too).
+(RFC 7162 §3.1: a CONDSTORE client is told the mod-sequence too), and one
+that has C{messagesExpungedWithUIDs(seqs, uids)} hears expunges there,
+with the UIDs (RFC 7162 §3.2.10: VANISHED).
 L{refresh} returns the same as a L{ViewChanges}.
 
 B{Mod-sequences} (RFC 7162 §3.1) come from the index (see
@@ -381,6 +383,7 @@ class ViewChanges:
         client must resynchronise (the protocol should close the mailbox).
     @ivar modseqs: {sequence number: (UID, mod-sequence)} for the messages
         of C{flags}.
+    @ivar vanished: the UIDs of the messages of C{expunged}, ascending.
     """
 
     expunged: tuple[int, ...] = ()
@@ -389,6 +392,7 @@ class ViewChanges:
     flags: dict = {}
     uidValidityChanged: bool = False
     modseqs: dict = {}
+    vanished: tuple[int, ...] = ()
 
 
 @frozen
@@ -589,6 +593,7 @@ class MaildirIMAPMailbox:
         if reset:
             self._uidValidity = self.index.uidValidity
         expunged: tuple[int, ...] = ()
+        vanished: tuple[int, ...] = ()
         gone = set(changes.removed)
         if gone or reset:
             positions = []
@@ -597,6 +602,7 @@ class MaildirIMAPMailbox:
                 if at < len(oldUids) and oldUids[at] == uid:
                     positions.append(at + 1)
             expunged = _expungeOrder(positions)
+            vanished = tuple(oldUids[p - 1] for p in positions)
             self._recent.difference_update(gone)
         self._uids = newUids
         recentBefore = len(self._recent)
@@ -615,7 +621,7 @@ class MaildirIMAPMailbox:
                         pass
         exists = len(newUids) if (changes.added or expunged or len(newUids) != len(oldUids)) else None
         recent = len(self._recent) if (exists is not None or len(self._recent) != recentBefore) else None
-        result = ViewChanges(expunged, exists, recent, flags, reset, modseqs)
+        result = ViewChanges(expunged, exists, recent, flags, reset, modseqs, vanished)
         self._notify(result)
         return result
 
@@ -623,8 +629,11 @@ class MaildirIMAPMailbox:
         for listener in list(self._listeners):
             try:
                 if changes.expunged:
+                    withUIDs = getattr(listener, "messagesExpungedWithUIDs", None)
                     expunged = getattr(listener, "messagesExpunged", None)
-                    if expunged is not None:
+                    if withUIDs is not None:
+                        withUIDs(list(changes.expunged), list(changes.vanished))
+                    elif expunged is not None:
                         expunged(list(changes.expunged))
                 if changes.exists is not None or changes.recent is not None:
                     listener.newMessages(changes.exists, changes.recent)
@@ -767,6 +776,22 @@ class MaildirIMAPMailbox:
 
         @return: as L{expunge}.
         """
+        return self._expungeUIDs(uids)[0]
+
+    def vanishUIDs(self, uids: Iterable[int]) -> list[int]:
+        """
+        L{expungeUIDs}, answering the UIDs removed from this session's
+        view, ascending (RFC 7162 §3.2.10: VANISHED).
+        """
+        return self._expungeUIDs(uids)[1]
+
+    def getUIDList(self) -> list[int]:
+        """
+        Every UID of this session's view, ascending.
+        """
+        return list(self._uids)
+
+    def _expungeUIDs(self, uids: Iterable[int]) -> tuple[list[int], list[int]]:
         self._writeable()
         wanted = set(uids)
         self.index.expunge(wanted)
@@ -781,7 +806,7 @@ class MaildirIMAPMailbox:
         removed = set(old[p - 1] for p in positions)
         self._uids = [u for u in old if u not in removed]
         self._recent.difference_update(removed)
-        return list(_expungeOrder(positions))
+        return list(_expungeOrder(positions)), [old[p - 1] for p in positions]
 
     def addMessage(self, message: Any, flags: Iterable[str | bytes] = (), date: object = None) -> Deferred[int]:
         """

@@ -43,6 +43,15 @@ C{test_twistedTrap*}):
     above answer C{BAD}), and every untagged FETCH that reports flags
     (after STORE, even C{.SILENT}; a FETCH that set C{\\Seen}; a change
     by another session) carries C{UID} and C{MODSEQ}.
+  - QRESYNC (RFC 7162 §3.2), after C{ENABLE QRESYNC} and in mailboxes with
+    mod-sequences: C{VANISHED} instead of C{EXPUNGE} (own expunges, MOVE,
+    other sessions'), C{[HIGHESTMODSEQ n]} on the tagged OK of EXPUNGE and
+    UID EXPUNGE, C{SELECT/EXAMINE ... (QRESYNC (uidvalidity modseq
+    [known-uids [seq-match]]))}, C{UID FETCH ... (CHANGEDSINCE n
+    VANISHED)}, C{[CLOSED]} when SELECT replaces a selected mailbox.
+    Expunged messages leave no mod-sequence behind, so C{VANISHED
+    (EARLIER)} names every UID of the client's known ones that is gone,
+    whenever it went (a superset, which RFC 7162 §3.2.5.1 and §5 allow).
   - Folder names with empty, C{.} or C{..} components, a leading C{/},
     NUL or control characters are refused before the backend sees them.
   - Too many client errors, and the session is dropped; at most
@@ -98,10 +107,15 @@ The optional backend protocol (all duck-typed, each with a fallback):
     C{storeWithModSeq} has none: C{[NOMODSEQ]}.  Listener callback
     C{flagsChangedWithModSeq({seq: (flags, uid, modseq)})} instead of
     C{flagsChanged}.
+  - QRESYNC needs besides C{mailbox.vanishUIDs(uids)} (C{expungeUIDs}
+    answering the UIDs removed, ascending) and C{mailbox.getUIDList()};
+    listener callback C{messagesExpungedWithUIDs(seqs, uids)} instead of
+    C{messagesExpunged}.
 """
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import re
 import tempfile
@@ -217,8 +231,6 @@ _SIMPLE_FETCH = {
 }
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
-#: The extensions ENABLE can enable (RFC 5161).
-_ENABLEABLE = ("CONDSTORE",)
 
 #: RFC 7162 §7: mod-sequence-value, 63 bits.
 MAX_MODSEQ = 2**63 - 1
@@ -631,6 +643,90 @@ def _status(mbox: Any, wanted: list[str]) -> Any:
     return _then(mbox.requestStatus([w for w in wanted if w != "HIGHESTMODSEQ"]), withModSeq)
 
 
+def _absentUIDs(uids: list[int], ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """
+    The UIDs of C{ranges} (inclusive, ascending, disjoint) that are not in
+    the ascending list C{uids}, as inclusive ranges: O(len(ranges) + the
+    UIDs inside them).
+    """
+    out: list[tuple[int, int]] = []
+    for low, high in ranges:
+        at = bisect.bisect_left(uids, low)
+        expected = low
+        while at < len(uids) and uids[at] <= high:
+            if uids[at] > expected:
+                out.append((expected, uids[at] - 1))
+            expected = uids[at] + 1
+            at += 1
+        if expected <= high:
+            out.append((expected, high))
+    return out
+
+
+def _rangeSet(ranges: list[tuple[int, int]]) -> bytes:
+    return b",".join(b"%d" % low if low == high else b"%d:%d" % (low, high) for low, high in ranges)
+
+
+def _knownRanges(parsed: Any, last: int) -> list[tuple[int, int]]:
+    """
+    A parsed UID set's ranges, C{*} as C{last}, merged, ascending; none
+    above C{last}.
+    """
+    out: list[tuple[int, int]] = []
+    for first, end in parsed.ranges:
+        a = last if first is None else first
+        b = last if end is None else end
+        low, high = min(a, b), min(max(a, b), last)
+        if low <= high:
+            out.append((low, high))
+    out.sort()
+    merged: list[tuple[int, int]] = []
+    for low, high in out:
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _vanishedEarlier(mbox: Any, known: Any) -> bytes | None:
+    """
+    The C{VANISHED (EARLIER)} line for the UIDs of C{known} (a parsed UID
+    set, or C{None}: every UID below UIDNEXT) that are gone, or C{None}.
+    """
+    last = mbox.getUIDNext() - 1
+    ranges = [(1, last)] if known is None else _knownRanges(known, last)
+    gone = _absentUIDs(list(mbox.getUIDList()), ranges) if last >= 1 else []
+    if not gone:
+        return None
+    return b"VANISHED (EARLIER) " + _rangeSet(gone)  # RFC 7162 §3.2.10.1
+
+
+def _qresyncLines(mbox: Any, since: int, known: Any) -> list[bytes]:
+    """
+    SELECT (QRESYNC ...) with the right UIDVALIDITY (RFC 7162 §3.2.5.1):
+    VANISHED (EARLIER) for the known UIDs that are gone, then a FETCH with
+    UID, FLAGS and MODSEQ for each message (of the known ones) changed
+    after C{since}.
+    """
+    out = []
+    vanished = _vanishedEarlier(mbox, known)
+    if vanished is not None:
+        out.append(vanished)
+    ranges = None if known is None else _knownRanges(known, mbox.getUIDNext() - 1)
+    lows = [low for low, _ in ranges or ()]
+    for seq, msg in mbox.fetch(MessageSet(1, None), False):
+        uid = msg.getUID()
+        if ranges is not None:
+            at = bisect.bisect_right(lows, uid) - 1
+            if at < 0 or uid > ranges[at][1]:
+                continue
+        modseq = msg.getModSeq()
+        if modseq > since:
+            out.append(b"%d FETCH (UID %d FLAGS %s MODSEQ (%d))" % (seq, uid, flagList(msg.getFlags()), modseq))
+    return out
+
+
 def _closeBackend(mbox: Any) -> Any:
     closeable = ICloseableMailbox(mbox, None)
     if closeable is not None:
@@ -837,6 +933,8 @@ class IMAP4Server(imap4.IMAP4Server):
         #: A CONDSTORE enabling command was given (RFC 7162 §3.1): for the
         #: rest of the connection.
         self.condstore = False
+        #: ENABLE QRESYNC was given (RFC 7162 §3.2.3).
+        self.qresync = False
         # The selected mailbox keeps mod-sequences (hasModSeqs).
         self._hasModSeqs = False
 
@@ -902,7 +1000,7 @@ class IMAP4Server(imap4.IMAP4Server):
             caps[b"AUTH"] = [b"PLAIN"]
             caps[b"SASL-IR"] = None
         for name in (b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"ENABLE",
-                     b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN", b"CONDSTORE"):
+                     b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN", b"CONDSTORE", b"QRESYNC"):
             caps[name] = None
         return caps
 
@@ -1020,6 +1118,13 @@ class IMAP4Server(imap4.IMAP4Server):
         """
         self._listen(self._flagsChangedWithModSeq, dict(changes))
 
+    def messagesExpungedWithUIDs(self, seqs: Iterable[int], uids: Iterable[int]) -> None:
+        """
+        Optional listener callback, instead of C{messagesExpunged}: the
+        EXPUNGE responses to send and the UIDs of those messages.
+        """
+        self._listen(self._expungedWithUIDs, list(seqs), list(uids))
+
     def messagesExpunged(self, seqs: Iterable[int]) -> None:
         """
         Optional listener callback: messages are gone; C{seqs} are the
@@ -1044,6 +1149,26 @@ class IMAP4Server(imap4.IMAP4Server):
             # RFC 7162 §3.1: UID and MODSEQ in every untagged FETCH, also
             # for changes by others.
             self._untaggedLine(b"%d FETCH (UID %d MODSEQ (%d) FLAGS %s)" % (seq, uid, modseq, flagList(flags)))
+
+    def _expungedWithUIDs(self, seqs: list[int], uids: list[int]) -> None:
+        if self._vanishing():
+            self._vanished(uids)
+        else:
+            self._messagesExpunged(seqs)
+
+    def _vanishing(self) -> bool:
+        """
+        Whether expunges are told as VANISHED (RFC 7162 §3.2.10.2: once
+        QRESYNC is enabled, in a mailbox with mod-sequences).
+        """
+        return self.qresync and self._hasModSeqs and callable(getattr(self.mbox, "vanishUIDs", None))
+
+    def _vanished(self, uids: list[int]) -> None:
+        if not uids:
+            return
+        self._exists = max(0, self._exists - len(uids))
+        # Held during FETCH, STORE and SEARCH, as EXPUNGE is.
+        self._untaggedLine(b"VANISHED " + uidSet(sorted(uids)), expunge=True)
 
     def _enableCondstore(self) -> None:
         """
@@ -1402,6 +1527,11 @@ class IMAP4Server(imap4.IMAP4Server):
             if upper == "CONDSTORE" and not self.condstore:
                 self._enableCondstore()  # RFC 7162 §3.1
                 enabled.append(upper)
+            elif upper == "QRESYNC" and not self.qresync:
+                # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                self.qresync = True
+                self._enableCondstore()
+                enabled.append(upper)
         self._untaggedLine(b"ENABLED" + b"".join(b" " + name.encode("ascii") for name in enabled))
         self._reply(tag, "OK", "ENABLE completed")
 
@@ -1420,19 +1550,33 @@ class IMAP4Server(imap4.IMAP4Server):
         if not 1 <= len(args) <= 2:
             raise bad("Syntax: SELECT mailbox [(parameters)]")
         raw = args[0]
+        qresync = None
         if len(args) == 2:
-            # RFC 4466 §2.1 select parameters; RFC 7162 §3.1.8 CONDSTORE.
+            # RFC 4466 §2.1 select parameters: RFC 7162 §3.1.8 CONDSTORE,
+            # §3.2.5 QRESYNC.
             parameters = args[1]
             if not isinstance(parameters, list) or not parameters:
                 raise bad("Syntax: SELECT mailbox [(parameters)]")
-            for parameter in parameters:
-                if not isinstance(parameter, Atom) or parameter.upper() != "CONDSTORE":
+            at = 0
+            while at < len(parameters):
+                parameter = parameters[at]
+                if isinstance(parameter, Atom) and parameter.upper() == "CONDSTORE":
+                    at += 1
+                elif isinstance(parameter, Atom) and parameter.upper() == "QRESYNC" and at + 1 < len(parameters):
+                    if not self.qresync:
+                        raise bad("QRESYNC is not enabled")  # RFC 7162 §3.2.5
+                    qresync = self._qresyncParameter(parameters[at + 1])
+                    at += 2
+                else:
                     raise bad("Unknown SELECT parameter")
         name = mailboxName(astring(raw))
         if len(args) == 2:
             self._enableCondstore()
         # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected.
+        hadMailbox = self.mbox is not None
         self._closeMailbox()
+        if hadMailbox and self.qresync:
+            self._write(b"* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
         opened = await self._call(_openMailbox, self.account, name, rw)
         if opened is None:
             raise IMAPError(NONEXISTENT)
@@ -1458,9 +1602,44 @@ class IMAP4Server(imap4.IMAP4Server):
                 self._write(b"* OK [HIGHESTMODSEQ %d] Highest" % (info["highestModseq"],))
             else:
                 self._write(b"* OK [NOMODSEQ] No permanent modsequences")
+        if qresync is not None and self._hasModSeqs and qresync[0] == info["uidValidity"]:
+            # RFC 7162 §3.2.5.1: what changed since the client's last look.
+            for line in await self._call(_qresyncLines, mbox, qresync[1], qresync[2]):
+                self._write(b"* " + line)
         mbox.addListener(self)
         self.state = SELECTED
         self._reply(tag, "OK", "SELECT completed" if rw else "EXAMINE completed", "READ-ONLY" if self.readOnly else "READ-WRITE")
+
+    def _qresyncParameter(self, spec: Any) -> tuple[int, int, Any]:
+        """
+        The QRESYNC select parameter (RFC 7162 §3.2.5): C{(uidvalidity
+        mod-sequence [known-uids [(known-sequence-set known-uid-set)]])}.
+
+        @return: UIDVALIDITY, the mod-sequence and the known UIDs (a parsed
+            UID set, or C{None}); the sequence match data is checked and
+            not used (it only saves a server work).
+        """
+        if not isinstance(spec, list) or not 2 <= len(spec) <= 4:
+            raise bad("Syntax: QRESYNC (uidvalidity mod-sequence [known-uids [(seqs uids)]])")
+        validity = spec[0]
+        if not isinstance(validity, Atom) or not validity.isdigit() or not 0 < int(validity) < 2**32:
+            raise bad("Invalid UIDVALIDITY")
+        modseq = modseqValue(spec[1], "mod-sequence", zero=False)
+        known = None
+        try:
+            if len(spec) >= 3:
+                if not isinstance(spec[2], Atom):
+                    raise bad("Invalid known UIDs")
+                known = S.parseSequenceSet(str(spec[2]), uid=True)
+            if len(spec) == 4:
+                match = spec[3]
+                if not isinstance(match, list) or len(match) != 2 or not all(isinstance(m, Atom) for m in match):
+                    raise bad("Invalid sequence match data")
+                S.parseSequenceSet(str(match[0]))
+                S.parseSequenceSet(str(match[1]), uid=True)
+        except S.SearchError as e:
+            raise bad(e.reason) from None
+        return int(validity), modseq, known
 
     def _closeMailbox(self) -> None:
         mbox, self.mbox, self.mboxName = self.mbox, None, None
@@ -1727,6 +1906,11 @@ class IMAP4Server(imap4.IMAP4Server):
     async def cmd_EXPUNGE(self, tag: bytes, args: list) -> None:
         arguments(args, 0, "EXPUNGE")
         self._writable()
+        if self._vanishing():
+            uids = await self._call(_deletedUIDs, self.mbox, MessageSet(1, None))
+            await self._reportExpunge(uids)
+            self._reply(tag, "OK", "EXPUNGE completed", await self._highestCode())
+            return
         seqs = await self._call(self.mbox.expunge)
         self.messagesExpunged(seqs or [])
         self._reply(tag, "OK", "EXPUNGE completed")
@@ -1736,8 +1920,26 @@ class IMAP4Server(imap4.IMAP4Server):
         self._writable()
         wanted = parseSequenceSet(raw, True, self._exists)
         uids = await self._call(_deletedUIDs, self.mbox, wanted)
-        self.messagesExpunged(await self._expungeUIDs(uids))
-        self._reply(tag, "OK", "UID EXPUNGE completed")  # RFC 4315 §2.1
+        await self._reportExpunge(uids)
+        code = await self._highestCode() if self._vanishing() else ""
+        self._reply(tag, "OK", "UID EXPUNGE completed", code)  # RFC 4315 §2.1
+
+    async def _reportExpunge(self, uids: list[int]) -> None:
+        """
+        Expunge exactly C{uids} and tell the client: VANISHED once QRESYNC
+        is enabled (RFC 7162 §3.2.10.2), else EXPUNGE responses.
+        """
+        if self._vanishing():
+            self._vanished(await self._call(_listOf, self.mbox.vanishUIDs, uids) if uids else [])
+        else:
+            self.messagesExpunged(await self._expungeUIDs(uids))
+
+    async def _highestCode(self) -> str:
+        """
+        C{HIGHESTMODSEQ n} for the tagged OK of EXPUNGE and UID EXPUNGE
+        once QRESYNC is enabled (RFC 7162 §3.2.7).
+        """
+        return "HIGHESTMODSEQ %d" % (await self._call(self.mbox.getHighestModSeq),)
 
     def _writable(self) -> None:
         if self.readOnly:
@@ -1804,7 +2006,7 @@ class IMAP4Server(imap4.IMAP4Server):
             raise bad("Syntax: FETCH sequence-set items [(modifiers)]")
         messages = parseSequenceSet(args[0], uid, self._exists)
         items = self._fetchItems(args[1], uid)
-        changedSince = self._fetchModifiers(args[2]) if len(args) == 3 else None
+        changedSince, vanished = self._fetchModifiers(args[2], uid) if len(args) == 3 else (None, False)
         if changedSince is not None or any(kind == "MODSEQ" for kind, _, _, _ in items):
             self._needModSeqs()  # RFC 7162 §3.1.4
             if not any(kind == "MODSEQ" for kind, _, _, _ in items):
@@ -1814,6 +2016,11 @@ class IMAP4Server(imap4.IMAP4Server):
             for kind, _, peek, _ in items
         )
         mbox = self.mbox
+        if vanished:
+            # RFC 7162 §3.2.6: the UIDs of the set that are gone, first.
+            line = await self._call(_vanishedEarlier, mbox, S.parseSequenceSet(str(args[0]), uid=True))
+            if line is not None:
+                self._write(b"* " + line)
         pairs = await self._fetch(messages, uid)
         if changedSince is not None:
             pairs = await self._call(_changedSince, pairs, changedSince)
@@ -1905,19 +2112,27 @@ class IMAP4Server(imap4.IMAP4Server):
             items.append(("BODY[]", section, match.group(1).upper() == "BODY.PEEK", span))
         return items
 
-    def _fetchModifiers(self, spec: Any) -> int:
+    def _fetchModifiers(self, spec: Any, uid: bool) -> tuple[int, bool]:
         """
         FETCH modifiers (RFC 4466 §2.4): C{(CHANGEDSINCE n)}, RFC 7162
-        §3.1.4.1.
+        §3.1.4.1, and C{VANISHED} after it, §3.2.6 (UID FETCH, QRESYNC
+        enabled).
 
-        @return: the CHANGEDSINCE value.
+        @return: the CHANGEDSINCE value, and whether VANISHED was given.
         """
-        if not isinstance(spec, list) or len(spec) != 2:
-            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence)")
-        name, value = spec
+        if not isinstance(spec, list) or len(spec) not in (2, 3):
+            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
+        name, value = spec[:2]
         if not isinstance(name, Atom) or name.upper() != "CHANGEDSINCE":
             raise bad("Unknown FETCH modifier")
-        return modseqValue(value, "CHANGEDSINCE value")
+        vanished = False
+        if len(spec) == 3:
+            if not isinstance(spec[2], Atom) or spec[2].upper() != "VANISHED":
+                raise bad("Unknown FETCH modifier")
+            if not uid or not self.qresync:
+                raise bad("VANISHED needs UID FETCH and ENABLE QRESYNC")  # RFC 7162 §3.2.6
+            vanished = True
+        return modseqValue(value, "CHANGEDSINCE value"), vanished
 
     def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list, raw: bytes | None) -> bytes:
         if kind == "FLAGS":
@@ -2021,7 +2236,7 @@ class IMAP4Server(imap4.IMAP4Server):
             if code:
                 self._write(b"* OK [" + code.encode("ascii") + b"] Moved")
             self._holdExpunges = False
-            self.messagesExpunged(await self._expungeUIDs(sources))
+            await self._reportExpunge(sources)
             code = ""
         self._checkExists()
         self._reply(tag, "OK", f"{verb} completed", code)

@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any
 
+from hypothesis import given, settings, strategies as st
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import maybeDeferred
@@ -23,6 +24,7 @@ from zope.interface.verify import verifyObject
 from mailhub.fs import FileSystem
 from mailhub.imap import server as S
 from mailhub.imap.mailbox import MaildirAccount
+from mailhub.imap.search import parseSequenceSet
 from mailhub.imap.server import IMAP4Server, IMAPFactory
 from mailhub.maildir.delivery import ensureMaildir
 from mailhub.maildir.index import INDEX_NAME, FolderIndex
@@ -653,3 +655,159 @@ class ListenerTests(SynchronousTestCase):
         proto = IMAPFactory(portal=None, clock=Clock()).buildProtocol(PEER)
         self.assertTrue(verifyObject(IMailboxListener, proto))
         self.assertTrue(callable(proto.flagsChangedWithModSeq))
+        self.assertTrue(callable(proto.messagesExpungedWithUIDs))
+
+
+class QresyncTests(Harness):
+    """
+    QRESYNC (RFC 7162 §3.2).
+    """
+
+    def enabled(self, select: bytes | None = b"SELECT INBOX") -> Session:
+        session = self.session(select=None)
+        self.assertIn(b"* ENABLED QRESYNC\r\ne OK", session.send(b"e ENABLE QRESYNC"))
+        self.assertTrue(session.proto.condstore)
+        if select is not None:
+            self.assertIn(b"s OK", session.send(b"s " + select))
+        return session
+
+    def test_capabilityAndEnable(self) -> None:
+        """
+        QRESYNC is advertised; without ENABLE QRESYNC the select parameter
+        is BAD (RFC 7162 §3.2.5), and so is VANISHED in FETCH.
+        """
+        self.deliver()
+        session = self.session(select=None)
+        self.assertIn(b" QRESYNC", session.send(b"c CAPABILITY").split(b"\r\n")[0])
+        self.assertIn(b"s BAD", session.send(b"s SELECT INBOX (QRESYNC (1 1))"))
+        session.send(b"t SELECT INBOX")
+        self.assertIn(b"f BAD", session.send(b"f UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"))
+        self.assertIn(b"* ENABLED QRESYNC\r\ne OK", session.send(b"e ENABLE QRESYNC"))
+        self.assertIn(b"* ENABLED\r\nd OK", session.send(b"d ENABLE QRESYNC CONDSTORE"))
+        self.assertIn(b"g BAD", session.send(b"g FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"))
+
+    def test_expungeIsVanished(self) -> None:
+        """
+        Once QRESYNC is enabled, EXPUNGE and UID EXPUNGE answer VANISHED
+        instead of EXPUNGE responses, and the tagged OK carries
+        HIGHESTMODSEQ (RFC 7162 §3.2.7, §3.2.10.2).
+        """
+        self.deliver(5)
+        session = self.enabled()
+        session.send(b"t STORE 2:3,5 +FLAGS.SILENT (\\Deleted)")
+        out = session.send(b"x EXPUNGE")
+        self.assertNotIn(b" EXPUNGE\r\n", out)
+        self.assertIn(b"* VANISHED 2:3,5\r\n", out)
+        self.assertIn(b"x OK [HIGHESTMODSEQ %d] EXPUNGE completed" % self.index().highestModseq, out)
+        self.assertEqual(session.proto._exists, 2)
+        session.send(b"u UID STORE 4 +FLAGS.SILENT (\\Deleted)")
+        out = session.send(b"y UID EXPUNGE 1:4")
+        self.assertIn(b"* VANISHED 4\r\ny OK [HIGHESTMODSEQ ", out)
+        self.deliver()
+        self.assertIn(b"* 2 EXISTS", session.send(b"n NOOP"))
+
+    def test_otherSessionsAndMove(self) -> None:
+        """
+        Expunges by another session arrive as VANISHED; so do the
+        messages MOVE takes away, after the COPYUID.
+        """
+        self.deliver(3)
+        session = self.enabled()
+        other = self.session()
+        other.send(b"t STORE 1 +FLAGS.SILENT (\\Deleted)")
+        other.send(b"x EXPUNGE")
+        out = session.send(b"n NOOP")
+        self.assertIn(b"* VANISHED 1\r\n", out)
+        self.assertNotIn(b"EXPUNGE", out)
+        out = session.send(b"m MOVE 2 Trash")
+        self.assertRegex(out, rb"\* OK \[COPYUID \d+ 3 1\] Moved\r\n\* VANISHED 3\r\nm OK MOVE completed")
+
+    def test_selectQresync(self) -> None:
+        """
+        SELECT (QRESYNC (uidvalidity modseq)) tells what the client missed:
+        VANISHED (EARLIER) for the UIDs gone, a FETCH with UID, FLAGS and
+        MODSEQ for each message changed (RFC 7162 §3.2.5.1); with known
+        UIDs, only about those; with another UIDVALIDITY, nothing.
+        """
+        self.deliver(4)
+        first = self.enabled()
+        out = first.send(b"s SELECT INBOX")
+        highest = highestOf(out)
+        validity = int(re.search(rb"UIDVALIDITY (\d+)", out).group(1))
+        first.send(b"u UNSELECT")
+        other = self.session()
+        other.send(b"t STORE 2 +FLAGS.SILENT (\\Deleted)")
+        other.send(b"x EXPUNGE")
+        other.send(b"f UID STORE 3 +FLAGS (\\Flagged)")
+        out = first.send(b"s SELECT INBOX (QRESYNC (%d %d))" % (validity, highest))
+        self.assertIn(b"* VANISHED (EARLIER) 2\r\n", out)
+        self.assertRegex(out, rb"\* 2 FETCH \(UID 3 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)\r\n")
+        self.assertEqual(len(re.findall(rb"FETCH", out)), 1)
+        self.assertLess(out.index(b"VANISHED"), out.index(b"s OK"))
+        out = first.send(b"k EXAMINE INBOX (QRESYNC (%d %d 1:2 (1:2 1:2)))" % (validity, highest))
+        self.assertIn(b"* OK [CLOSED]", out)
+        self.assertIn(b"* VANISHED (EARLIER) 2\r\n", out)
+        self.assertNotIn(b"FETCH", out)
+        out = first.send(b"w SELECT INBOX (QRESYNC (%d %d))" % (validity + 1, highest))
+        self.assertNotIn(b"VANISHED", out)
+        self.assertNotIn(b"FETCH", out)
+        for bad in (b"(QRESYNC (0 1))", b"(QRESYNC (%d 0))" % validity, b"(QRESYNC (%d))" % validity,
+                    b"(QRESYNC (%d 1 x))" % validity, b"(QRESYNC (%d 1 1 (1)))" % validity, b"(QRESYNC)"):
+            self.assertIn(b"b BAD", first.send(b"b SELECT INBOX " + bad), bad)
+
+    def test_closed(self) -> None:
+        """
+        A SELECT that replaces a selected mailbox first says [CLOSED]
+        (RFC 7162 §3.2.11); the first SELECT does not.
+        """
+        session = self.enabled(select=None)
+        self.assertNotIn(b"CLOSED", session.send(b"s SELECT INBOX"))
+        out = session.send(b"t SELECT Trash")
+        self.assertTrue(out.startswith(b"* OK [CLOSED]"), out)
+
+    def test_uidFetchVanished(self) -> None:
+        """
+        UID FETCH ... (CHANGEDSINCE n VANISHED) first names the UIDs of the
+        set that are gone (RFC 7162 §3.2.6).
+        """
+        self.deliver(5)
+        session = self.enabled()
+        highest = self.index().highestModseq
+        session.send(b"t STORE 2,4 +FLAGS.SILENT (\\Deleted)")
+        session.send(b"x EXPUNGE")
+        session.send(b"f UID STORE 3 +FLAGS.SILENT (\\Seen)")
+        out = session.send(b"a UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % highest)
+        lines = untagged(out)
+        self.assertEqual(lines[0], b"* VANISHED (EARLIER) 2,4")
+        self.assertEqual(len(lines), 2)
+        self.assertRegex(lines[1], rb"\* 2 FETCH \(UID 3 FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)")
+        out = session.send(b"b UID FETCH 5 (FLAGS) (CHANGEDSINCE %d VANISHED)" % highest)
+        self.assertNotIn(b"VANISHED", out)
+
+
+class AbsentUIDsTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        The gaps of a UID list inside ranges, as ranges.
+        """
+        for uids, ranges, expected in (
+            ([], [(1, 5)], [(1, 5)]),
+            ([1, 2, 3], [(1, 3)], []),
+            ([2, 5, 6, 9], [(1, 10)], [(1, 1), (3, 4), (7, 8), (10, 10)]),
+            ([2, 5, 6, 9], [(3, 5), (8, 8)], [(3, 4), (8, 8)]),
+            ([10], [(1, 3), (11, 12)], [(1, 3), (11, 12)]),
+        ):
+            self.assertEqual(S._absentUIDs(uids, ranges), expected, (uids, ranges))
+
+    @given(st.sets(st.integers(1, 60)), st.lists(st.tuples(st.integers(1, 60), st.integers(0, 10)), max_size=6))
+    @settings(max_examples=200, deadline=None)
+    def test_againstSets(self, present: set[int], spans: list[tuple[int, int]]) -> None:
+        """
+        The gaps are exactly the set difference, whatever the UIDs and the
+        ranges.
+        """
+        ranges = S._knownRanges(parseSequenceSet(",".join(f"{a}:{a + n}" for a, n in spans) or "1", uid=True), 70)
+        gone = S._absentUIDs(sorted(present), ranges)
+        expected = {u for low, high in ranges for u in range(low, high + 1)} - present
+        self.assertEqual({u for low, high in gone for u in range(low, high + 1)}, expected)
+        self.assertEqual(gone, sorted(gone))
