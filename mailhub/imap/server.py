@@ -51,7 +51,8 @@ C{test_twistedTrap*}):
     VANISHED)}, C{[CLOSED]} when SELECT replaces a selected mailbox.
     Expunged messages leave no mod-sequence behind, so C{VANISHED
     (EARLIER)} names every UID of the client's known ones that is gone,
-    whenever it went (a superset, which RFC 7162 §3.2.5.1 and §5 allow).
+    whenever it went: a server that keeps no mod-sequence of expunged
+    messages reports them all (RFC 7162 §3.2.6).
   - Folder names with empty, C{.} or C{..} components, a leading C{/},
     NUL or control characters are refused before the backend sees them.
   - Too many client errors, and the session is dropped; at most
@@ -2120,19 +2121,27 @@ class IMAP4Server(imap4.IMAP4Server):
 
         @return: the CHANGEDSINCE value, and whether VANISHED was given.
         """
-        if not isinstance(spec, list) or len(spec) not in (2, 3):
+        if not isinstance(spec, list) or not spec:
             raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
-        name, value = spec[:2]
-        if not isinstance(name, Atom) or name.upper() != "CHANGEDSINCE":
-            raise bad("Unknown FETCH modifier")
+        changedSince = None
         vanished = False
-        if len(spec) == 3:
-            if not isinstance(spec[2], Atom) or spec[2].upper() != "VANISHED":
+        at = 0
+        while at < len(spec):
+            name = spec[at]
+            upper = name.upper() if isinstance(name, Atom) else ""
+            if upper == "CHANGEDSINCE" and changedSince is None and at + 1 < len(spec):
+                changedSince = modseqValue(spec[at + 1], "CHANGEDSINCE value")
+                at += 2
+            elif upper == "VANISHED" and not vanished:
+                vanished = True
+                at += 1
+            else:
                 raise bad("Unknown FETCH modifier")
-            if not uid or not self.qresync:
-                raise bad("VANISHED needs UID FETCH and ENABLE QRESYNC")  # RFC 7162 §3.2.6
-            vanished = True
-        return modseqValue(value, "CHANGEDSINCE value"), vanished
+        if changedSince is None:
+            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
+        if vanished and (not uid or not self.qresync):
+            raise bad("VANISHED needs UID FETCH and ENABLE QRESYNC")  # RFC 7162 §3.2.3, §3.2.6
+        return changedSince, vanished
 
     def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list, raw: bytes | None) -> bytes:
         if kind == "FLAGS":

@@ -781,8 +781,10 @@ class QresyncTests(Harness):
         self.assertEqual(lines[0], b"* VANISHED (EARLIER) 2,4")
         self.assertEqual(len(lines), 2)
         self.assertRegex(lines[1], rb"\* 2 FETCH \(UID 3 FLAGS \(\\Seen \\Recent\) MODSEQ \(\d+\)\)")
-        out = session.send(b"b UID FETCH 5 (FLAGS) (CHANGEDSINCE %d VANISHED)" % highest)
+        out = session.send(b"b UID FETCH 5 (FLAGS) (VANISHED CHANGEDSINCE %d)" % highest)
         self.assertNotIn(b"VANISHED", out)
+        self.assertIn(b"c BAD", session.send(b"c UID FETCH 1:* (FLAGS) (VANISHED)"))
+        self.assertIn(b"d BAD", session.send(b"d UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED VANISHED)"))
 
 
 class AbsentUIDsTests(SynchronousTestCase):
