@@ -96,8 +96,6 @@ The optional backend protocol (all duck-typed, each with a fallback):
   - C{ISearchableMailbox.search(node, uid)} is given the parsed
     L{mailhub.imap.search.Node} and returns sequence numbers (Twisted's
     convention: the server maps them to UIDs for UID SEARCH).
-  - Messages providing C{IMessageFile} give their raw octets through
-    C{open()}; others are rebuilt from C{getHeaders(True)} and the body.
   - Mod-sequences (RFC 7162), all or nothing: C{mailbox.getHighestModSeq()},
     C{mailbox.getModSeq(seq)}, C{message.getModSeq()} for the messages
     C{fetch} gives, and C{mailbox.storeWithModSeq(messages, flags, mode,
@@ -112,6 +110,8 @@ The optional backend protocol (all duck-typed, each with a fallback):
     answering the UIDs removed, ascending) and C{mailbox.getUIDList()};
     listener callback C{messagesExpungedWithUIDs(seqs, uids)} instead of
     C{messagesExpunged}.
+  - Messages providing C{IMessageFile} give their raw octets through
+    C{open()}; others are rebuilt from C{getHeaders(True)} and the body.
 """
 
 from __future__ import annotations
@@ -165,6 +165,12 @@ MAX_LITERALS = 32
 
 #: Largest message APPEND takes by default (the message size limit).
 MAX_LITERAL = 50 * 1024 * 1024
+
+#: RFC 7162 §7: mod-sequence-value, 63 bits.
+MAX_MODSEQ = 2**63 - 1
+
+#: The STATUS item of RFC 7162 §3.1.7, besides L{_STATUS_ITEMS}.
+_MODSEQ_STATUS_ITEMS = ("HIGHESTMODSEQ",)
 
 #: An APPEND literal larger than this is spooled to a temporary file.
 SPOOL_IN_MEMORY = 1024 * 1024
@@ -230,11 +236,7 @@ _SIMPLE_FETCH = {
     "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
     "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
 }
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
-
-
-#: RFC 7162 §7: mod-sequence-value, 63 bits.
-MAX_MODSEQ = 2**63 - 1
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 
 
 class IMAPError(MailhubError):
@@ -1732,7 +1734,7 @@ class IMAP4Server(imap4.IMAP4Server):
         if not isinstance(items, list) or not items:
             raise bad("Syntax: STATUS mailbox (items)")
         wanted = [atom(i, "a status item") for i in items]
-        if any(w not in _STATUS_ITEMS for w in wanted):
+        if any(w not in _STATUS_ITEMS + _MODSEQ_STATUS_ITEMS for w in wanted):
             raise bad("Unknown status item")
         if "HIGHESTMODSEQ" in wanted:
             self._enableCondstore()  # RFC 7162 §3.1.7

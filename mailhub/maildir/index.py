@@ -104,6 +104,7 @@ target's), so there is no lock order to get wrong.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import json
 import os
@@ -112,7 +113,6 @@ import socket
 import threading
 import weakref
 from collections import deque
-from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import quote, unquote
 
@@ -180,6 +180,19 @@ _HEADER_READ = 16 * 1024
 _MAX_HEADER = 1 << 20
 
 
+class MessageGone(MailhubError):
+    """
+    The message was expunged (by this or another session, or POP3): its
+    file is in neither C{new/} nor C{cur/}.
+
+    @ivar uid: its UID.
+    """
+
+    def __init__(self, uid: int) -> None:
+        super().__init__(uid)
+        self.uid = uid
+
+
 class ModifiedSince(MailhubError):
     """
     A conditional flag change (RFC 7162 §3.1.3, UNCHANGEDSINCE) was not
@@ -193,19 +206,6 @@ class ModifiedSince(MailhubError):
         super().__init__(uid, modseq)
         self.uid = uid
         self.modseq = modseq
-
-
-class MessageGone(MailhubError):
-    """
-    The message was expunged (by this or another session, or POP3): its
-    file is in neither C{new/} nor C{cur/}.
-
-    @ivar uid: its UID.
-    """
-
-    def __init__(self, uid: int) -> None:
-        super().__init__(uid)
-        self.uid = uid
 
 
 @frozen
@@ -783,7 +783,7 @@ class FolderIndex:
         self._modseqFloor = False
         self._dirty = True
 
-    @contextmanager
+    @contextlib.contextmanager
     def modseqBatch(self) -> Iterator[None]:
         """
         Hold the index's lock, and let every change made meanwhile (by this
