@@ -809,12 +809,20 @@ def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) ->
     return ([uids[seq - 1] for seq in found] if uid else found), highest
 
 
-def _changedSince(pairs: list, since: int) -> list:
+def _changedSinceSet(mbox: Any, messages: MessageSet, uid: bool, since: int) -> MessageSet:
     """
-    FETCH (CHANGEDSINCE n): the messages whose mod-sequence is above n
-    (RFC 7162 §3.1.4.1).
+    FETCH (CHANGEDSINCE n): the messages of the set whose mod-sequence is
+    above n (RFC 7162 §3.1.4.1), as a UID set.
     """
-    return [(seq, msg) for seq, msg in pairs if msg.getModSeq() > since]
+    ranges: list[list[int]] = []
+    for _, msg in mbox.fetch(messages, uid):
+        if msg.getModSeq() > since:
+            number = msg.getUID()
+            if ranges and ranges[-1][1] == number - 1:
+                ranges[-1][1] = number
+            else:
+                ranges.append([number, number])
+    return MessageSet([(low, high) for low, high in ranges])
 
 
 def _flagsOf(batch: list) -> dict[int, list]:
@@ -2014,19 +2022,21 @@ class IMAP4Server(imap4.IMAP4Server):
             self._needModSeqs()  # RFC 7162 §3.1.4
             if not any(kind == "MODSEQ" for kind, _, _, _ in items):
                 items.append(("MODSEQ", None, False, None))  # RFC 7162 §3.1.4.1
+        if vanished:
+            # RFC 7162 §3.2.6: the UIDs of the set that are gone, first.
+            line = await self._call(_vanishedEarlier, self.mbox, S.parseSequenceSet(str(args[0]), uid=True))
+            if line is not None:
+                self._write(b"* " + line)
+        if changedSince is not None:
+            # Only the messages changed since, named by UID from here on.
+            messages = await self._call(_changedSinceSet, self.mbox, messages, uid, changedSince)
+            uid = True
         setsSeen = not self.readOnly and any(
             kind in ("RFC822", "RFC822.TEXT") or (kind == "BODY[]" and not peek)
             for kind, _, peek, _ in items
         )
         mbox = self.mbox
-        if vanished:
-            # RFC 7162 §3.2.6: the UIDs of the set that are gone, first.
-            line = await self._call(_vanishedEarlier, mbox, S.parseSequenceSet(str(args[0]), uid=True))
-            if line is not None:
-                self._write(b"* " + line)
         pairs = await self._fetch(messages, uid)
-        if changedSince is not None:
-            pairs = await self._call(_changedSince, pairs, changedSince)
         for start in range(0, len(pairs), FETCH_BATCH):
             batch = pairs[start : start + FETCH_BATCH]
             flags: dict[int, list] | None = None
@@ -2115,36 +2125,6 @@ class IMAP4Server(imap4.IMAP4Server):
             items.append(("BODY[]", section, match.group(1).upper() == "BODY.PEEK", span))
         return items
 
-    def _fetchModifiers(self, spec: Any, uid: bool) -> tuple[int, bool]:
-        """
-        FETCH modifiers (RFC 4466 §2.4): C{(CHANGEDSINCE n)}, RFC 7162
-        §3.1.4.1, and C{VANISHED} after it, §3.2.6 (UID FETCH, QRESYNC
-        enabled).
-
-        @return: the CHANGEDSINCE value, and whether VANISHED was given.
-        """
-        if not isinstance(spec, list) or not spec:
-            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
-        changedSince = None
-        vanished = False
-        at = 0
-        while at < len(spec):
-            name = spec[at]
-            upper = name.upper() if isinstance(name, Atom) else ""
-            if upper == "CHANGEDSINCE" and changedSince is None and at + 1 < len(spec):
-                changedSince = modseqValue(spec[at + 1], "CHANGEDSINCE value")
-                at += 2
-            elif upper == "VANISHED" and not vanished:
-                vanished = True
-                at += 1
-            else:
-                raise bad("Unknown FETCH modifier")
-        if changedSince is None:
-            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
-        if vanished and (not uid or not self.qresync):
-            raise bad("VANISHED needs UID FETCH and ENABLE QRESYNC")  # RFC 7162 §3.2.3, §3.2.6
-        return changedSince, vanished
-
     def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list, raw: bytes | None) -> bytes:
         if kind == "FLAGS":
             return b"FLAGS " + flagList(flags)
@@ -2218,6 +2198,36 @@ class IMAP4Server(imap4.IMAP4Server):
         if not isinstance(name, Atom) or name.upper() != "UNCHANGEDSINCE":
             raise bad("Unknown STORE modifier")
         return modseqValue(value, "UNCHANGEDSINCE value")
+
+    def _fetchModifiers(self, spec: Any, uid: bool) -> tuple[int, bool]:
+        """
+        FETCH modifiers (RFC 4466 §2.4): C{CHANGEDSINCE n}, RFC 7162
+        §3.1.4.1, and with it C{VANISHED}, §3.2.6 (UID FETCH, QRESYNC
+        enabled), in any order.
+
+        @return: the CHANGEDSINCE value, and whether VANISHED was given.
+        """
+        if not isinstance(spec, list) or not spec:
+            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
+        changedSince = None
+        vanished = False
+        at = 0
+        while at < len(spec):
+            name = spec[at]
+            upper = name.upper() if isinstance(name, Atom) else ""
+            if upper == "CHANGEDSINCE" and changedSince is None and at + 1 < len(spec):
+                changedSince = modseqValue(spec[at + 1], "CHANGEDSINCE value")
+                at += 2
+            elif upper == "VANISHED" and not vanished:
+                vanished = True
+                at += 1
+            else:
+                raise bad("Unknown FETCH modifier")
+        if changedSince is None:
+            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
+        if vanished and (not uid or not self.qresync):
+            raise bad("VANISHED needs UID FETCH and ENABLE QRESYNC")  # RFC 7162 §3.2.3, §3.2.6
+        return changedSince, vanished
 
     async def cmd_UID_STORE(self, tag: bytes, args: list) -> None:
         await self.cmd_STORE(tag, args, uid=True)
