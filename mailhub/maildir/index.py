@@ -564,7 +564,11 @@ class FolderIndex:
         ):
             return Changes()
         if self._modseqFloor:
-            self._giveFloor()
+            try:
+                self._giveFloor()
+            except FileNotFoundError as e:
+                if not self._folderGone(e):
+                    raise
 
         entries = self._entries
         byBase = self._byBase
@@ -711,7 +715,8 @@ class FolderIndex:
                 # soon as one can be (a client then resynchronises rather
                 # than miss these changes).
                 self._modseqFloor = True
-                failure = e
+                if not self._folderGone(e):
+                    failure = e
             else:
                 entries = self._entries
                 for uid in added:
@@ -769,6 +774,14 @@ class FolderIndex:
         if self._batching:
             self._batchModseq = value
         return value
+
+    def _folderGone(self, error: BaseException) -> bool:
+        """
+        Whether C{error} comes of the folder itself being gone (deleted or
+        renamed by another session): a folder that is gone takes no
+        mod-sequence, and its messages are gone.
+        """
+        return isinstance(error, FileNotFoundError) and not os.path.isdir(self.folderPath)
 
     def _giveFloor(self) -> None:
         """
@@ -1216,7 +1229,13 @@ class FolderIndex:
                     return imapFlags(target, self.keywords.keywordFor)
                 flagsChange = parseFlags(target)[1:] != (system, letters)
                 if flagsChange:
-                    self._readyModseq()  # before the rename: a failure changes nothing
+                    try:
+                        self._readyModseq()  # before the rename: a failure changes nothing
+                    except FileNotFoundError as e:
+                        if not self._folderGone(e):
+                            raise
+                        found = self._relocate(uid)
+                        continue
                 source = os.path.join(self.folderPath, found.sub, found.name)
                 try:
                     self._fs.rename(source, os.path.join(self.folderPath, "cur", target))

@@ -539,3 +539,27 @@ class IndexModseqTests(Base):
         b.changeFlags(2, add=["\\Seen"])
         a.refresh()
         self.assertGreater(a.modseq(2), b.modseq(2))
+
+    def test_folderDeleted(self) -> None:
+        """
+        A flag change in a folder deleted under the index (by another
+        session or tool) looks at the folder again, as it did before
+        mod-sequences, instead of failing at the reservation: the index's
+        own answer to a folder that is gone is what the caller hears.
+        """
+
+        class FolderVanished(Exception):
+            pass
+
+        class GoneAware(FolderIndex):
+            def _refresh(self) -> Changes:
+                if not os.path.isdir(self.folderPath):
+                    raise FolderVanished()
+                return super()._refresh()
+
+        self.deliver()
+        index = GoneAware(self.folder, self.fs, self.clock, hostname=HOST, pause=self.pauses.append)
+        index.refresh()
+        index.save()  # the next change would need a reservation
+        os.rename(self.folder, self.folder + ".moved")
+        self.assertRaises(FolderVanished, index.changeFlags, 1, add=["\\Seen"])
