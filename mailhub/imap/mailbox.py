@@ -19,8 +19,20 @@ B{Listeners} (C{IMailboxListener}) hear, from L{refresh}, C{newMessages}
 changes by other sessions, POP3, delivery or other tools.  Twisted's
 interface has no expunge event: a listener that has a
 C{messagesExpunged(seqs)} method gets the sequence numbers to send as
-EXPUNGE responses, in the order to send them (each valid when sent).
+EXPUNGE responses, in the order to send them (each valid when sent).  A
+listener that has a C{flagsChangedWithModSeq(changes)} method hears flag
+changes there instead, as {sequence number: (flags, UID, mod-sequence)}
+(RFC 7162 §3.1: a CONDSTORE client is told the mod-sequence too), and one
+that has C{messagesExpungedWithUIDs(seqs, uids)} hears expunges there,
+with the UIDs (RFC 7162 §3.2.10: VANISHED).
 L{refresh} returns the same as a L{ViewChanges}.
+
+B{Mod-sequences} (RFC 7162 §3.1) come from the index (see
+L{mailhub.maildir.index}): L{MaildirIMAPMailbox.getHighestModSeq},
+L{MaildirIMAPMailbox.getModSeq} and L{MaildirMessage.getModSeq}.
+L{MaildirIMAPMailbox.storeWithModSeq} is STORE with the new mod-sequences
+and the conditional form (UNCHANGEDSINCE); the messages of one STORE share
+one new mod-sequence per L{STORE_BATCH}.
 
 B{\\Recent} is kept simple: a session that selects a folder read-write
 moves every message still in C{new/} to C{cur/} (at select and at each
@@ -78,6 +90,7 @@ from mailhub.maildir.index import (
     Changes,
     FolderIndex,
     MessageGone,
+    ModifiedSince,
     iterUIDs,
     sharedIndex,
 )
@@ -87,6 +100,10 @@ from mailhub.maildir.keywords import parseFlags
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 _RECENT = "\\Recent"
+
+#: A STORE changes this many messages under one hold of the index's lock,
+#: and they share one new mod-sequence (see L{FolderIndex.modseqBatch}).
+STORE_BATCH = 500
 
 _APPEND_DATE = re.compile(r"\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s+(\d\d:\d\d:\d\d)\s+([+-]\d{4})\s*\Z")
 
@@ -224,6 +241,14 @@ class MaildirMessage:
     def getSize(self) -> int:
         return self._index.size(self.uid)
 
+    def getModSeq(self) -> int:
+        """
+        The message's mod-sequence (RFC 7162 §3.1.4.2, FETCH MODSEQ).
+
+        @raise MessageGone: the message was expunged by another session.
+        """
+        return self._index.modseq(self.uid)
+
     # IMessagePart (reads the file)
 
     def getHeaders(self, negate: bool, *names: str | bytes) -> dict[str, str]:
@@ -309,6 +334,10 @@ class _SearchView:
         return datetime.datetime.fromtimestamp(self._mailbox.index.entry(self.uid).date, datetime.timezone.utc)
 
     @property
+    def modseq(self) -> int:
+        return self._mailbox.index.modseq(self.uid)
+
+    @property
     def size(self) -> int:
         return self._mailbox.index.size(self.uid)
 
@@ -352,6 +381,9 @@ class ViewChanges:
         messages whose flags another session changed.
     @ivar uidValidityChanged: the UID list was lost and rebuilt: the
         client must resynchronise (the protocol should close the mailbox).
+    @ivar modseqs: {sequence number: (UID, mod-sequence)} for the messages
+        of C{flags}.
+    @ivar vanished: the UIDs of the messages of C{expunged}, ascending.
     """
 
     expunged: tuple[int, ...] = ()
@@ -359,6 +391,25 @@ class ViewChanges:
     recent: int | None = None
     flags: dict = {}
     uidValidityChanged: bool = False
+    modseqs: dict = {}
+    vanished: tuple[int, ...] = ()
+
+
+@frozen
+class StoreResult:
+    """
+    What L{MaildirIMAPMailbox.storeWithModSeq} did.
+
+    @ivar flags: {sequence number: flags now} for each message the STORE
+        applied to (changed or not), as C{store} returns.
+    @ivar modseqs: {sequence number: mod-sequence now} for the same.
+    @ivar modified: sequence numbers of the messages that failed the
+        UNCHANGEDSINCE test (RFC 7162 §3.1.3), ascending.
+    """
+
+    flags: dict
+    modseqs: dict
+    modified: tuple[int, ...] = ()
 
 
 def _expungeOrder(positions: Iterable[int]) -> tuple[int, ...]:
@@ -444,6 +495,23 @@ class MaildirIMAPMailbox:
 
     def getUIDNext(self) -> int:
         return self.index.nextUID
+
+    def getHighestModSeq(self) -> int:
+        """
+        HIGHESTMODSEQ (RFC 7162 §3.1.2.1, §3.1.7): the largest mod-sequence
+        of the folder, as last seen by the index.
+        """
+        return self.index.highestModseq
+
+    def getModSeq(self, message: int) -> int:
+        """
+        The mod-sequence of sequence number C{message} in this session's
+        view.
+
+        @raise IndexError: no such message.
+        @raise MessageGone: it was expunged by another session.
+        """
+        return self.index.modseq(self.getUID(message))
 
     def getUID(self, message: int) -> int:
         """
@@ -538,6 +606,7 @@ class MaildirIMAPMailbox:
         if reset:
             self._uidValidity = self.index.uidValidity
         expunged: tuple[int, ...] = ()
+        vanished: tuple[int, ...] = ()
         gone = set(changes.removed)
         if gone or reset:
             positions = []
@@ -546,22 +615,26 @@ class MaildirIMAPMailbox:
                 if at < len(oldUids) and oldUids[at] == uid:
                     positions.append(at + 1)
             expunged = _expungeOrder(positions)
+            vanished = tuple(oldUids[p - 1] for p in positions)
             self._recent.difference_update(gone)
         self._uids = newUids
         recentBefore = len(self._recent)
         self._claimRecent()
         flags: dict[int, list[str]] = {}
+        modseqs: dict[int, tuple[int, int]] = {}
         if changes.flagsChanged:
             for uid in changes.flagsChanged:
                 at = bisect.bisect_left(newUids, uid)
                 if at < len(newUids) and newUids[at] == uid:
                     try:
-                        flags[at + 1] = MaildirMessage(self, at + 1, uid).getFlags()
+                        with self.index.lock:  # flags and mod-sequence of one moment
+                            flags[at + 1] = MaildirMessage(self, at + 1, uid).getFlags()
+                            modseqs[at + 1] = (uid, self.index.modseq(uid))
                     except MessageGone:
                         pass
         exists = len(newUids) if (changes.added or expunged or len(newUids) != len(oldUids)) else None
         recent = len(self._recent) if (exists is not None or len(self._recent) != recentBefore) else None
-        result = ViewChanges(expunged, exists, recent, flags, reset)
+        result = ViewChanges(expunged, exists, recent, flags, reset, modseqs, vanished)
         self._notify(result)
         return result
 
@@ -569,13 +642,20 @@ class MaildirIMAPMailbox:
         for listener in list(self._listeners):
             try:
                 if changes.expunged:
+                    withUIDs = getattr(listener, "messagesExpungedWithUIDs", None)
                     expunged = getattr(listener, "messagesExpunged", None)
-                    if expunged is not None:
+                    if withUIDs is not None:
+                        withUIDs(list(changes.expunged), list(changes.vanished))
+                    elif expunged is not None:
                         expunged(list(changes.expunged))
                 if changes.exists is not None or changes.recent is not None:
                     listener.newMessages(changes.exists, changes.recent)
                 if changes.flags:
-                    listener.flagsChanged(dict(changes.flags))
+                    withModSeq = getattr(listener, "flagsChangedWithModSeq", None)
+                    if withModSeq is not None:
+                        withModSeq({seq: (flags, *changes.modseqs[seq]) for seq, flags in changes.flags.items()})
+                    else:
+                        listener.flagsChanged(dict(changes.flags))
             except Exception:
                 self.log.failure("listener {listener!r} failed", listener=listener)
 
@@ -630,25 +710,60 @@ class MaildirIMAPMailbox:
         @return: {sequence number: flags now}.
         @raise ReadOnlyMailbox: the mailbox was EXAMINEd.
         """
+        return self.storeWithModSeq(messages, flags, mode, uid).flags
+
+    def storeWithModSeq(
+        self,
+        messages: imap4.MessageSet,
+        flags: Iterable[str | bytes],
+        mode: int,
+        uid: bool,
+        unchangedSince: int | None = None,
+    ) -> StoreResult:
+        """
+        L{store}, telling the mod-sequences too; with C{unchangedSince},
+        the conditional STORE of RFC 7162 §3.1.3: a message whose
+        mod-sequence is above it is left unchanged and listed in
+        C{modified}.  The test and the change are one step for each message
+        (under the index's lock), so no other session's change slips
+        between them.
+
+        @return: a L{StoreResult}.
+        @raise ReadOnlyMailbox: the mailbox was EXAMINEd.
+        """
         self._writeable()
         self._view()
         names = [f.decode("ascii") if isinstance(f, bytes) else f for f in flags]
         keywords = [f for f in names if not f.startswith("\\")]
         result: dict[int, list[str]] = {}
-        for seq, u in list(self._resolve(messages, uid)):
-            try:
-                if mode == 0:
-                    now = self.index.setFlags(u, names, keywords, owner=self)
-                elif mode > 0:
-                    now = self.index.changeFlags(u, add=names, owner=self)
-                else:
-                    now = self.index.changeFlags(u, remove=names, owner=self)
-            except MessageGone:
-                continue
-            if u in self._recent:
-                now.append(_RECENT)
-            result[seq] = now
-        return result
+        modseqs: dict[int, int] = {}
+        modified: list[int] = []
+        pairs = list(self._resolve(messages, uid))
+        index = self.index
+        if unchangedSince is not None:
+            # The test is against the folder as it is: see what other
+            # processes and tools changed.
+            index.refresh()
+        for start in range(0, len(pairs), STORE_BATCH):
+            with index.modseqBatch():
+                for seq, u in pairs[start : start + STORE_BATCH]:
+                    try:
+                        if mode == 0:
+                            now = index.setFlags(u, names, keywords, owner=self, unchangedSince=unchangedSince)
+                        elif mode > 0:
+                            now = index.changeFlags(u, add=names, owner=self, unchangedSince=unchangedSince)
+                        else:
+                            now = index.changeFlags(u, remove=names, owner=self, unchangedSince=unchangedSince)
+                        modseqs[seq] = index.modseq(u)
+                    except MessageGone:
+                        continue
+                    except ModifiedSince:
+                        modified.append(seq)
+                        continue
+                    if u in self._recent:
+                        now.append(_RECENT)
+                    result[seq] = now
+        return StoreResult(result, modseqs, tuple(modified))
 
     def expunge(self) -> list[int]:
         """
@@ -676,6 +791,22 @@ class MaildirIMAPMailbox:
 
         @return: as L{expunge}.
         """
+        return self._expungeUIDs(uids)[0]
+
+    def vanishUIDs(self, uids: Iterable[int]) -> list[int]:
+        """
+        L{expungeUIDs}, answering the UIDs removed from this session's
+        view, ascending (RFC 7162 §3.2.10: VANISHED).
+        """
+        return self._expungeUIDs(uids)[1]
+
+    def getUIDList(self) -> list[int]:
+        """
+        Every UID of this session's view, ascending.
+        """
+        return list(self._uids)
+
+    def _expungeUIDs(self, uids: Iterable[int]) -> tuple[list[int], list[int]]:
         self._writeable()
         wanted = set(uids)
         self.index.expunge(wanted)
@@ -690,7 +821,7 @@ class MaildirIMAPMailbox:
         removed = set(old[p - 1] for p in positions)
         self._uids = [u for u in old if u not in removed]
         self._recent.difference_update(removed)
-        return list(_expungeOrder(positions))
+        return list(_expungeOrder(positions)), [old[p - 1] for p in positions]
 
     def addMessage(self, message: Any, flags: Iterable[str | bytes] = (), date: object = None) -> Deferred[int]:
         """
@@ -989,7 +1120,9 @@ __all__ = [
     "MaildirIMAPMailbox",
     "MaildirMessage",
     "MessagePart",
+    "STORE_BATCH",
     "SYSTEM_FLAGS",
+    "StoreResult",
     "ViewChanges",
     "parseInternalDate",
 ]

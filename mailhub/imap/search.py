@@ -23,6 +23,9 @@ Matching rules:
     zone (RFC 3501 §6.4.4).  A message without a usable C{Date:} matches
     no C{SENT*} key.
   - C{KEYWORD} and flag keys compare flag names case-insensitively.
+  - C{MODSEQ} (RFC 7162 §3.1.5) matches a mod-sequence at least the value
+    given; the optional entry name and type are checked and ignored (a
+    message has one mod-sequence, not one per flag).
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ MAX_DEPTH = 64
 
 #: The largest RFC 3501 number (32 bits).
 MAX_NUMBER = 2**32 - 1
+
+#: The largest mod-sequence (RFC 7162 §7: 63 bits).
+MAX_MODSEQ = 2**63 - 1
+
+#: RFC 7162 §3.1.5 entry-type-req.
+_ENTRY_TYPES = ("priv", "shared", "all")
 
 Token = Union[str, bytes, list]
 
@@ -78,6 +87,7 @@ class MessageView(Protocol):
         together, as a FETCH FLAGS response lists them.
     @ivar internalDate: the internal date, in the zone whose days count.
     @ivar size: the RFC822.SIZE.
+    @ivar modseq: the mod-sequence (RFC 7162; only asked for by C{MODSEQ}).
     """
 
     seq: int
@@ -85,6 +95,7 @@ class MessageView(Protocol):
     flags: frozenset
     internalDate: datetime.datetime
     size: int
+    modseq: int
 
     def headerValues(self, name: str) -> Sequence[bytes]:
         """
@@ -111,6 +122,7 @@ class LazyMessage:
     @ivar load: returns the whole message.
     @ivar loadHeader: returns the header block only (a cheaper read);
         defaults to splitting what C{load} returns.
+    @ivar modseq: the mod-sequence, C{0} if none.
     """
 
     seq: int
@@ -120,6 +132,7 @@ class LazyMessage:
     size: int
     load: Callable[[], bytes]
     loadHeader: Optional[Callable[[], bytes]] = None
+    modseq: int = 0
     _header: Optional[bytes] = field(default=None, init=False)
     _body: Optional[str] = field(default=None, init=False)
 
@@ -280,6 +293,19 @@ class SizeCompare(Node):
 
 
 @frozen
+class ModSeqAtLeast(Node):
+    """
+    MODSEQ n (RFC 7162 §3.1.5): the message's mod-sequence is C{n} or
+    more.
+    """
+
+    modseq: int
+
+    def matches(self, message: MessageView, context: Context) -> bool:
+        return message.modseq >= self.modseq
+
+
+@frozen
 class SequenceSet(Node):
     """
     A sequence set of message numbers, or of UIDs (C{UID set}).
@@ -362,6 +388,17 @@ def needsHeaders(node: Node) -> bool:
     if isinstance(node, (HeaderContains, TextContains)) or (isinstance(node, DateCompare) and node.sent):
         return True
     return any(needsHeaders(child) for child in node.children())
+
+
+def usesModSeq(node: Node) -> bool:
+    """
+    Whether C{node} has a C{MODSEQ} key: the SEARCH response then ends
+    with the highest mod-sequence of the messages found (RFC 7162 §3.1.6),
+    and the command enables CONDSTORE.
+    """
+    if isinstance(node, ModSeqAtLeast):
+        return True
+    return any(usesModSeq(child) for child in node.children())
 
 
 def needsBody(node: Node) -> bool:
@@ -586,6 +623,15 @@ class _Parser:
             raise SearchError(f"bad {what} {text[:40]!r}")
         return int(text)
 
+    def modseq(self, what: str) -> int:
+        """
+        A mod-sequence-valzer (RFC 7162 §7: 0 to 2**63 - 1).
+        """
+        text = self.atom(what)
+        if not text.isdigit() or not text.isascii() or len(text) > 19 or int(text) > MAX_MODSEQ:
+            raise SearchError(f"bad {what} {text[:40]!r}")
+        return int(text)
+
     def date(self, what: str) -> datetime.date:
         text = self.string(what)
         match = _DATE.match(text)
@@ -648,6 +694,16 @@ class _Parser:
             return SizeCompare(name == "LARGER", self.number("size"))
         if name == "UID":
             return parseSequenceSet(self.atom("UID set"), uid=True)
+        if name == "MODSEQ":
+            # RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] valzer.
+            following = self.tokens[self.position] if not self.atEnd() else None
+            if not (isinstance(following, str) and following.isdigit()):
+                entry = self.string("entry name")
+                if not entry.lower().startswith("/flags/") or len(entry) == len("/flags/"):
+                    raise SearchError(f"bad entry name {entry[:40]!r}")
+                if self.atom("entry type").lower() not in _ENTRY_TYPES:
+                    raise SearchError("bad entry type")
+            return ModSeqAtLeast(self.modseq("mod-sequence"))
         if name == "NOT":
             return Not(self.nested(self.key))
         if name == "OR":

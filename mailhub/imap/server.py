@@ -33,6 +33,26 @@ C{test_twistedTrap*}):
     §6.3.11); UIDPLUS (RFC 4315), MOVE (RFC 6851), UNSELECT (RFC 3691),
     ENABLE (RFC 5161), ID (RFC 2971), NAMESPACE (RFC 2342), CHILDREN (RFC
     3348) and SPECIAL-USE (RFC 6154) attributes from the account.
+  - CONDSTORE (RFC 7162 §3.1): C{MODSEQ} and C{CHANGEDSINCE} in FETCH,
+    C{UNCHANGEDSINCE} in STORE (C{[MODIFIED set]} for the messages that
+    failed the test), C{MODSEQ} in SEARCH (and C{(MODSEQ n)} after the
+    results), C{HIGHESTMODSEQ} in STATUS, C{SELECT/EXAMINE ... (CONDSTORE)}
+    and C{ENABLE CONDSTORE}.  Any of them enables CONDSTORE for the rest of
+    the connection: SELECT and EXAMINE then answer C{[HIGHESTMODSEQ n]}
+    (C{[NOMODSEQ]} for a backend without mod-sequences, whose commands
+    above answer C{BAD}), and every untagged FETCH that reports flags
+    (after STORE, even C{.SILENT}; a FETCH that set C{\\Seen}; a change
+    by another session) carries C{UID} and C{MODSEQ}.
+  - QRESYNC (RFC 7162 §3.2), after C{ENABLE QRESYNC} and in mailboxes with
+    mod-sequences: C{VANISHED} instead of C{EXPUNGE} (own expunges, MOVE,
+    other sessions'), C{[HIGHESTMODSEQ n]} on the tagged OK of EXPUNGE and
+    UID EXPUNGE, C{SELECT/EXAMINE ... (QRESYNC (uidvalidity modseq
+    [known-uids [seq-match]]))}, C{UID FETCH ... (CHANGEDSINCE n
+    VANISHED)}, C{[CLOSED]} when SELECT replaces a selected mailbox.
+    Expunged messages leave no mod-sequence behind, so C{VANISHED
+    (EARLIER)} names every UID of the client's known ones that is gone,
+    whenever it went: a server that keeps no mod-sequence of expunged
+    messages reports them all (RFC 7162 §3.2.6).
   - Folder names with empty, C{.} or C{..} components, a leading C{/},
     NUL or control characters are refused before the backend sees them.
   - Too many client errors, and the session is dropped; at most
@@ -76,12 +96,27 @@ The optional backend protocol (all duck-typed, each with a fallback):
   - C{ISearchableMailbox.search(node, uid)} is given the parsed
     L{mailhub.imap.search.Node} and returns sequence numbers (Twisted's
     convention: the server maps them to UIDs for UID SEARCH).
+  - Mod-sequences (RFC 7162), all or nothing: C{mailbox.getHighestModSeq()},
+    C{mailbox.getModSeq(seq)}, C{message.getModSeq()} for the messages
+    C{fetch} gives, and C{mailbox.storeWithModSeq(messages, flags, mode,
+    uid, unchangedSince)} returning an object with C{flags} ({seq:
+    flags}), C{modseqs} ({seq: mod-sequence}) and C{modified} (the
+    sequence numbers that failed the UNCHANGEDSINCE test), and search
+    views with a C{modseq}.  A mailbox without C{getHighestModSeq} and
+    C{storeWithModSeq} has none: C{[NOMODSEQ]}.  Listener callback
+    C{flagsChangedWithModSeq({seq: (flags, uid, modseq)})} instead of
+    C{flagsChanged}.
+  - QRESYNC needs besides C{mailbox.vanishUIDs(uids)} (C{expungeUIDs}
+    answering the UIDs removed, ascending) and C{mailbox.getUIDList()};
+    listener callback C{messagesExpungedWithUIDs(seqs, uids)} instead of
+    C{messagesExpunged}.
   - Messages providing C{IMessageFile} give their raw octets through
     C{open()}; others are rebuilt from C{getHeaders(True)} and the body.
 """
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import re
 import tempfile
@@ -130,6 +165,12 @@ MAX_LITERALS = 32
 
 #: Largest message APPEND takes by default (the message size limit).
 MAX_LITERAL = 50 * 1024 * 1024
+
+#: RFC 7162 §7: mod-sequence-value, 63 bits.
+MAX_MODSEQ = 2**63 - 1
+
+#: The STATUS item of RFC 7162 §3.1.7, besides L{_STATUS_ITEMS}.
+_MODSEQ_STATUS_ITEMS = ("HIGHESTMODSEQ",)
 
 #: An APPEND literal larger than this is spooled to a temporary file.
 SPOOL_IN_MEMORY = 1024 * 1024
@@ -200,7 +241,7 @@ _FETCH_MACROS = {
 }
 _SIMPLE_FETCH = {
     "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-    "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+    "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
 }
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 
@@ -432,6 +473,29 @@ def uidSet(uids: list[int]) -> bytes:
     return ",".join(out).encode("ascii")
 
 
+def modseqValue(token: Any, what: str, zero: bool = True) -> int:
+    """
+    A mod-sequence argument: RFC 7162 §7 mod-sequence-valzer (0 to
+    2**63 - 1), or mod-sequence-value (from 1) without C{zero}.
+
+    @raise IMAPError: C{BAD}.
+    """
+    if not isinstance(token, Atom) or not token.isdigit() or not token.isascii() or len(token) > 19:
+        raise bad(f"Invalid {what}")
+    value = int(token)
+    if value > MAX_MODSEQ or (value == 0 and not zero):
+        raise bad(f"Invalid {what}")
+    return value
+
+
+def hasModSeqs(mbox: Any) -> bool:
+    """
+    Whether a mailbox keeps mod-sequences (the optional backend protocol
+    of the module docstring); without, SELECT says C{[NOMODSEQ]}.
+    """
+    return callable(getattr(mbox, "getHighestModSeq", None)) and callable(getattr(mbox, "storeWithModSeq", None))
+
+
 def parseSequenceSet(token: Any, uid: bool, count: int) -> MessageSet:
     """
     A sequence set argument as a Twisted L{MessageSet}, C{*} resolved for
@@ -567,9 +631,110 @@ def _openMailbox(account: Any, name: str, rw: bool) -> Any:
             "recent": mbox.getRecentCount(),
             "uidValidity": mbox.getUIDValidity(),
             "uidNext": mbox.getUIDNext(),
+            "highestModseq": mbox.getHighestModSeq() if hasModSeqs(mbox) else None,
         }
 
     return _then(account.select(name, rw), describe)
+
+
+def _status(mbox: Any, wanted: list[str]) -> Any:
+    """
+    STATUS: the mailbox's C{requestStatus} for the RFC 3501 items, and
+    HIGHESTMODSEQ from the mailbox, 0 for one without mod-sequences (RFC
+    7162 §3.1.7).
+    """
+
+    def withModSeq(status: Any) -> dict:
+        status = dict(status)
+        if "HIGHESTMODSEQ" in wanted:
+            status["HIGHESTMODSEQ"] = mbox.getHighestModSeq() if hasModSeqs(mbox) else 0
+        return status
+
+    return _then(mbox.requestStatus([w for w in wanted if w != "HIGHESTMODSEQ"]), withModSeq)
+
+
+def _absentUIDs(uids: list[int], ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """
+    The UIDs of C{ranges} (inclusive, ascending, disjoint) that are not in
+    the ascending list C{uids}, as inclusive ranges: O(len(ranges) + the
+    UIDs inside them).
+    """
+    out: list[tuple[int, int]] = []
+    for low, high in ranges:
+        at = bisect.bisect_left(uids, low)
+        expected = low
+        while at < len(uids) and uids[at] <= high:
+            if uids[at] > expected:
+                out.append((expected, uids[at] - 1))
+            expected = uids[at] + 1
+            at += 1
+        if expected <= high:
+            out.append((expected, high))
+    return out
+
+
+def _rangeSet(ranges: list[tuple[int, int]]) -> bytes:
+    return b",".join(b"%d" % low if low == high else b"%d:%d" % (low, high) for low, high in ranges)
+
+
+def _knownRanges(parsed: Any, last: int) -> list[tuple[int, int]]:
+    """
+    A parsed UID set's ranges, C{*} as C{last}, merged, ascending; none
+    above C{last}.
+    """
+    out: list[tuple[int, int]] = []
+    for first, end in parsed.ranges:
+        a = last if first is None else first
+        b = last if end is None else end
+        low, high = min(a, b), min(max(a, b), last)
+        if low <= high:
+            out.append((low, high))
+    out.sort()
+    merged: list[tuple[int, int]] = []
+    for low, high in out:
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _vanishedEarlier(mbox: Any, known: Any) -> bytes | None:
+    """
+    The C{VANISHED (EARLIER)} line for the UIDs of C{known} (a parsed UID
+    set, or C{None}: every UID below UIDNEXT) that are gone, or C{None}.
+    """
+    last = mbox.getUIDNext() - 1
+    ranges = [(1, last)] if known is None else _knownRanges(known, last)
+    gone = _absentUIDs(list(mbox.getUIDList()), ranges) if last >= 1 else []
+    if not gone:
+        return None
+    return b"VANISHED (EARLIER) " + _rangeSet(gone)  # RFC 7162 §3.2.10.1
+
+
+def _qresyncLines(mbox: Any, since: int, known: Any) -> list[bytes]:
+    """
+    SELECT (QRESYNC ...) with the right UIDVALIDITY (RFC 7162 §3.2.5.1):
+    VANISHED (EARLIER) for the known UIDs that are gone, then a FETCH with
+    UID, FLAGS and MODSEQ for each message (of the known ones) changed
+    after C{since}.
+    """
+    out = []
+    vanished = _vanishedEarlier(mbox, known)
+    if vanished is not None:
+        out.append(vanished)
+    ranges = None if known is None else _knownRanges(known, mbox.getUIDNext() - 1)
+    lows = [low for low, _ in ranges or ()]
+    for seq, msg in mbox.fetch(MessageSet(1, None), False):
+        uid = msg.getUID()
+        if ranges is not None:
+            at = bisect.bisect_right(lows, uid) - 1
+            if at < 0 or uid > ranges[at][1]:
+                continue
+        modseq = msg.getModSeq()
+        if modseq > since:
+            out.append(b"%d FETCH (UID %d FLAGS %s MODSEQ (%d))" % (seq, uid, flagList(msg.getFlags()), modseq))
+    return out
 
 
 def _closeBackend(mbox: Any) -> Any:
@@ -613,7 +778,11 @@ def _searchLine(mbox: Any, node: S.Node, uid: bool) -> Any:
 
     def line(found: Any) -> bytes:
         numbers = [mbox.getUID(seq) for seq in found] if uid else list(found)
-        return b"SEARCH" + b"".join(b" %d" % n for n in numbers)
+        text = b"SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if numbers and S.usesModSeq(node):
+            # RFC 7162 §3.1.6: the highest mod-sequence of what was found.
+            text += b" (MODSEQ %d)" % max(mbox.getModSeq(seq) for seq in found)
+        return text
 
     return _then(mbox.search(node, uid), line)
 
@@ -622,12 +791,16 @@ def _uidsBySequence(mbox: Any) -> list[int]:
     return [mbox.getUID(seq) for seq in range(1, mbox.getMessageCount() + 1)]
 
 
-def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) -> list[int]:
+def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) -> tuple[list[int], int | None]:
     """
     SEARCH over fetched messages (a backend without C{search}): reads what
     the keys need.
+
+    @return: the numbers found, and the highest mod-sequence among them
+        when the keys have C{MODSEQ} (else C{None}).
     """
     views: dict[int, Any] = {}
+    withModSeq = S.usesModSeq(node)
     for seq, msg in messages:
         views[seq] = S.LazyMessage(
             seq=seq,
@@ -636,9 +809,27 @@ def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) ->
             internalDate=internalDate(msg),
             size=msg.getSize(),
             load=lambda m=msg: rawMessage(m),
+            modseq=msg.getModSeq() if withModSeq else 0,
         )
     found = S.search(node, uids, lambda seq: views[seq])
-    return [uids[seq - 1] for seq in found] if uid else found
+    highest = max((views[seq].modseq for seq in found), default=None) if withModSeq else None
+    return ([uids[seq - 1] for seq in found] if uid else found), highest
+
+
+def _changedSinceSet(mbox: Any, messages: MessageSet, uid: bool, since: int) -> MessageSet:
+    """
+    FETCH (CHANGEDSINCE n): the messages of the set whose mod-sequence is
+    above n (RFC 7162 §3.1.4.1), as a UID set.
+    """
+    ranges: list[list[int]] = []
+    for _, msg in mbox.fetch(messages, uid):
+        if msg.getModSeq() > since:
+            number = msg.getUID()
+            if ranges and ranges[-1][1] == number - 1:
+                ranges[-1][1] = number
+            else:
+                ranges.append([number, number])
+    return MessageSet([(low, high) for low, high in ranges])
 
 
 def _flagsOf(batch: list) -> dict[int, list]:
@@ -655,19 +846,48 @@ def _flagsOf(batch: list) -> dict[int, list]:
     return flags
 
 
-def _storeLines(mbox: Any, messages: MessageSet, flags: list[str], mode: int, uid: bool, loud: bool) -> Any:
+def _storeLines(
+    mbox: Any,
+    messages: MessageSet,
+    flags: list[str],
+    mode: int,
+    uid: bool,
+    loud: bool,
+    condstore: bool = False,
+    unchangedSince: int | None = None,
+) -> Any:
     """
-    STORE, and its untagged FETCH lines (none for C{.SILENT}).
-    """
+    STORE, and its untagged FETCH lines (none for C{.SILENT}).  With
+    C{condstore} (CONDSTORE enabled, a mailbox with mod-sequences), the
+    store of RFC 7162 §3.1.3: C{unchangedSince} makes it conditional, and
+    every message it applied to gets a FETCH with UID and MODSEQ, even
+    for C{.SILENT}.
 
-    def lines(result: Any) -> list[bytes]:
+    @return: C{(lines, modified)}: the numbers for C{[MODIFIED]} (UIDs for
+        UID STORE), empty when every message passed.
+    """
+    if condstore:
+
+        def modseqLines(result: Any) -> tuple[list[bytes], list[int]]:
+            out = []
+            for seq in sorted(result.flags):
+                items = b"UID %d MODSEQ (%d)" % (mbox.getUID(seq), result.modseqs[seq])
+                if loud:
+                    items += b" FLAGS " + flagList(result.flags[seq])
+                out.append(b"%d FETCH (%s)" % (seq, items))
+            modified = [mbox.getUID(seq) for seq in result.modified] if uid else list(result.modified)
+            return out, modified
+
+        return _then(mbox.storeWithModSeq(messages, flags, mode, uid, unchangedSince), modseqLines)
+
+    def lines(result: Any) -> tuple[list[bytes], list[int]]:
         if not loud:
-            return []
+            return [], []
         out = []
         for seq, newFlags in sorted((result or {}).items()):
             uidText = b" UID %d" % (mbox.getUID(seq),) if uid else b""
             out.append(b"%d FETCH (FLAGS %s%s)" % (seq, flagList(newFlags), uidText))
-        return out
+        return out, []
 
     return _then(mbox.store(messages, flags, mode, uid), lines)
 
@@ -738,6 +958,13 @@ class IMAP4Server(imap4.IMAP4Server):
         self._running = 0
         self._events: deque[tuple[Callable[..., None], tuple]] = deque()
         self._polling: Deferred[Any] | None = None
+        #: A CONDSTORE enabling command was given (RFC 7162 §3.1): for the
+        #: rest of the connection.
+        self.condstore = False
+        #: ENABLE QRESYNC was given (RFC 7162 §3.2.3).
+        self.qresync = False
+        # The selected mailbox keeps mod-sequences (hasModSeqs).
+        self._hasModSeqs = False
 
     # Connection
 
@@ -801,7 +1028,7 @@ class IMAP4Server(imap4.IMAP4Server):
             caps[b"AUTH"] = [b"PLAIN"]
             caps[b"SASL-IR"] = None
         for name in (b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"ENABLE",
-                     b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN"):
+                     b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN", b"CONDSTORE", b"QRESYNC"):
             caps[name] = None
         return caps
 
@@ -912,6 +1139,20 @@ class IMAP4Server(imap4.IMAP4Server):
     def newMessages(self, exists: int | None, recent: int | None) -> None:
         self._listen(self._newMessages, exists, recent)
 
+    def flagsChangedWithModSeq(self, changes: dict) -> None:
+        """
+        Optional listener callback, instead of C{flagsChanged}: flags
+        changed by others, as {seq: (flags, uid, modseq)}.
+        """
+        self._listen(self._flagsChangedWithModSeq, dict(changes))
+
+    def messagesExpungedWithUIDs(self, seqs: Iterable[int], uids: Iterable[int]) -> None:
+        """
+        Optional listener callback, instead of C{messagesExpunged}: the
+        EXPUNGE responses to send and the UIDs of those messages.
+        """
+        self._listen(self._expungedWithUIDs, list(seqs), list(uids))
+
     def messagesExpunged(self, seqs: Iterable[int]) -> None:
         """
         Optional listener callback: messages are gone; C{seqs} are the
@@ -927,6 +1168,51 @@ class IMAP4Server(imap4.IMAP4Server):
     def _flagsChanged(self, newFlags: dict) -> None:
         for seq, flags in sorted(newFlags.items()):
             self._untaggedLine(b"%d FETCH (FLAGS %s)" % (seq, flagList(flags)))
+
+    def _flagsChangedWithModSeq(self, changes: dict) -> None:
+        if not self.condstore:
+            self._flagsChanged({seq: flags for seq, (flags, _, _) in changes.items()})
+            return
+        for seq, (flags, uid, modseq) in sorted(changes.items()):
+            # RFC 7162 §3.1: UID and MODSEQ in every untagged FETCH, also
+            # for changes by others.
+            self._untaggedLine(b"%d FETCH (UID %d MODSEQ (%d) FLAGS %s)" % (seq, uid, modseq, flagList(flags)))
+
+    def _expungedWithUIDs(self, seqs: list[int], uids: list[int]) -> None:
+        if self._vanishing():
+            self._vanished(uids)
+        else:
+            self._messagesExpunged(seqs)
+
+    def _vanishing(self) -> bool:
+        """
+        Whether expunges are told as VANISHED (RFC 7162 §3.2.10.2: once
+        QRESYNC is enabled, in a mailbox with mod-sequences).
+        """
+        return self.qresync and self._hasModSeqs and callable(getattr(self.mbox, "vanishUIDs", None))
+
+    def _vanished(self, uids: list[int]) -> None:
+        if not uids:
+            return
+        self._exists = max(0, self._exists - len(uids))
+        # Held during FETCH, STORE and SEARCH, as EXPUNGE is.
+        self._untaggedLine(b"VANISHED " + uidSet(sorted(uids)), expunge=True)
+
+    def _enableCondstore(self) -> None:
+        """
+        A CONDSTORE enabling command (RFC 7162 §3.1) was given.
+        """
+        self.condstore = True
+
+    def _needModSeqs(self) -> None:
+        """
+        A command uses mod-sequences in the selected mailbox: it enables
+        CONDSTORE, and is C{BAD} in a mailbox without them (RFC 7162
+        §3.1.2.2).
+        """
+        self._enableCondstore()
+        if not self._hasModSeqs:
+            raise bad("Mailbox has no mod-sequences (NOMODSEQ)")
 
     def _newMessages(self, exists: int | None, recent: int | None) -> None:
         if exists is not None:
@@ -1261,10 +1547,22 @@ class IMAP4Server(imap4.IMAP4Server):
     # Authenticated
 
     async def cmd_ENABLE(self, tag: bytes, args: list) -> None:
-        # RFC 5161: nothing we support needs enabling.
         if not args or not all(isinstance(a, Atom) for a in args):
             raise bad("Syntax: ENABLE capability...")
-        self._untaggedLine(b"ENABLED")
+        # RFC 5161 §3.1: ENABLED lists what this command enabled; unknown
+        # and already enabled names are left out.
+        enabled = []
+        for name in args:
+            upper = name.upper()
+            if upper == "CONDSTORE" and not self.condstore:
+                self._enableCondstore()  # RFC 7162 §3.1
+                enabled.append(upper)
+            elif upper == "QRESYNC" and not self.qresync:
+                # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                self.qresync = True
+                self._enableCondstore()
+                enabled.append(upper)
+        self._untaggedLine(b"ENABLED" + b"".join(b" " + name.encode("ascii") for name in enabled))
         self._reply(tag, "OK", "ENABLE completed")
 
     async def cmd_NAMESPACE(self, tag: bytes, args: list) -> None:
@@ -1279,10 +1577,36 @@ class IMAP4Server(imap4.IMAP4Server):
         await self._select(tag, args, False)
 
     async def _select(self, tag: bytes, args: list, rw: bool) -> None:
-        (raw,) = arguments(args, 1, "SELECT mailbox")
+        if not 1 <= len(args) <= 2:
+            raise bad("Syntax: SELECT mailbox [(parameters)]")
+        raw = args[0]
+        qresync = None
+        if len(args) == 2:
+            # RFC 4466 §2.1 select parameters: RFC 7162 §3.1.8 CONDSTORE,
+            # §3.2.5 QRESYNC.
+            parameters = args[1]
+            if not isinstance(parameters, list) or not parameters:
+                raise bad("Syntax: SELECT mailbox [(parameters)]")
+            at = 0
+            while at < len(parameters):
+                parameter = parameters[at]
+                if isinstance(parameter, Atom) and parameter.upper() == "CONDSTORE":
+                    at += 1
+                elif isinstance(parameter, Atom) and parameter.upper() == "QRESYNC" and at + 1 < len(parameters):
+                    if not self.qresync:
+                        raise bad("QRESYNC is not enabled")  # RFC 7162 §3.2.5
+                    qresync = self._qresyncParameter(parameters[at + 1])
+                    at += 2
+                else:
+                    raise bad("Unknown SELECT parameter")
         name = mailboxName(astring(raw))
+        if len(args) == 2:
+            self._enableCondstore()
         # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected.
+        hadMailbox = self.mbox is not None
         self._closeMailbox()
+        if hadMailbox and self.qresync:
+            self._write(b"* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
         opened = await self._call(_openMailbox, self.account, name, rw)
         if opened is None:
             raise IMAPError(NONEXISTENT)
@@ -1301,12 +1625,55 @@ class IMAP4Server(imap4.IMAP4Server):
         self._write(b"* OK [PERMANENTFLAGS " + (b"()" if self.readOnly else flagList(list(flags) + ["\\*"])) + b"] Flags")
         self._write(b"* OK [UIDVALIDITY %d] UIDs valid" % (info["uidValidity"],))
         self._write(b"* OK [UIDNEXT %d] Predicted next UID" % (info["uidNext"],))
+        self._hasModSeqs = info.get("highestModseq") is not None
+        if self.condstore:
+            # RFC 7162 §3.1.2: one of the two once CONDSTORE is enabled.
+            if self._hasModSeqs:
+                self._write(b"* OK [HIGHESTMODSEQ %d] Highest" % (info["highestModseq"],))
+            else:
+                self._write(b"* OK [NOMODSEQ] No permanent modsequences")
+        if qresync is not None and self._hasModSeqs and qresync[0] == info["uidValidity"]:
+            # RFC 7162 §3.2.5.1: what changed since the client's last look.
+            for line in await self._call(_qresyncLines, mbox, qresync[1], qresync[2]):
+                self._write(b"* " + line)
         mbox.addListener(self)
         self.state = SELECTED
         self._reply(tag, "OK", "SELECT completed" if rw else "EXAMINE completed", "READ-ONLY" if self.readOnly else "READ-WRITE")
 
+    def _qresyncParameter(self, spec: Any) -> tuple[int, int, Any]:
+        """
+        The QRESYNC select parameter (RFC 7162 §3.2.5): C{(uidvalidity
+        mod-sequence [known-uids [(known-sequence-set known-uid-set)]])}.
+
+        @return: UIDVALIDITY, the mod-sequence and the known UIDs (a parsed
+            UID set, or C{None}); the sequence match data is checked and
+            not used (it only saves a server work).
+        """
+        if not isinstance(spec, list) or not 2 <= len(spec) <= 4:
+            raise bad("Syntax: QRESYNC (uidvalidity mod-sequence [known-uids [(seqs uids)]])")
+        validity = spec[0]
+        if not isinstance(validity, Atom) or not validity.isdigit() or not 0 < int(validity) < 2**32:
+            raise bad("Invalid UIDVALIDITY")
+        modseq = modseqValue(spec[1], "mod-sequence", zero=False)
+        known = None
+        try:
+            if len(spec) >= 3:
+                if not isinstance(spec[2], Atom):
+                    raise bad("Invalid known UIDs")
+                known = S.parseSequenceSet(str(spec[2]), uid=True)
+            if len(spec) == 4:
+                match = spec[3]
+                if not isinstance(match, list) or len(match) != 2 or not all(isinstance(m, Atom) for m in match):
+                    raise bad("Invalid sequence match data")
+                S.parseSequenceSet(str(match[0]))
+                S.parseSequenceSet(str(match[1]), uid=True)
+        except S.SearchError as e:
+            raise bad(e.reason) from None
+        return int(validity), modseq, known
+
     def _closeMailbox(self) -> None:
         mbox, self.mbox, self.mboxName = self.mbox, None, None
+        self._hasModSeqs = False
         self._stopIdle()
         self._untagged = []
         if self.state == SELECTED:
@@ -1394,13 +1761,15 @@ class IMAP4Server(imap4.IMAP4Server):
         if not isinstance(items, list) or not items:
             raise bad("Syntax: STATUS mailbox (items)")
         wanted = [atom(i, "a status item") for i in items]
-        if any(w not in _STATUS_ITEMS for w in wanted):
+        if any(w not in _STATUS_ITEMS + _MODSEQ_STATUS_ITEMS for w in wanted):
             raise bad("Unknown status item")
+        if "HIGHESTMODSEQ" in wanted:
+            self._enableCondstore()  # RFC 7162 §3.1.7
         mbox = await self._call(self.account.select, name, False)
         if mbox is None:
             raise IMAPError(NONEXISTENT)
         try:
-            status = await self._call(mbox.requestStatus, wanted)
+            status = await self._call(_status, mbox, wanted)
         finally:
             if mbox is not self.mbox:
                 await self._call(_closeBackend, mbox)
@@ -1579,6 +1948,11 @@ class IMAP4Server(imap4.IMAP4Server):
     async def cmd_EXPUNGE(self, tag: bytes, args: list) -> None:
         arguments(args, 0, "EXPUNGE")
         self._writable()
+        if self._vanishing():
+            uids = await self._call(_deletedUIDs, self.mbox, MessageSet(1, None))
+            await self._reportExpunge(uids)
+            self._reply(tag, "OK", "EXPUNGE completed", await self._highestCode())
+            return
         seqs = await self._call(self.mbox.expunge)
         self.messagesExpunged(seqs or [])
         self._reply(tag, "OK", "EXPUNGE completed")
@@ -1588,8 +1962,26 @@ class IMAP4Server(imap4.IMAP4Server):
         self._writable()
         wanted = parseSequenceSet(raw, True, self._exists)
         uids = await self._call(_deletedUIDs, self.mbox, wanted)
-        self.messagesExpunged(await self._expungeUIDs(uids))
-        self._reply(tag, "OK", "UID EXPUNGE completed")  # RFC 4315 §2.1
+        await self._reportExpunge(uids)
+        code = await self._highestCode() if self._vanishing() else ""
+        self._reply(tag, "OK", "UID EXPUNGE completed", code)  # RFC 4315 §2.1
+
+    async def _reportExpunge(self, uids: list[int]) -> None:
+        """
+        Expunge exactly C{uids} and tell the client: VANISHED once QRESYNC
+        is enabled (RFC 7162 §3.2.10.2), else EXPUNGE responses.
+        """
+        if self._vanishing():
+            self._vanished(await self._call(_listOf, self.mbox.vanishUIDs, uids) if uids else [])
+        else:
+            self.messagesExpunged(await self._expungeUIDs(uids))
+
+    async def _highestCode(self) -> str:
+        """
+        C{HIGHESTMODSEQ n} for the tagged OK of EXPUNGE and UID EXPUNGE
+        once QRESYNC is enabled (RFC 7162 §3.2.7).
+        """
+        return "HIGHESTMODSEQ %d" % (await self._call(self.mbox.getHighestModSeq),)
 
     def _writable(self) -> None:
         if self.readOnly:
@@ -1622,20 +2014,24 @@ class IMAP4Server(imap4.IMAP4Server):
 
     async def cmd_SEARCH(self, tag: bytes, args: list, uid: bool = False) -> None:
         node = S.parseSearch(args)
+        if S.usesModSeq(node):
+            self._needModSeqs()  # RFC 7162 §3.1.5
         if ISearchableMailbox.providedBy(self.mbox):
             # As in Twisted's server: sequence numbers back, mapped to UIDs
             # (on the worker thread too) for UID SEARCH.
             line = await self._call(_searchLine, self.mbox, node, uid)
         else:
-            found = await self._search(node, uid)
+            found, highest = await self._search(node, uid)
             line = b"SEARCH" + b"".join(b" %d" % n for n in found)
+            if found and highest is not None:
+                line += b" (MODSEQ %d)" % (highest,)  # RFC 7162 §3.1.6
         self._untaggedLine(line)
         self._reply(tag, "OK", "SEARCH completed")
 
     async def cmd_UID_SEARCH(self, tag: bytes, args: list) -> None:
         await self.cmd_SEARCH(tag, args, uid=True)
 
-    async def _search(self, node: S.Node, uid: bool) -> list[int]:
+    async def _search(self, node: S.Node, uid: bool) -> tuple[list[int], int | None]:
         mbox = self.mbox
         getList = getattr(mbox, "getUIDList", None)
         if callable(getList):
@@ -1648,10 +2044,24 @@ class IMAP4Server(imap4.IMAP4Server):
         return await self._call(_searchMessages, node, uids, messages, uid)
 
     async def cmd_FETCH(self, tag: bytes, args: list, uid: bool = False) -> None:
-        if len(args) != 2:
-            raise bad("Syntax: FETCH sequence-set items")
+        if len(args) not in (2, 3):
+            raise bad("Syntax: FETCH sequence-set items [(modifiers)]")
         messages = parseSequenceSet(args[0], uid, self._exists)
         items = self._fetchItems(args[1], uid)
+        changedSince, vanished = self._fetchModifiers(args[2], uid) if len(args) == 3 else (None, False)
+        if changedSince is not None or any(kind == "MODSEQ" for kind, _, _, _ in items):
+            self._needModSeqs()  # RFC 7162 §3.1.4
+            if not any(kind == "MODSEQ" for kind, _, _, _ in items):
+                items.append(("MODSEQ", None, False, None))  # RFC 7162 §3.1.4.1
+        if vanished:
+            # RFC 7162 §3.2.6: the UIDs of the set that are gone, first.
+            line = await self._call(_vanishedEarlier, self.mbox, S.parseSequenceSet(str(args[0]), uid=True))
+            if line is not None:
+                self._write(b"* " + line)
+        if changedSince is not None:
+            # Only the messages changed since, named by UID from here on.
+            messages = await self._call(_changedSinceSet, self.mbox, messages, uid, changedSince)
+            uid = True
         setsSeen = not self.readOnly and any(
             kind in ("RFC822", "RFC822.TEXT") or (kind == "BODY[]" and not peek)
             for kind, _, peek, _ in items
@@ -1706,6 +2116,11 @@ class IMAP4Server(imap4.IMAP4Server):
         out: list[bytes] = []
         size = count = 0
         withFlags = items if any(kind == "FLAGS" for kind, _, _, _ in items) else items + [("FLAGS", None, False, None)]
+        if self.condstore and self._hasModSeqs:
+            # RFC 7162 §3.1: a FETCH that set \Seen reports UID and MODSEQ.
+            for wanted in ("UID", "MODSEQ"):
+                if not any(kind == wanted for kind, _, _, _ in withFlags):
+                    withFlags = withFlags + [(wanted, None, False, None)]
         for seq, msg in batch:
             try:
                 if flags is not None and seq not in flags:
@@ -1765,6 +2180,8 @@ class IMAP4Server(imap4.IMAP4Server):
             return b"FLAGS " + flagList(flags)
         if kind == "UID":
             return b"UID %d" % (msg.getUID(),)
+        if kind == "MODSEQ":
+            return b"MODSEQ (%d)" % (msg.getModSeq(),)  # RFC 7162 §3.1.4.2
         if kind == "INTERNALDATE":
             return b"INTERNALDATE " + formatInternalDate(msg)
         if kind == "RFC822.SIZE":
@@ -1788,20 +2205,79 @@ class IMAP4Server(imap4.IMAP4Server):
         return label + b" {%d}\r\n" % len(data) + data
 
     async def cmd_STORE(self, tag: bytes, args: list, uid: bool = False) -> None:
-        if len(args) != 3:
-            raise bad("Syntax: STORE sequence-set item flags")
+        if len(args) not in (3, 4):
+            raise bad("Syntax: STORE sequence-set [(modifiers)] item flags")
         self._writable()
         messages = parseSequenceSet(args[0], uid, self._exists)
+        unchangedSince = None
+        if len(args) == 4:
+            unchangedSince = self._storeModifiers(args[1])
+            args = [args[0], args[2], args[3]]
         item = atom(args[1], "a store item")
         match = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", item)
         if match is None:
             raise bad("Invalid store item")
         flags = self._flags(args[2] if isinstance(args[2], list) else [args[2]])
         mode = {"+": 1, "-": -1, "": 0}[match.group(1)]
-        lines = await self._call(_storeLines, self.mbox, messages, flags, mode, uid, not match.group(2))
+        if unchangedSince is not None:
+            self._needModSeqs()  # RFC 7162 §3.1.3
+        condstore = self.condstore and self._hasModSeqs
+        lines, modified = await self._call(
+            _storeLines, self.mbox, messages, flags, mode, uid, not match.group(2), condstore, unchangedSince
+        )
         for line in lines:
             self._untaggedLine(line)
-        self._reply(tag, "OK", "STORE completed")
+        if modified:
+            # RFC 7162 §3.1.3: the messages (UIDs for UID STORE) that
+            # failed the UNCHANGEDSINCE test.
+            code = "MODIFIED " + uidSet(sorted(modified)).decode("ascii")
+            self._reply(tag, "OK", "Conditional STORE failed", code)
+        else:
+            self._reply(tag, "OK", "STORE completed")
+
+    def _storeModifiers(self, spec: Any) -> int:
+        """
+        STORE modifiers (RFC 4466 §2.5): C{(UNCHANGEDSINCE n)}, RFC 7162
+        §3.1.3.
+
+        @return: the UNCHANGEDSINCE value.
+        """
+        if not isinstance(spec, list) or len(spec) != 2:
+            raise bad("Syntax: STORE sequence-set (UNCHANGEDSINCE mod-sequence) item flags")
+        name, value = spec
+        if not isinstance(name, Atom) or name.upper() != "UNCHANGEDSINCE":
+            raise bad("Unknown STORE modifier")
+        return modseqValue(value, "UNCHANGEDSINCE value")
+
+    def _fetchModifiers(self, spec: Any, uid: bool) -> tuple[int, bool]:
+        """
+        FETCH modifiers (RFC 4466 §2.4): C{CHANGEDSINCE n}, RFC 7162
+        §3.1.4.1, and with it C{VANISHED}, §3.2.6 (UID FETCH, QRESYNC
+        enabled), in any order.
+
+        @return: the CHANGEDSINCE value, and whether VANISHED was given.
+        """
+        if not isinstance(spec, list) or not spec:
+            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
+        changedSince = None
+        vanished = False
+        at = 0
+        while at < len(spec):
+            name = spec[at]
+            upper = name.upper() if isinstance(name, Atom) else ""
+            if upper == "CHANGEDSINCE" and changedSince is None and at + 1 < len(spec):
+                changedSince = modseqValue(spec[at + 1], "CHANGEDSINCE value")
+                at += 2
+            elif upper == "VANISHED" and not vanished:
+                vanished = True
+                at += 1
+            else:
+                raise bad("Unknown FETCH modifier")
+        if changedSince is None:
+            raise bad("Syntax: FETCH sequence-set items (CHANGEDSINCE mod-sequence [VANISHED])")
+        if vanished and (not uid or not self.qresync):
+            raise bad("VANISHED needs UID FETCH and ENABLE QRESYNC")  # RFC 7162 §3.2.3, §3.2.6
+        return changedSince, vanished
 
     async def cmd_UID_STORE(self, tag: bytes, args: list) -> None:
         await self.cmd_STORE(tag, args, uid=True)
@@ -1831,7 +2307,7 @@ class IMAP4Server(imap4.IMAP4Server):
             if code:
                 self._write(b"* OK [" + code.encode("ascii") + b"] Moved")
             self._holdExpunges = False
-            self.messagesExpunged(await self._expungeUIDs(sources))
+            await self._reportExpunge(sources)
             code = ""
         if name == self.mboxName:
             # As for APPEND: the copies' EXISTS now.

@@ -11,10 +11,11 @@ says.
 
 B{Files}, in the folder's directory:
 
-  - C{mailhub-index}: one header line C{MHIX 1 UIDVALIDITY NEWSTAMP
-    CURSTAMP}, then one line per message, C{UID SIZE DATE DIR NAME}
-    separated by tabs (C{DIR} is C{n} or C{c}; C{SIZE} is C{-1} while
-    unknown; a name holding a tab, a line end or C{%} is percent-encoded).
+  - C{mailhub-index}: one header line C{MHIX 2 UIDVALIDITY NEWSTAMP
+    CURSTAMP HIGHESTMODSEQ CEILING}, then one line per message, C{UID SIZE
+    DATE DIR MODSEQ NAME} separated by tabs (C{DIR} is C{n} or C{c};
+    C{SIZE} is C{-1} while unknown; a name holding a tab, a line end or
+    C{%} is percent-encoded).  Version 1 (no mod-sequences) is read too.
     Replaced whole (temporary file, rename; no fsync: it is a cache) by
     L{FolderIndex.save}, which L{FolderIndex.refresh} calls when there was a
     change and L{SAVE_INTERVAL} has passed since the last save.
@@ -44,6 +45,28 @@ stat'ed only when its name has no leading delivery time (for the internal
 date), and read only when its name has no C{,W=} size and its size is asked
 for (bare-LF files: RFC822.SIZE counts CRLF line ends).
 
+B{Mod-sequences} (RFC 7162 §3.1).  Every message has one, kept in the
+index: a refresh gives the messages it finds new or with changed flags
+(however they changed: another session, POP3, another Maildir tool's
+rename) one new mod-sequence, and so does a refresh that finds messages
+gone (an expunge); a flag change made here (L{setFlags}, L{changeFlags})
+gives the message a new one.  L{highestModseq} is the largest given.
+Values come from the folder's L{ModseqCounter}, which keeps only a
+reserved CEILING durably (C{mailhub-modseq}; see
+L{mailhub.maildir.modseq}), so a change costs no fsync.  The index saves
+the mod-sequences with the CEILING of the moment and then retires the
+counter's block, so the next value raises CEILING first; a loaded index
+whose CEILING is still the one in the state file was saved after the last
+value was handed out, and its mod-sequences are the truth.  Any other
+index (saved before a crash, version 1, foreign) or none at all is
+rebuilt with one new mod-sequence, above anything handed out before, for
+every message: HIGHESTMODSEQ never goes back, and a client that asks for
+changes since a value it knows hears of every message (RFC 7162 §3.1.4.1)
+instead of missing one.  Costs: O(changes) per refresh and per STORE,
+one durable write per L{mailhub.maildir.modseq.MODSEQ_BLOCK} values or
+per save of the index, and O(folder) only when the index is rebuilt, as
+before.
+
 B{Sizes} are RFC822.SIZE: C{,W=} from the name, else computed on demand.
 B{Internal dates} are the name's leading seconds (UTC) when it has them,
 else the file's mtime; L{FolderIndex.append} names a message after its
@@ -56,7 +79,8 @@ L{FolderIndex} may be shared by every session of a process
 B{The lock.}  Each L{FolderIndex} has one re-entrant lock,
 L{FolderIndex.lock}.  It is held by everything that reads or changes the
 in-memory state (entries, the UID list, the change log, the side store's
-offsets and descriptor, the keyword letters, the name counter) and by
+offsets and descriptor, the keyword letters, the name counter, the
+mod-sequence counter) and by
 everything that renames or unlinks a message file: L{refresh} (listings
 and UID list update included), L{uids}, L{entry}, L{path}, L{flags},
 L{claimNew}, L{expunge}, L{setFlags}/L{changeFlags}, the index half of
@@ -80,6 +104,7 @@ target's), so there is no lock order to get wrong.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import json
 import os
@@ -99,6 +124,7 @@ from mailhub.errors import MailboxGone, MailhubError, MessageExpunged
 from mailhub.fs import FileSystem
 from mailhub.imap.message import _fields, _unfold, bodyStructure, envelope, splitHeader, toCRLF
 from mailhub.maildir.keywords import Keywords, parseFlags, withFlags
+from mailhub.maildir.modseq import ModseqCounter
 from mailhub.maildir.names import UniqueNames
 from mailhub.maildir.uidlist import UIDList, UIDListLocked, _SystemClock, readFile
 
@@ -109,7 +135,7 @@ INDEX_NAME = "mailhub-index"
 CACHE_NAME = "mailhub-cache"
 
 _MAGIC = "MHIX"
-_VERSION = "1"
+_VERSION = "2"
 
 #: Header fields whose raw values the side store keeps (what SEARCH and
 #: clients' header fetches ask for most).
@@ -167,6 +193,21 @@ class MessageGone(MessageExpunged):
         self.uid = uid
 
 
+class ModifiedSince(MailhubError):
+    """
+    A conditional flag change (RFC 7162 §3.1.3, UNCHANGEDSINCE) was not
+    made: the message's mod-sequence is above the given value.
+
+    @ivar uid: its UID.
+    @ivar modseq: its mod-sequence.
+    """
+
+    def __init__(self, uid: int, modseq: int) -> None:
+        super().__init__(uid, modseq)
+        self.uid = uid
+        self.modseq = modseq
+
+
 @frozen
 class Changes:
     """
@@ -198,20 +239,23 @@ class IndexEntry:
     @ivar name: its file name in C{sub}, flags included.
     @ivar size: RFC822.SIZE, or C{-1} while unknown.
     @ivar date: internal date, seconds since the epoch (UTC).
+    @ivar modseq: its mod-sequence (RFC 7162 §3.1): that of the last
+        change of its flags, or of its arrival.
     """
 
-    __slots__ = ("uid", "base", "sub", "name", "size", "date")
+    __slots__ = ("uid", "base", "sub", "name", "size", "date", "modseq")
 
-    def __init__(self, uid: int, base: str, sub: str, name: str, size: int, date: int) -> None:
+    def __init__(self, uid: int, base: str, sub: str, name: str, size: int, date: int, modseq: int = 0) -> None:
         self.uid = uid
         self.base = base
         self.sub = sub
         self.name = name
         self.size = size
         self.date = date
+        self.modseq = modseq
 
     def __repr__(self) -> str:
-        return f"IndexEntry({self.uid}, {self.sub}/{self.name}, size={self.size}, date={self.date})"
+        return f"IndexEntry({self.uid}, {self.sub}/{self.name}, size={self.size}, date={self.date}, modseq={self.modseq})"
 
 
 def sizeFromName(base: str) -> int:
@@ -385,6 +429,15 @@ class FolderIndex:
         self._unseen: tuple[int, int] | None = None
         # The side store's SEARCH fields in memory (see searchHeaders).
         self._columns = _HeaderColumns()
+        # Mod-sequences (see the module docstring).
+        self._modseqs = ModseqCounter(folderPath, self._fs, self._clock, hostname=host, pause=self._pause)
+        #: The largest mod-sequence given (RFC 7162 HIGHESTMODSEQ).
+        self.highestModseq = 0
+        # Every message needs a new mod-sequence: no trusted index was loaded.
+        self._modseqFloor = True
+        # Inside modseqBatch(): whether, and the mod-sequence its changes share.
+        self._batching = False
+        self._batchModseq: int | None = None
 
     @property
     def lock(self) -> "threading.RLock":
@@ -505,8 +558,20 @@ class FolderIndex:
             # Deleted or renamed under us: the UID list cannot be kept.
             raise MailboxGone(self.folderPath)
         uidListStamp = self._uidList._statStamp()
-        if newNames is None and curNames is None and uidListStamp == self._uidListStamp and self.uidValidity is not None:
+        if (
+            newNames is None
+            and curNames is None
+            and uidListStamp == self._uidListStamp
+            and self.uidValidity is not None
+            and not self._modseqFloor
+        ):
             return Changes()
+        if self._modseqFloor:
+            try:
+                self._giveFloor()
+            except FileNotFoundError as e:
+                if not self._folderGone(e):
+                    raise
 
         entries = self._entries
         byBase = self._byBase
@@ -640,6 +705,27 @@ class FolderIndex:
     ) -> None:
         self._stamps = {"new": newStamp if newSettled else 0, "cur": curStamp if curSettled else 0}
         self._uidListStamp = uidListStamp
+        failure = None
+        if added or removed or changed or reset:
+            # RFC 7162 §3.1: new messages, flag changes and expunges get a
+            # new mod-sequence, larger than any before.
+            try:
+                self._readyModseq()
+                modseq = self._takeModseq()
+            except Exception as e:
+                # Nothing can be handed out: the changes are recorded all
+                # the same, and every message gets a new mod-sequence as
+                # soon as one can be (a client then resynchronises rather
+                # than miss these changes).
+                self._modseqFloor = True
+                if not self._folderGone(e):
+                    failure = e
+            else:
+                entries = self._entries
+                for uid in added:
+                    entries[uid].modseq = modseq
+                for uid in changed:
+                    entries[uid].modseq = modseq
         if added or removed or reset:
             if removed:
                 gone = set(removed)
@@ -659,10 +745,89 @@ class FolderIndex:
             self._clock.seconds() - self._lastSave >= SAVE_INTERVAL or self._unsaved >= SAVE_CHANGES or not self._lastSave
         ):
             self._saveQuietly()
+        if failure is not None:
+            raise failure
 
     def _record(self, kind: str, uid: int, owner: object = None) -> None:
         self.generation += 1
         self._log.append((self.generation, kind, uid, owner))
+
+    # -- mod-sequences --------------------------------------------------------
+
+    def _readyModseq(self) -> None:
+        """
+        Make sure L{_takeModseq} will not fail (see L{ModseqCounter.ready}):
+        called before a change that needs a mod-sequence, so that a failure
+        leaves nothing changed.
+
+        @raise OSError: no mod-sequence can be handed out now.
+        """
+        if self._batchModseq is None:
+            self._modseqs.ready()
+
+    def _takeModseq(self) -> int:
+        """
+        A new mod-sequence, now L{highestModseq}: inside L{modseqBatch}, the
+        one the batch's changes share.
+        """
+        if self._batchModseq is not None:
+            return self._batchModseq
+        value = self._modseqs.take()
+        self.highestModseq = max(self.highestModseq, value)
+        if self._batching:
+            self._batchModseq = value
+        return value
+
+    def _folderGone(self, error: BaseException) -> bool:
+        """
+        Whether C{error} comes of the folder itself being gone (deleted or
+        renamed by another session): a folder that is gone takes no
+        mod-sequence, and its messages are gone.
+        """
+        return isinstance(error, FileNotFoundError) and not os.path.isdir(self.folderPath)
+
+    def _giveFloor(self) -> None:
+        """
+        Give every message one new mod-sequence, above any handed out
+        before: no trusted index was loaded (see the module docstring).
+        Nothing is changed if none can be handed out.
+        """
+        self._readyModseq()
+        modseq = self._takeModseq()
+        for found in self._entries.values():
+            found.modseq = modseq
+        self._modseqFloor = False
+        self._dirty = True
+
+    @contextlib.contextmanager
+    def modseqBatch(self) -> Iterator[None]:
+        """
+        Hold the index's lock, and let every change made meanwhile (by this
+        thread: L{setFlags}, L{changeFlags}, refreshes) share one new
+        mod-sequence: a STORE of many messages then takes one, not one per
+        message.  No other session can see the index between those changes,
+        so the value is still larger than any it has seen (RFC 7162 §3.1
+        asks only that each STORE get a new, larger one).  Batches nest.
+        """
+        with self._lock:
+            if self._batching:
+                yield
+                return
+            self._batching = True
+            try:
+                yield
+            finally:
+                self._batching = False
+                self._batchModseq = None
+
+    def modseq(self, uid: int) -> int:
+        """
+        The message's mod-sequence.
+
+        @raise MessageGone: it is gone.
+        """
+        with self._lock:
+            return self.entry(uid).modseq
 
     def _syncUIDs(self, names: Iterable[str]) -> tuple[int, dict[str, int]]:
         names = list(names)
@@ -763,13 +928,18 @@ class FolderIndex:
             self._entries, self._byBase, self._inNew, self._uids = {}, {}, set(), []
             self._stamps = {"new": 0, "cur": 0}
             self.uidValidity = None
+            self._modseqFloor = True
 
     def _parse(self, text: str) -> None:
         lines = text.split("\n")
         header = lines[0].split(" ")
-        if len(header) != 5 or header[0] != _MAGIC or header[1] != _VERSION:
+        if header[:2] == [_MAGIC, "1"] and len(header) == 5:
+            header += ["0", "0"]  # before mod-sequences: none to trust
+        if len(header) != 7 or header[0] != _MAGIC or header[1] not in ("1", _VERSION):
             raise ValueError("not a mailhub index")
+        withModseqs = header[1] == _VERSION
         validity, newStamp, curStamp = int(header[2]), int(header[3]), int(header[4])
+        highestModseq, ceiling = int(header[5]), int(header[6])
         current, _ = self._uidList.mapping()
         if current != validity:
             raise ValueError("UIDVALIDITY changed")
@@ -780,7 +950,12 @@ class FolderIndex:
         inNew: set[str] = set()
         last = 0
         for line in lines[1:-1]:
-            uidText, sizeText, dateText, sub, name = line.split("\t")
+            if withModseqs:
+                uidText, sizeText, dateText, sub, modseqText, name = line.split("\t")
+                modseq = int(modseqText)
+            else:
+                uidText, sizeText, dateText, sub, name = line.split("\t")
+                modseq = 0
             uid = int(uidText)
             if uid <= last:
                 raise ValueError("UIDs out of order")
@@ -794,9 +969,16 @@ class FolderIndex:
                 sub = "cur"
             else:
                 raise ValueError("bad directory")
-            entries[uid] = IndexEntry(uid, base, sub, name, int(sizeText), int(dateText))
+            entries[uid] = IndexEntry(uid, base, sub, name, int(sizeText), int(dateText), modseq)
             byBase[base] = uid
+        # See "Mod-sequences" in the module docstring: the saved values are
+        # the truth only if no value was handed out after the save, which
+        # would have raised the state file's CEILING first.
+        self._modseqs.observe(max(highestModseq, ceiling))
+        trusted = withModseqs and ceiling > 0 and self._modseqs.read() == ceiling
         self._entries, self._byBase, self._inNew = entries, byBase, inNew
+        self.highestModseq = highestModseq
+        self._modseqFloor = not trusted
         self._uids = list(entries)
         self.uidValidity = validity
         self._stamps = {"new": newStamp, "cur": curStamp}
@@ -814,11 +996,17 @@ class FolderIndex:
         with self._lock:
             if self.uidValidity is None:
                 return
-            out = [f"{_MAGIC} {_VERSION} {self.uidValidity} {self._stamps['new']} {self._stamps['cur']}\n"]
+            # A CEILING of 0 makes the saved mod-sequences untrusted (see
+            # "Mod-sequences" in the module docstring).
+            ceiling = 0 if self._modseqFloor else self._modseqs.ceiling
+            out = [
+                f"{_MAGIC} {_VERSION} {self.uidValidity} {self._stamps['new']} {self._stamps['cur']}"
+                f" {self.highestModseq} {ceiling}\n"
+            ]
             entries = self._entries
             out.extend(
                 [
-                    f"{e.uid}\t{e.size}\t{e.date}\t{'n' if e.sub == 'new' else 'c'}\t{_encodeName(e.name)}\n"
+                    f"{e.uid}\t{e.size}\t{e.date}\t{'n' if e.sub == 'new' else 'c'}\t{e.modseq}\t{_encodeName(e.name)}\n"
                     for e in (entries[u] for u in self._uids)
                 ]
             )
@@ -840,6 +1028,10 @@ class FolderIndex:
             self._dirty = False
             self._unsaved = 0
             self._lastSave = self._clock.seconds()
+            # The next mod-sequence raises CEILING above the one just saved
+            # (a batch under way takes a new one too).
+            self._modseqs.retire()
+            self._batchModseq = None
 
     def _saveQuietly(self) -> None:
         try:
@@ -964,29 +1156,50 @@ class FolderIndex:
                 letters.add(letter)
         return system, letters
 
-    def setFlags(self, uid: int, flags: Iterable[str], keywords: Iterable[str], owner: object = None) -> list[str]:
+    def setFlags(
+        self,
+        uid: int,
+        flags: Iterable[str],
+        keywords: Iterable[str],
+        owner: object = None,
+        unchangedSince: int | None = None,
+    ) -> list[str]:
         """
         Give a message exactly these IMAP system flags (C{"\\\\Seen"}...;
         C{\\\\Recent} and unknown ones ignored) and keywords (a keyword
         beyond the folder's 26 is dropped, as Dovecot does).  Maildir flags
         with no IMAP meaning (C{P}) are kept.  The file is renamed into
-        C{cur/} as C{BASE:2,FLAGS}.
+        C{cur/} as C{BASE:2,FLAGS}; if the flags changed, the message gets a
+        new mod-sequence.
 
+        @param unchangedSince: change nothing if the message's mod-sequence
+            is above this (RFC 7162 §3.1.3).
         @return: the flags the message now has.
         @raise MessageGone: it is gone.
+        @raise ModifiedSince: the message changed after C{unchangedSince}.
         """
         system, letters = self._imapToMaildir(flags, keywords)
-        return self._rename(uid, lambda s, l: ((s - set("DFRST")) | system, letters), owner)
+        return self._rename(uid, lambda s, l: ((s - set("DFRST")) | system, letters), owner, unchangedSince)
 
-    def changeFlags(self, uid: int, add: Iterable[str] = (), remove: Iterable[str] = (), owner: object = None) -> list[str]:
+    def changeFlags(
+        self,
+        uid: int,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        owner: object = None,
+        unchangedSince: int | None = None,
+    ) -> list[str]:
         """
         Add and remove IMAP flags and keywords (mixed: a name starting with
         a backslash is a system flag), applied to the flags the file has
         when it is renamed, so a flag another session set meanwhile stays.
-        The change is recorded with C{owner} (see L{changesSince}).
+        The change is recorded with C{owner} (see L{changesSince}) and gives
+        the message a new mod-sequence.
 
+        @param unchangedSince: as for L{setFlags}.
         @return: the flags the message now has.
         @raise MessageGone: it is gone.
+        @raise ModifiedSince: as for L{setFlags}.
         """
         add, remove = list(add), list(remove)
         addSystem, addLetters = self._imapToMaildir(add, [k for k in add if not k.startswith("\\")])
@@ -997,19 +1210,37 @@ class FolderIndex:
                 for letter in (self.keywords.letterFor(k, create=False) for k in remove if not k.startswith("\\"))
                 if letter is not None
             }
-        return self._rename(uid, lambda s, l: ((s | addSystem) - removeSystem, (l | addLetters) - removeLetters), owner)
+        return self._rename(
+            uid, lambda s, l: ((s | addSystem) - removeSystem, (l | addLetters) - removeLetters), owner, unchangedSince
+        )
 
     def _rename(
-        self, uid: int, compute: Callable[[set[str], set[str]], tuple[set[str], set[str]]], owner: object = None
+        self,
+        uid: int,
+        compute: Callable[[set[str], set[str]], tuple[set[str], set[str]]],
+        owner: object = None,
+        unchangedSince: int | None = None,
     ) -> list[str]:
         with self._lock:
             found = self.entry(uid)
             for attempt in range(3):
+                if unchangedSince is not None and found.modseq > unchangedSince:
+                    # RFC 7162 §3.1.3: the operation is not performed.
+                    raise ModifiedSince(uid, found.modseq)
                 _, system, letters = parseFlags(found.name)
                 newSystem, newLetters = compute(set(system), set(letters))
                 target = withFlags(found.base, newSystem, newLetters)
                 if found.sub == "cur" and target == found.name:
                     return imapFlags(target, self.keywords.keywordFor)
+                flagsChange = parseFlags(target)[1:] != (system, letters)
+                if flagsChange:
+                    try:
+                        self._readyModseq()  # before the rename: a failure changes nothing
+                    except FileNotFoundError as e:
+                        if not self._folderGone(e):
+                            raise
+                        found = self._relocate(uid)
+                        continue
                 source = os.path.join(self.folderPath, found.sub, found.name)
                 try:
                     self._fs.rename(source, os.path.join(self.folderPath, "cur", target))
@@ -1020,7 +1251,9 @@ class FolderIndex:
                     self._inNew.discard(found.base)
                 found.sub, found.name = "cur", target
                 self._dirty = True
-                if parseFlags(target)[1:] != (system, letters):
+                if flagsChange:
+                    # RFC 7162 §3.1: a flag change gets a new mod-sequence.
+                    found.modseq = self._takeModseq()
                     self._record("f", uid, owner)
                 return imapFlags(target, self.keywords.keywordFor)
             raise MessageGone(uid)
@@ -1458,6 +1691,7 @@ __all__ = [
     "INDEX_NAME",
     "IndexEntry",
     "MessageGone",
+    "ModifiedSince",
     "SEARCH_HEADERS",
     "imapFlags",
     "iterUIDs",

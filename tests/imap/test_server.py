@@ -387,7 +387,7 @@ class MailboxTests(Harness):
         self.login()
         self.assertIn(b'* NAMESPACE (("" "/")) NIL NIL', self.send(b"a NAMESPACE\r\n"))
         self.assertIn(b'* ID ("name" "mailhub")', self.send(b'b ID ("name" "test")\r\n'))
-        self.assertIn(b"* ENABLED\r\nc OK", self.send(b"c ENABLE CONDSTORE\r\n"))
+        self.assertIn(b"* ENABLED\r\nc OK", self.send(b"c ENABLE X-UNKNOWN\r\n"))
 
     def test_twistedTrapAppendToMissingFolder(self) -> None:
         self.login()
