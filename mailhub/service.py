@@ -340,6 +340,7 @@ def makeService(
         maildir=maildir,
         pop3Mailbox=MaildirMailbox,
         imapAccount=lambda path: MaildirAccount(path, clock=reactor),
+        runBlocking=runBlocking,
     )
     portal = Portal(realm, checkers or _checkers(config, reactor, users))
     authenticator = Authenticator(portal, LoginThrottle(reactor), reactor)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred
 from twisted.mail.imap4 import IAccount
 from twisted.mail.pop3 import IMailbox
 from zope.interface import implementer
@@ -41,6 +42,10 @@ class MailhubRealm:
         have a C{release()} method, called at logout.
     @param imapAccount: makes the IMAP account over a Maildir path; its
         C{logout()}, if any, is called at logout.
+    @param runBlocking: runs a blocking function off the reactor thread
+        and returns a Deferred; the IMAP account is made through it (it
+        looks at the disk: the default folders are made on first login).
+        Without it, on the calling thread.
     """
 
     def __init__(
@@ -50,11 +55,13 @@ class MailhubRealm:
         maildir: Callable[[str], str],
         pop3Mailbox: Callable[[str], Any] | None = None,
         imapAccount: Callable[[str], Any] | None = None,
+        runBlocking: Callable[..., Deferred[Any]] | None = None,
     ) -> None:
         self.submission = submission
         self.maildir = maildir
         self.pop3Mailbox = pop3Mailbox
         self.imapAccount = imapAccount
+        self.runBlocking = runBlocking
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
         address = avatarAddress(avatarId)
@@ -65,6 +72,13 @@ class MailhubRealm:
                 mailbox = self.pop3Mailbox(self.maildir(address))
                 return interface, mailbox, getattr(mailbox, "release", lambda: None)
             if interface is IAccount and self.imapAccount is not None:
-                account = self.imapAccount(self.maildir(address))
-                return interface, account, getattr(account, "logout", lambda: None)
+                path = self.maildir(address)
+
+                def avatar(account: Any, interface: Any = interface) -> tuple[Any, Any, Callable[[], None]]:
+                    return interface, account, getattr(account, "logout", lambda: None)
+
+                if self.runBlocking is None:
+                    return avatar(self.imapAccount(path))
+                # A Deferred, which the portal passes on.
+                return self.runBlocking(self.imapAccount, path).addCallback(avatar)  # type: ignore[return-value]
         raise NotImplementedError(f"no avatar for {interfaces!r}")

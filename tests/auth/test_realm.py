@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import os
 
+from typing import Any
+
 from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.mail.imap4 import IAccount
 from twisted.mail.pop3 import IMailbox
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -67,6 +71,44 @@ class RealmTests(SynchronousTestCase):
         self.assertEqual(self.made, [("pop3", "/data/mail/bob@example.test")])
         logout()
         self.assertEqual(self.released, 1)
+
+    def test_imapAccountOffThread(self) -> None:
+        """
+        The IMAP account (which makes the default folders on first login)
+        is made through C{runBlocking}: the realm answers a Deferred of
+        the avatar, and logout calls the account's C{logout}.
+        """
+        ran: list[object] = []
+        calls: list[Deferred[object]] = []
+
+        class Account:
+            def __init__(account, path: str) -> None:
+                account.path = path
+
+            def logout(account) -> None:
+                ran.append(("logout", account.path))
+
+        def runBlocking(function: Any, *args: Any) -> Deferred[object]:
+            ran.append(("blocking", args))
+            d: Deferred[object] = Deferred()
+            calls.append(d)
+            d.addCallback(lambda _: function(*args))
+            return d
+
+        realm = MailhubRealm(
+            submission=lambda user: None,  # type: ignore[arg-type,return-value]
+            maildir=lambda user: f"/data/mail/{user}",
+            imapAccount=Account,
+            runBlocking=runBlocking,
+        )
+        d = realm.requestAvatar("carol@example.test", None, IAccount)
+        self.assertNoResult(d)
+        calls[0].callback(None)
+        interface, avatar, logout = self.successResultOf(d)
+        self.assertIs(interface, IAccount)
+        self.assertEqual(avatar.path, "/data/mail/carol@example.test")
+        logout()
+        self.assertEqual(ran, [("blocking", ("/data/mail/carol@example.test",)), ("logout", avatar.path)])
 
     def test_unknownInterface(self) -> None:
         """
