@@ -150,7 +150,7 @@ from mailhub import sasl
 from mailhub.errors import MailboxGone, MailhubError, MessageExpunged, TemporaryAuthError
 from mailhub.imap import message as M
 from mailhub.imap import search as S
-from mailhub.sessions import Refuse, SessionFactory, peerHost
+from mailhub.sessions import Refuse, SessionFactory, peerHost, setNoDelay
 
 #: Longest command line, in octets before the CRLF (RFC 7162 §4 suggests
 #: servers accept at least 8192).
@@ -974,6 +974,9 @@ class IMAP4Server(imap4.IMAP4Server):
         self.canStartTLS = (
             self.ctx is not None and ITLSTransport(self.transport, None) is not None
         )
+        # A tagged reply after a long response would wait for the client's
+        # delayed ACK (40 ms).
+        setNoDelay(self.transport)
         self.factory.connected(self)
         self.setTimeout(min(PREAUTH_TIMEOUT, self.factory.idleTimeout))
         self._write(b"* OK [CAPABILITY " + b" ".join(self.listCapabilities()) + b"] "
