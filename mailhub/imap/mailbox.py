@@ -1056,6 +1056,13 @@ class MaildirAccount:
             raise self._fail(e) from None
         return True
 
+    def subscriptions(self) -> list[str]:
+        """
+        Every subscribed name, whether or not the folder exists (LIST
+        (SUBSCRIBED), RFC 5258 §3).
+        """
+        return list(self.store.subscribed())
+
     def listMailboxes(self, ref: str | bytes, wildcard: str | bytes) -> list[tuple[str, MailboxInfo]]:
         """
         LIST (RFC 3501 §6.3.8): folders matching C{ref} + C{wildcard}

@@ -763,6 +763,51 @@ def _subscribedAmong(account: Any, names: list[str]) -> Any:
     return step(list(names))
 
 
+#: RFC 5258 §3: the selection options; RFC 6154 §5.1 adds SPECIAL-USE.
+_LIST_SELECTION = ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE")
+
+#: RFC 5258 §4: the return options; RFC 6154 §5.1 SPECIAL-USE, RFC 5819 §2
+#: STATUS (with its items).
+_LIST_RETURN = ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS")
+
+#: RFC 6154 §2: the special-use attributes, lowered.
+_SPECIAL_USE = frozenset(("\\all", "\\archive", "\\drafts", "\\flagged", "\\junk", "\\sent", "\\trash"))
+
+
+def _listMatcher(ref: str, pattern: str, delimiter: str) -> Callable[[str], bool]:
+    """
+    Whether a folder name matches C{ref} + C{pattern} (RFC 3501 §6.3.8:
+    C{*} anything, C{%} anything but the delimiter; case-sensitive but for
+    INBOX, RFC 3501 §5.1), as the backend's C{listMailboxes} matches: for
+    names that may not exist (subscriptions, their parents) in an extended
+    LIST.
+    """
+
+    def compile(text: str) -> "re.Pattern[str]":
+        out = []
+        for piece in re.split(r"([*%])", text):
+            if piece == "*":
+                out.append(".*")
+            elif piece == "%":
+                out.append(f"[^{re.escape(delimiter)}]*")
+            else:
+                out.append(re.escape(piece))
+        return re.compile("".join(out), re.S)
+
+    full = ref + pattern
+    exact = compile(full)
+    head, sep, rest = full.partition(delimiter)
+    inbox = compile("INBOX" + sep + rest) if head.upper() == "INBOX" else exact
+
+    def matches(name: str) -> bool:
+        if exact.fullmatch(name):
+            return True
+        isInbox = name == "INBOX" or name.startswith("INBOX" + delimiter)
+        return isInbox and inbox.fullmatch(name) is not None
+
+    return matches
+
+
 def _deletedUIDs(mbox: Any, messages: MessageSet) -> Any:
     """
     The UIDs of the messages of the UID set C{messages} flagged \\Deleted.
@@ -1033,6 +1078,7 @@ class IMAP4Server(imap4.IMAP4Server):
         for name in (b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"SPECIAL-USE", b"ENABLE",
                      b"UNSELECT", b"LITERAL+", b"ID", b"CHILDREN", b"CONDSTORE", b"QRESYNC"):
             caps[name] = None
+        caps[b"LIST-EXTENDED"] = caps[b"LIST-STATUS"] = None  # RFC 5258 §1, RFC 5819 §1
         return caps
 
     # Output
@@ -1728,6 +1774,9 @@ class IMAP4Server(imap4.IMAP4Server):
         await self._list(tag, args, "LSUB")
 
     async def _list(self, tag: bytes, args: list, verb: str) -> None:
+        if verb == "LIST" and (len(args) != 2 or any(isinstance(a, list) for a in args)):
+            await self._listExtended(tag, args)  # RFC 5258 §3
+            return
         ref, pattern = arguments(args, 2, f"{verb} reference pattern")
         refName, patternName = listPattern(astring(ref)), listPattern(astring(pattern))
         if verb == "LIST" and not patternName:
@@ -1757,6 +1806,155 @@ class IMAP4Server(imap4.IMAP4Server):
                 verb.encode("ascii") + b" " + flagList(flags) + b" " + quoted(delimiter) + b" " + encodeName(name)
             )
         self._reply(tag, "OK", f"{verb} completed")
+
+    def _listArguments(self, args: list) -> tuple[set[str], str, list[str], set[str], list[str]]:
+        """
+        An extended LIST's arguments (RFC 5258 §6: C{LIST [(selection)]
+        reference (pattern ...) [RETURN (options)]}): the selection
+        options, the reference, the patterns, the return options and the
+        STATUS items.
+
+        @raise IMAPError: C{BAD} for bad syntax or an unknown option.
+        """
+        usage = "Syntax: LIST [(selection-options)] reference (patterns) [RETURN (return-options)]"
+        selection: set[str] = set()
+        if args and isinstance(args[0], list):
+            selection = {atom(o, "a selection option") for o in args[0]}
+            args = args[1:]
+        if len(args) not in (2, 4):
+            raise bad(usage)
+        if selection - set(_LIST_SELECTION):
+            raise bad("Unknown LIST selection option")
+        # RFC 5258 §3: RECURSIVEMATCH needs a selection option besides REMOTE.
+        if "RECURSIVEMATCH" in selection and not selection - {"RECURSIVEMATCH", "REMOTE"}:
+            raise bad("RECURSIVEMATCH needs another selection option")
+        refName = listPattern(astring(args[0], "the reference"))
+        raw = args[1] if isinstance(args[1], list) else [args[1]]
+        if not raw:
+            raise bad(usage)
+        patterns = [listPattern(astring(p, "a pattern")) for p in raw]
+        returns: set[str] = set()
+        items: list[str] = []
+        if len(args) == 4:
+            if not isinstance(args[2], Atom) or args[2].upper() != "RETURN" or not isinstance(args[3], list):
+                raise bad(usage)
+            options = list(args[3])
+            while options:
+                option = atom(options.pop(0), "a return option")
+                if option not in _LIST_RETURN or option in returns:
+                    raise bad("Unknown or repeated LIST return option")
+                returns.add(option)
+                if option == "STATUS":
+                    # RFC 5819 §2: STATUS takes the STATUS command's items.
+                    if not options or not isinstance(options[0], list) or not options[0]:
+                        raise bad("Syntax: RETURN (STATUS (items))")
+                    items = [atom(i, "a status item") for i in options.pop(0)]
+                    if any(i not in _STATUS_ITEMS + _MODSEQ_STATUS_ITEMS for i in items):
+                        raise bad("Unknown status item")
+        return selection, refName, patterns, returns, items
+
+    async def _listExtended(self, tag: bytes, args: list) -> None:
+        """
+        LIST-EXTENDED (RFC 5258) with the SPECIAL-USE options (RFC 6154
+        §5.1) and LIST-STATUS (RFC 5819): the folder list is read once
+        (C{listMailboxes("", "*")}) and matched against every pattern
+        here, so that subscribed folders that do not exist, and parents
+        RECURSIVEMATCH brings in, are matched alike.
+        """
+        selection, refName, patterns, returns, items = self._listArguments(args)
+        if patterns == [""] and not selection - {"REMOTE"}:
+            # RFC 3501 §6.3.8: the hierarchy delimiter and root.
+            self._untaggedLine(b'LIST (\\Noselect) "/" ""')
+            self._reply(tag, "OK", "LIST completed")
+            return
+        if "HIGHESTMODSEQ" in items:
+            self._enableCondstore()  # RFC 7162 §3.1.7
+        boxes = await self._call(_listOf, self.account.listMailboxes, "", "*")
+        existing = {name: list(info.getFlags()) for name, info in boxes}
+        delimiter = boxes[0][1].getHierarchicalDelimiter() if boxes else "/"
+        # RFC 5258 §3: the SUBSCRIBED selection option implies the return option.
+        wantSubscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+        subscribed: set[str] = set()
+        if wantSubscribed:
+            subscriptions = getattr(self.account, "subscriptions", None)
+            if subscriptions is not None:
+                subscribed = set(await self._call(_listOf, subscriptions))
+            else:
+                subscribed = set(await self._call(_subscribedAmong, self.account, list(existing)))
+
+        def meets(name: str) -> bool:
+            if "SUBSCRIBED" in selection and name not in subscribed:
+                return False
+            if "SPECIAL-USE" in selection:  # RFC 6154 §5.1
+                return bool(_SPECIAL_USE & {f.lower() for f in existing.get(name, ())})
+            return True
+
+        names = list(existing)
+        if "SUBSCRIBED" in selection:
+            names += sorted(subscribed - set(existing))  # RFC 5258 §3.4: \NonExistent
+        selected = [n for n in names if meets(n)]
+        childInfo: dict[str, list[str]] = {}
+        if "RECURSIVEMATCH" in selection:
+            # RFC 5258 §3: a parent that does not meet the criteria is
+            # listed when a descendant does, and CHILDINFO says which.
+            tags = [o for o in ("SUBSCRIBED", "SPECIAL-USE") if o in selection]
+            for name in selected:
+                parts = name.split(delimiter)
+                for i in range(1, len(parts)):
+                    childInfo.setdefault(delimiter.join(parts[:i]), tags)
+            extra = sorted(set(childInfo) - set(names))
+            selected = [n for n in names + extra if n in childInfo or meets(n)]
+        matchers = [_listMatcher(refName, p, delimiter) for p in patterns if p]
+        for name in selected:
+            if not any(m(name) for m in matchers):
+                continue
+            flags = list(existing.get(name, ["\\NonExistent"]))  # RFC 5258 §3.4
+            lowered = {f.lower() for f in flags}
+            if not {"\\haschildren", "\\hasnochildren", "\\noinferiors"} & lowered:
+                prefix = name + delimiter
+                flags.append("\\HasChildren" if any(n.startswith(prefix) for n in existing) else "\\HasNoChildren")
+            if wantSubscribed and name in subscribed:
+                flags.append("\\Subscribed")  # RFC 5258 §3.4
+            status = None
+            if items and not {"\\noselect", "\\nonexistent"} & lowered:
+                status = await self._listStatus(name, items)
+                if status is False:
+                    flags.append("\\Noselect")  # RFC 5819 §2: gone meanwhile
+            line = b"LIST " + flagList(flags) + b" " + quoted(delimiter) + b" " + encodeName(name)
+            if name in childInfo:
+                line += b' ("CHILDINFO" (' + b" ".join(quoted(t) for t in childInfo[name]) + b"))"
+            self._untaggedLine(line)
+            if status:
+                pairs = b" ".join(b"%s %d" % (k.encode("ascii"), int(status[k])) for k in items if k in status)
+                self._untaggedLine(b"STATUS " + encodeName(name) + b" (" + pairs + b")")
+        self._reply(tag, "OK", "LIST completed")
+
+    async def _listStatus(self, name: str, items: list[str]) -> dict | bool | None:
+        """
+        The STATUS of one folder for LIST-STATUS, as the STATUS command
+        reads it: C{False} if the folder cannot be selected, C{None} if
+        reading it failed (RFC 5819 §2: the LIST line goes out without
+        STATUS, and the command still succeeds).
+        """
+        try:
+            mbox = await self._call(self.account.select, name, False)
+        except _SessionGone:
+            raise
+        except Exception:
+            self.log.failure("IMAP LIST-STATUS could not open {name}", name=name)
+            return None
+        if mbox is None:
+            return False
+        try:
+            return dict(await self._call(_status, mbox, items))
+        except _SessionGone:
+            raise
+        except Exception:
+            self.log.failure("IMAP LIST-STATUS could not read {name}", name=name)
+            return None
+        finally:
+            if mbox is not self.mbox:
+                await self._call(_closeBackend, mbox)
 
     async def cmd_STATUS(self, tag: bytes, args: list) -> None:
         raw, items = arguments(args, 2, "STATUS mailbox (items)")
