@@ -89,12 +89,6 @@ class Relay:
             received = await self.runBlocking(self._add, entry, content, spool, spoolSize, claim)
         if claim:
             self._claimed[entry.id] = received
-        self.log.info(
-            "queued id={id} from=<{sender}> to={to}",
-            id=entry.id,
-            sender=entry.sender,
-            to=",".join(f"<{a}>" for a in recipients),
-        )
         return entry
 
     def _add(
@@ -185,5 +179,10 @@ class ReportSender:
             )
             entry = await self.relay.enqueue(
                 envelope, message, None, len(message), list(resolution.remote)
+            )
+            self.log.info(
+                "queued report id={id} to={to}",
+                id=entry.id,
+                to=",".join(f"<{a}>" for a in resolution.remote),
             )
             self.relay.release(entry)

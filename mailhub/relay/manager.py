@@ -364,7 +364,6 @@ class RelayManager(Service):
                     await self.writer.remove(queueId)
                 else:
                     await self.runBlocking(self._removeAndRelease, queueId)
-                self.log.debug("removed id={id}: nothing left to deliver", id=queueId)
             else:
                 await self.runBlocking(self._updateAndRelease, entry)
                 self._push(entry.nextAttempt, queueId)
