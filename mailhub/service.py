@@ -394,6 +394,7 @@ def makeService(
         hostname=config.hostname,
         maxLiteral=config.limits.messageSize,
         connectionsPerPeer=config.limits.connectionsPerPeer,
+        connectionsPerUser=config.limits.connectionsPerUser,
         peerLimitExempt=config.limits.peerLimitExempt,
         runBlocking=runBlocking,
     )
