@@ -189,6 +189,8 @@ class MaildirMessage:
     @ivar seq: its sequence number in the session that fetched it.
     """
 
+    __slots__ = ("_mailbox", "_index", "seq", "uid")
+
     def __init__(self, mailbox: "MaildirIMAPMailbox", seq: int, uid: int) -> None:
         self._mailbox = mailbox
         self._index = mailbox.index

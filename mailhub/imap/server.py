@@ -78,6 +78,10 @@ The optional backend protocol (all duck-typed, each with a fallback):
     convention: the server maps them to UIDs for UID SEARCH).
   - Messages providing C{IMessageFile} give their raw octets through
     C{open()}; others are rebuilt from C{getHeaders(True)} and the body.
+  - C{message.envelope()} and C{message.bodyStructure()}: the message's
+    ENVELOPE and BODYSTRUCTURE (extensible) as nested lists, as
+    L{mailhub.imap.message} makes them (a backend that caches them); FETCH
+    then reads no octets for those items.
 """
 
 from __future__ import annotations
@@ -107,7 +111,6 @@ from twisted.mail.imap4 import (
     MessageSet,
     NoSuchMailbox,
     ReadOnlyMailbox,
-    collapseNestedLists,
 )
 from twisted.python.failure import Failure
 
@@ -157,6 +160,10 @@ MAX_PENDING_INPUT = 256 * 1024
 #: C{runBlocking} call (file reads, flags), written out before the next.
 FETCH_BATCH = 100
 
+#: The batch when every item comes from the index (L{_INDEX_ITEMS}): no file
+#: is read, so a batch is quick however large, and fewer thread hops count.
+FETCH_INDEX_BATCH = 2000
+
 #: A FETCH batch's rendering stops early once this many octets are ready.
 FETCH_BATCH_OCTETS = 1024 * 1024
 
@@ -196,6 +203,11 @@ _SIMPLE_FETCH = {
     "RFC822", "RFC822.HEADER", "RFC822.TEXT",
 }
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+#: FETCH items answered from the index alone.
+_INDEX_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
+#: FETCH items that need the message's octets, unless the message object
+#: keeps ENVELOPE (C{envelope()}) or BODYSTRUCTURE (C{bodyStructure()}).
+_RAW_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 
 
 class IMAPError(MailhubError):
@@ -400,6 +412,33 @@ def quoted(data: bytes | str) -> bytes:
 
 def encodeName(name: str) -> bytes:
     return quoted(name.encode("imap4-utf-7"))
+
+
+def nestedList(items: Iterable[Any]) -> bytes:
+    """
+    ENVELOPE and BODYSTRUCTURE values as IMAP text: what Twisted's
+    C{collapseNestedLists} makes of them (C{bytes} quoted, or a literal when
+    they hold CR or LF or are over 1000 octets; C{None} as NIL; numbers;
+    lists in parentheses), without its per-item overhead.
+    """
+    out = []
+    for item in items:
+        if item is None:
+            out.append(b"NIL")
+        elif isinstance(item, (bytes, str)):
+            if isinstance(item, str):
+                item = item.encode("ascii")
+            if b"\n" in item or b"\r" in item or len(item) > 1000:
+                out.append(b"{%d}\r\n%b" % (len(item), item))
+            elif b'"' in item or b"\\" in item:
+                out.append(b'"' + item.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"')
+            else:
+                out.append(b'"' + item + b'"')
+        elif isinstance(item, int):
+            out.append(b"%d" % (item,))
+        else:
+            out.append(b"(" + nestedList(item) + b")")
+    return b" ".join(out)
 
 
 def flagList(flags: Iterable[Any]) -> bytes:
@@ -632,6 +671,19 @@ def _searchMessages(node: S.Node, uids: list[int], messages: list, uid: bool) ->
         )
     found = S.search(node, uids, lambda seq: views[seq])
     return [uids[seq - 1] for seq in found] if uid else found
+
+
+def _kept(msg: Any, kind: str) -> bool:
+    """
+    Whether the message object answers FETCH item C{kind} without its
+    octets: C{envelope()} for ENVELOPE, C{bodyStructure()} for
+    BODYSTRUCTURE (a backend's cache; see the module docstring).
+    """
+    if kind == "ENVELOPE":
+        return callable(getattr(msg, "envelope", None))
+    if kind == "BODYSTRUCTURE":
+        return callable(getattr(msg, "bodyStructure", None))
+    return False
 
 
 def _flagsOf(batch: list) -> dict[int, list]:
@@ -1627,8 +1679,9 @@ class IMAP4Server(imap4.IMAP4Server):
         )
         mbox = self.mbox
         pairs = await self._fetch(messages, uid)
-        for start in range(0, len(pairs), FETCH_BATCH):
-            batch = pairs[start : start + FETCH_BATCH]
+        step = FETCH_INDEX_BATCH if all(kind in _INDEX_ITEMS for kind, _, _, _ in items) else FETCH_BATCH
+        for start in range(0, len(pairs), step):
+            batch = pairs[start : start + step]
             flags: dict[int, list] | None = None
             seen: set[int] = set()
             if setsSeen:
@@ -1664,16 +1717,18 @@ class IMAP4Server(imap4.IMAP4Server):
         size = count = 0
         withFlags = items if any(kind == "FLAGS" for kind, _, _, _ in items) else items + [("FLAGS", None, False, None)]
         for seq, msg in batch:
-            messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
-            parts = [b"* %d FETCH (" % (seq,)]
+            messageFlags = flags[seq] if flags is not None else None
+            pieces = []
             raw: bytes | None = None
             for kind, section, peek, span in withFlags if seq in seen else items:
-                if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
+                if kind == "FLAGS" and messageFlags is None:
+                    messageFlags = list(msg.getFlags())
+                elif raw is None and kind in _RAW_ITEMS and not _kept(msg, kind):
                     raw = rawMessage(msg)
-                parts.append((b"" if len(parts) == 1 else b" ") + self._fetchItem(kind, section, span, msg, messageFlags, raw))
-            parts.append(b")\r\n")
-            out.extend(parts)
-            size += sum(len(p) for p in parts)
+                pieces.append(self._fetchItem(kind, section, span, msg, messageFlags, raw))
+            line = b"* %d FETCH (%b)\r\n" % (seq, b" ".join(pieces))
+            out.append(line)
+            size += len(line)
             count += 1
             if size >= FETCH_BATCH_OCTETS:
                 break
@@ -1710,8 +1765,9 @@ class IMAP4Server(imap4.IMAP4Server):
             items.append(("BODY[]", section, match.group(1).upper() == "BODY.PEEK", span))
         return items
 
-    def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list, raw: bytes | None) -> bytes:
+    def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list | None, raw: bytes | None) -> bytes:
         if kind == "FLAGS":
+            assert flags is not None
             return b"FLAGS " + flagList(flags)
         if kind == "UID":
             return b"UID %d" % (msg.getUID(),)
@@ -1719,11 +1775,16 @@ class IMAP4Server(imap4.IMAP4Server):
             return b"INTERNALDATE " + formatInternalDate(msg)
         if kind == "RFC822.SIZE":
             return b"RFC822.SIZE %d" % (msg.getSize(),)
-        assert raw is not None
         if kind == "ENVELOPE":
-            return b"ENVELOPE " + collapseNestedLists([M.envelope(raw)])
+            # From the backend's cache when it keeps one (IMessage has no
+            # such method: duck-typed), else from the header.
+            value = msg.envelope() if raw is None else M.envelope(raw)
+            return b"ENVELOPE (" + nestedList(value) + b")"
+        if kind == "BODYSTRUCTURE" and raw is None:
+            return b"BODYSTRUCTURE (" + nestedList(msg.bodyStructure()) + b")"
+        assert raw is not None
         if kind in ("BODY", "BODYSTRUCTURE"):
-            return kind.encode("ascii") + b" " + collapseNestedLists([M.bodyStructure(raw, kind == "BODYSTRUCTURE")])
+            return kind.encode("ascii") + b" (" + nestedList(M.bodyStructure(raw, kind == "BODYSTRUCTURE")) + b")"
         if kind == "RFC822":
             data = M.toCRLF(raw)
             return b"RFC822 {%d}\r\n" % len(data) + data

@@ -261,12 +261,27 @@ def _fromJSON(value: object) -> object:
     return value
 
 
+#: The IMAP flags of the info parts (after the C{:}) without keyword
+#: letters seen so far: a mailbox has only a few kinds, and FETCH FLAGS
+#: asks for every message's.
+_systemFlags: dict[str, tuple[str, ...]] = {}
+
+
 def imapFlags(name: str, keywordFor: Callable[[str], str | None]) -> list[str]:
     """
     The IMAP flags of a Maildir file name: system flags, then keywords.
     """
+    info = name.partition(":")[2]
+    known = _systemFlags.get(info)
+    if known is not None:
+        return list(known)
     _, system, letters = parseFlags(name)
     flags = [MAILDIR_TO_IMAP[c] for c in "DFRST" if c in system]
+    if not letters:
+        if len(_systemFlags) >= 4096:  # odd names from other tools: stay small
+            _systemFlags.clear()
+        _systemFlags[info] = tuple(flags)
+        return flags
     for letter in sorted(letters):
         keyword = keywordFor(letter)
         if keyword is not None:

@@ -29,6 +29,7 @@ from twisted.mail.imap4 import (
     IMessage,
     IMessageCopier,
     IMessageFile,
+    collapseNestedLists,
 )
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -505,12 +506,77 @@ class FetchTests(Harness):
         self.assertIn(b'BODYSTRUCTURE ("TEXT" "PLAIN"', out)
         self.assertIn(b"a OK", out)
 
+    def test_envelopeFromTheBackend(self) -> None:
+        """
+        A message that keeps its ENVELOPE and BODYSTRUCTURE
+        (C{envelope()}, C{bodyStructure()}) is not read for them; BODY (the
+        non-extensible form) still reads it.
+        """
+        inbox = self.select(2)
+        opened = []
+        for message in inbox.messages:
+            message.envelope = lambda: [b"date", b'say "hi"', None, None, None, None, None, None, None, b"<id>"]
+            message.bodyStructure = lambda: [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", 3, 1]
+            message.open = lambda original=message.open: (opened.append(1), original())[1]
+        out = self.send(b"a FETCH 1:2 (ENVELOPE BODYSTRUCTURE)\r\n")
+        self.assertEqual(
+            out.split(b"\r\n")[0],
+            b'* 1 FETCH (ENVELOPE ("date" "say \\"hi\\"" NIL NIL NIL NIL NIL NIL NIL "<id>") '
+            b'BODYSTRUCTURE ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3 1))',
+        )
+        self.assertIn(b"a OK FETCH completed", out)
+        self.assertEqual(opened, [])
+        out = self.send(b"b FETCH 1 BODY\r\n")
+        self.assertIn(b'* 1 FETCH (BODY ("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 22 1))', out)
+        self.assertEqual(opened, [1])
+
+    def test_indexItemsInFewBatches(self) -> None:
+        """
+        A FETCH of items the index answers (UID, FLAGS, RFC822.SIZE,
+        INTERNALDATE) takes L{S.FETCH_INDEX_BATCH} messages per backend
+        call; one that reads messages, L{S.FETCH_BATCH}.  Every message is
+        answered, in order.
+        """
+        recorder = Recorder()
+        self.factory = self.makeFactory(runBlocking=recorder)
+        self.patch(S, "FETCH_BATCH", 2)
+        self.patch(S, "FETCH_INDEX_BATCH", 4)
+        self.select(9)
+        del recorder.calls[:]
+        out = self.send(b"a FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)\r\n")
+        self.assertEqual([line.split(b" ")[1] for line in out.split(b"\r\n")[:-2]], [b"%d" % n for n in range(1, 10)])
+        self.assertEqual(recorder.calls.count("_renderFetch"), 3)
+        del recorder.calls[:]
+        out = self.send(b"b FETCH 1:* (UID BODY.PEEK[HEADER])\r\n")
+        self.assertEqual(out.count(b" FETCH (UID "), 9)
+        self.assertEqual(recorder.calls.count("_renderFetch"), 5)
+
     def test_fetchBadArguments(self) -> None:
         self.select(2)
         self.assertIn(b"a BAD", self.send(b"a FETCH 5 FLAGS\r\n"))
         self.assertIn(b"b BAD", self.send(b"b FETCH 1 BOGUS\r\n"))
         self.assertIn(b"c BAD", self.send(b"c FETCH 1 BODY[NOPE]\r\n"))
         self.assertIn(b"d OK", self.send(b"d FETCH 1:* FAST\r\n"))
+
+
+class NestedListTests(SynchronousTestCase):
+    def test_asTwistedWrites(self) -> None:
+        """
+        L{S.nestedList} writes what Twisted's C{collapseNestedLists} does:
+        strings quoted (with escapes) or as literals (line ends, over 1000
+        octets), NIL, numbers, nested lists.
+        """
+        cases = [
+            [],
+            [None],
+            [b"", b"plain", 0, 12345],
+            [b'a "quoted" \\ one', [b"x", None, [b"deep", [None]]]],
+            [b"two\r\nlines", b"bare\nLF", b"lone\rCR"],
+            [b"x" * 1000, b"y" * 1001],
+            ["text", [1, [2, [3]]]],
+        ]
+        for items in cases:
+            self.assertEqual(S.nestedList(items), collapseNestedLists(items), items)
 
 
 class SearchTests(Harness):

@@ -22,6 +22,7 @@ from mailhub.maildir.index import (
     FolderIndex,
     MessageGone,
     dateFromName,
+    imapFlags,
     iterUIDs,
     sizeFromName,
 )
@@ -95,6 +96,28 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(sizeFromName("1.M1P1.h,S=10"), -1)
         self.assertEqual(dateFromName("1700000000.M1P1.h"), 1700000000)
         self.assertIsNone(dateFromName("msg-one"))
+
+    def test_imapFlags(self) -> None:
+        """
+        The IMAP flags of a name are the same when remembered per info
+        part; keyword letters are looked up every time (the keyword file
+        may change).
+        """
+        asked: list[str] = []
+
+        def keywordFor(letter: str) -> str | None:
+            asked.append(letter)
+            return {"a": "$Junk"}.get(letter)
+
+        for _ in range(2):
+            self.assertEqual(imapFlags("1.M1P1.h:2,FRS", keywordFor), ["\\Flagged", "\\Answered", "\\Seen"])
+            self.assertEqual(imapFlags("2.M1P1.h:2,", keywordFor), [])
+            self.assertEqual(imapFlags("3.M1P1.h", keywordFor), [])
+            self.assertEqual(imapFlags("4.M1P1.h:2,Sab", keywordFor), ["\\Seen", "$Junk"])
+        self.assertEqual(asked, ["a", "b", "a", "b"])
+        flags = imapFlags("1.M1P1.h:2,FRS", keywordFor)
+        flags.append("\\Recent")  # the caller's own list
+        self.assertEqual(imapFlags("1.M1P1.h:2,FRS", keywordFor), ["\\Flagged", "\\Answered", "\\Seen"])
 
     def test_empty(self) -> None:
         index = self.index()
