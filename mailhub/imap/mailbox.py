@@ -71,7 +71,7 @@ from zope.interface import implementer
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
 from mailhub.imap.message import _Entity, _fields, _parse, bodyText, headerText, headerValues, splitHeader
-from mailhub.imap.search import Node, SearchError, needsHeaders, parseSearch, search
+from mailhub.imap.search import Node, SearchError, needsHeaders, parseSearch, requiredHeaders, search
 from mailhub.maildir.folders import SEPARATOR, FolderError, MailStore
 from mailhub.maildir.index import (
     CACHED_HEADERS,
@@ -756,7 +756,23 @@ class MaildirIMAPMailbox:
                 raise InvalidSearch(e.reason, e.code) from e
         uids = self._uids
         headers = self.index.searchHeaders() if needsHeaders(node) else None
-        return search(node, uids, lambda seq: _SearchView(self, seq, uids[seq - 1], headers))
+        within = None
+        if headers is not None:
+            # Ask the in-memory header columns which messages may match a
+            # header key the search requires (SUBJECT x...): only those are
+            # looked at one by one.
+            possible = None
+            for key in requiredHeaders(node):
+                found = self.index.headerCandidates(key.name, key.value)
+                if found is not None:
+                    possible = found if possible is None else possible & found
+            if possible is not None:
+                within = []
+                for uid in sorted(possible):
+                    at = bisect.bisect_left(uids, uid)
+                    if at < len(uids) and uids[at] == uid:
+                        within.append(at + 1)
+        return search(node, uids, lambda seq: _SearchView(self, seq, uids[seq - 1], headers), within)
 
     def searchUIDs(self, query: Any) -> list[int]:
         """

@@ -87,7 +87,9 @@ import secrets
 import socket
 import threading
 import weakref
+from array import array
 from collections import deque
+from itertools import accumulate
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import quote, unquote
 
@@ -289,6 +291,16 @@ def imapFlags(name: str, keywordFor: Callable[[str], str | None]) -> list[str]:
     return flags
 
 
+def _plain(value: bytes | tuple[bytes, ...]) -> bool:
+    """
+    Whether a header value decodes to its ASCII self: one value, ASCII, no
+    encoded word, no line end (see L{_HeaderColumns.mayContain}).
+    """
+    return (
+        isinstance(value, bytes) and value.isascii() and b"=?" not in value and b"\n" not in value and b"\r" not in value
+    )
+
+
 class _HeaderColumns:
     """
     The L{SEARCH_HEADERS} fields of the messages that have a C{h} record in
@@ -299,19 +311,27 @@ class _HeaderColumns:
     @ivar loaded: whether every C{h} record up to the side store's known
         end is in (or in L{pending}).
     @ivar pending: C{(base, offset, length)} of C{h} records read since.
+    @ivar complex: per field, the rows whose value a plain lower-case
+        substring test cannot judge (see L{mayContain}).
+    @ivar version: grows with every change, for L{mayContain}'s cache.
     """
 
-    __slots__ = ("rows", "columns", "loaded", "pending")
+    __slots__ = ("rows", "columns", "loaded", "pending", "complex", "version", "_texts")
 
     def __init__(self) -> None:
         self.rows: dict[str, int] = {}
         self.columns: dict[str, list[bytes | tuple[bytes, ...] | None]] = {name: [] for name in SEARCH_HEADERS}
         self.loaded = False
         self.pending: list[tuple[str, int, int]] = []
+        self.complex: dict[str, set[int]] = {name: set() for name in SEARCH_HEADERS}
+        self.version = 0
+        # field -> (version, the column's lower-cased text, row starts)
+        self._texts: dict[str, tuple[int, bytes, array]] = {}
 
     def add(self, base: str, fields: object) -> None:
         if not isinstance(fields, dict):
             return
+        self.version += 1
         row = self.rows.get(base)
         if row is None:
             row = self.rows[base] = len(self.rows)
@@ -320,11 +340,44 @@ class _HeaderColumns:
         for name, column in self.columns.items():
             values = fields.get(name)
             if not values or not isinstance(values, list):
-                column[row] = None
+                value = None
             elif len(values) == 1:
-                column[row] = values[0].encode("latin-1")
+                value = values[0].encode("latin-1")
             else:
-                column[row] = tuple(v.encode("latin-1") for v in values)
+                value = tuple(v.encode("latin-1") for v in values)
+            column[row] = value
+            if value is None or _plain(value):
+                self.complex[name].discard(row)
+            else:
+                self.complex[name].add(row)
+
+    def mayContain(self, name: str, wanted: bytes) -> set[int]:
+        """
+        The rows whose field C{name} may contain C{wanted} (lower-case
+        ASCII, no line end) once decoded and case-folded as SEARCH does
+        (L{mailhub.imap.message.decodeHeader}, C{str.casefold}): those
+        whose raw value contains it ignoring ASCII case, found with one
+        C{find} over the whole column's text, and the L{complex} ones
+        (encoded words, 8-bit octets, a repeated field), which only the
+        full test can judge.  A row not returned cannot match.
+        """
+        cached = self._texts.get(name)
+        if cached is None or cached[0] != self.version:
+            column = self.columns[name]
+            complex = self.complex[name]
+            plain = [b"" if v is None or i in complex else v for i, v in enumerate(column)]  # type: ignore[misc]
+            starts = array("q", [0])
+            starts.extend(accumulate(len(v) + 1 for v in plain))
+            cached = (self.version, b"\n".join(plain).lower(), starts)
+            self._texts[name] = cached
+        _, text, starts = cached
+        found = set(self.complex[name])
+        at = text.find(wanted)
+        while at >= 0:
+            row = bisect.bisect_right(starts, at) - 1
+            found.add(row)
+            at = text.find(wanted, starts[row + 1])  # the next row
+        return found
 
     def values(self, base: str, name: str) -> list[bytes] | None:
         """
@@ -1410,6 +1463,30 @@ class FolderIndex:
                 return None if found is None else self._columns.values(found.base, name)
 
         return lookup
+
+    def headerCandidates(self, name: str, value: str) -> set[int] | None:
+        """
+        For a SEARCH key C{HEADER name value} (C{SUBJECT}, C{FROM}...): the
+        UIDs of the messages that may match, or C{None} when this cannot
+        narrow it (a field not kept in memory, an empty or non-ASCII
+        value).  Messages whose fields are not in the side store yet are
+        among the candidates.  Call L{searchHeaders} first.
+        """
+        wanted = value.casefold()
+        if name not in SEARCH_HEADERS or not wanted or not wanted.isascii() or "\n" in wanted or "\r" in wanted:
+            return None
+        with self._lock:
+            columns = self._columns
+            if not columns.loaded:
+                return None
+            rows = columns.rows
+            hits = columns.mayContain(name, wanted.encode("ascii"))
+            out = set()
+            for uid, found in self._entries.items():
+                row = rows.get(found.base)
+                if row is None or row in hits:
+                    out.add(uid)
+            return out
 
     def unseenCount(self) -> int:
         """
