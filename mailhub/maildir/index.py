@@ -88,7 +88,7 @@ import socket
 import threading
 import weakref
 from array import array
-from collections import deque
+from collections import OrderedDict, deque
 from itertools import accumulate
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import quote, unquote
@@ -482,6 +482,13 @@ class FolderIndex:
                 self._ensureLoaded()
                 self._refresh()
             return self._uids
+
+    def messageCount(self) -> int:
+        """
+        How many messages the index holds now (without a refresh, without
+        the lock: an estimate for memory bounds).
+        """
+        return len(self._uids)
 
     def messages(self) -> list[IndexEntry]:
         """
@@ -1503,15 +1510,33 @@ class FolderIndex:
             return self._unseen[1]
 
 
+#: A folder's index stays in memory after its last session let go of it,
+#: so that the next session (clients log in again and again, and open a
+#: session per folder) finds it loaded instead of reading the index, the
+#: UID list and the side store again: for up to this many seconds after
+#: it was last asked for (L{sharedIndex})...
+LINGER_SECONDS = 900.0
+
+#: ...while the lingering indexes hold no more than this many messages in
+#: all; the least recently used go first.  A folder larger than this never
+#: lingers: it stays only while a session holds it.
+LINGER_MESSAGES = 300_000
+
 _shared: "weakref.WeakValueDictionary[str, FolderIndex]" = weakref.WeakValueDictionary()
+#: key -> (when last asked for, index), least recently asked for first.
+_lingering: "OrderedDict[str, tuple[float, FolderIndex]]" = OrderedDict()
 _sharedLock = threading.Lock()
 
 
 def sharedIndex(folderPath: str, fs: FileSystem | None = None, clock: IReactorTime | None = None) -> FolderIndex:
     """
     The process's one L{FolderIndex} of a folder, made on first use and
-    kept while a session holds it: sessions share the index (its memory
-    is per folder, not per session) and see each other's changes at once.
+    kept while a session holds it, and after that for a while (see
+    L{LINGER_SECONDS} and L{LINGER_MESSAGES}): sessions share the index
+    (its memory is per folder, not per session) and see each other's
+    changes at once.  Lingering indexes past their time or over the
+    message bound are let go here, at the next call (judged by their sizes
+    then): no timer runs for them.
     """
     key = os.path.realpath(folderPath)
     with _sharedLock:
@@ -1519,7 +1544,28 @@ def sharedIndex(folderPath: str, fs: FileSystem | None = None, clock: IReactorTi
         if index is None:
             index = FolderIndex(folderPath, fs, clock)
             _shared[key] = index
+        now = index._clock.seconds()
+        _lingering.pop(key, None)
+        _lingering[key] = (now, index)
+        _pruneLingering(now)
         return index
+
+
+def _pruneLingering(now: float) -> None:
+    """
+    Let go of the lingering indexes that are too old, then of the least
+    recently used ones while they hold too many messages.  Called with
+    C{_sharedLock} held.
+    """
+    while _lingering:
+        when, _ = next(iter(_lingering.values()))
+        if now - when <= LINGER_SECONDS:
+            break
+        _lingering.popitem(last=False)
+    total = sum(index.messageCount() for _, index in _lingering.values())
+    while _lingering and total > LINGER_MESSAGES:
+        _, (_, index) = _lingering.popitem(last=False)
+        total -= index.messageCount()
 
 
 def iterUIDs(uids: Sequence[int], ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:

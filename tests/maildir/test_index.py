@@ -4,10 +4,12 @@ Tests for L{mailhub.maildir.index}: the per-folder index and its side store.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
 import time
+import weakref
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -704,6 +706,74 @@ class ThreadTests(SynchronousTestCase):
         self.inThreads(work, 4)
         self.assertEqual(len(self.index.uids()), 60)
         self.assertEqual(len(target.uids()), 60)
+
+
+class SharedIndexTests(SynchronousTestCase):
+    """
+    L{sharedIndex}: one index per folder in the process, kept a while
+    after its last user let go of it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = clockAt(START)
+        self.folders = []
+        for n in range(3):
+            folder = os.path.abspath(self.mktemp())
+            ensureMaildir(FileSystem(), folder)
+            self.folders.append(folder)
+
+        def forget() -> None:
+            for folder in self.folders:
+                indexModule._lingering.pop(os.path.realpath(folder), None)
+
+        self.addCleanup(forget)
+
+    def alive(self, reference: "weakref.ref[FolderIndex]") -> bool:
+        gc.collect()
+        return reference() is not None
+
+    def test_sharedAndLingering(self) -> None:
+        """
+        Sessions of one folder get one index; it outlives them for
+        L{indexModule.LINGER_SECONDS} after it was last asked for, and is
+        let go at the first call after that.
+        """
+        first = indexModule.sharedIndex(self.folders[0], clock=self.clock)
+        self.assertIs(indexModule.sharedIndex(self.folders[0] + "/", clock=self.clock), first)
+        reference = weakref.ref(first)
+        del first
+        self.assertTrue(self.alive(reference))
+        self.clock.advance(indexModule.LINGER_SECONDS - 1)
+        self.assertIs(indexModule.sharedIndex(self.folders[0], clock=self.clock), reference())
+        self.clock.advance(indexModule.LINGER_SECONDS + 1)
+        self.assertTrue(self.alive(reference))  # nothing has asked since
+        indexModule.sharedIndex(self.folders[1], clock=self.clock)
+        self.assertFalse(self.alive(reference))
+
+    def test_lingeringBoundedByMessages(self) -> None:
+        """
+        The lingering indexes hold at most L{indexModule.LINGER_MESSAGES}
+        messages; the least recently used go first, and one in use stays.
+        """
+        self.patch(indexModule, "LINGER_MESSAGES", 5)
+        for folder, count in zip(self.folders, (3, 2, 4)):
+            for n in range(count):
+                with open(os.path.join(folder, "new", f"{START + n}.M{n}P1Q1.{HOST}"), "wb") as f:
+                    f.write(message(n))
+        references = []
+        held = None
+        for folder in self.folders:
+            index = indexModule.sharedIndex(folder, clock=self.clock)
+            index.refresh()
+            references.append(weakref.ref(index))
+            if held is None:
+                held = index  # a session still holds the first
+            del index
+        # Sizes are judged at the next call: 3 + 2 + 4 messages, so the
+        # least recently used went, but a session holds the first folder's.
+        self.assertIs(indexModule.sharedIndex(self.folders[2], clock=self.clock), references[2]())
+        self.assertEqual([self.alive(r) for r in references], [True, False, True])
+        self.assertIs(indexModule.sharedIndex(self.folders[0], clock=self.clock), held)
 
 
 class LargeFolderTests(SynchronousTestCase):
