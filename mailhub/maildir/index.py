@@ -551,7 +551,8 @@ class FolderIndex:
         """
         List C{sub} unless it is unchanged and settled since the last look.
 
-        @return: C{(names or None when not listed, mtime stamp, settled)}.
+        @return: C{(names or None when not listed, mtime stamp, settled)};
+            the names may include dot files, which are no messages.
         """
         directory = os.path.join(self.folderPath, sub)
         try:
@@ -560,10 +561,8 @@ class FolderIndex:
             return [], 0, False
         if before and before == self._stamps[sub]:
             return None, before, True
-        names: list[str] = []
         try:
-            with os.scandir(directory) as entries:
-                names = [e.name for e in entries if not e.name.startswith(".")]
+            names = os.listdir(directory)
         except FileNotFoundError:
             return [], 0, False
         settled = self._clock.seconds() - before / 1e9 > SETTLE_SECONDS
@@ -582,22 +581,26 @@ class FolderIndex:
 
         entries = self._entries
         byBase = self._byBase
-        # base -> (sub, name) for the directories that were listed.
+        # A listed directory is compared with the names the index has there
+        # as sets (C code, whatever the folder's size); only the names that
+        # differ are looked at one by one.  seen: base -> (sub, name) of the
+        # names that appeared (new messages, or old ones renamed or moved);
+        # vanished: the bases of the names that are no longer there.
         seen: dict[str, tuple[str, str]] = {}
-        if newNames is not None:
-            for name in newNames:
-                seen[name.split(":", 1)[0]] = ("new", name)
-        if curNames is not None:
-            for name in curNames:
-                seen[name.split(":", 1)[0]] = ("cur", name)
-
-        gone: list[str] = []
-        if curNames is not None and newNames is not None:
-            gone = [base for base in byBase if base not in seen]
-        elif newNames is not None:  # cur/ unchanged: only new/ can have lost names
-            gone = [base for base in self._inNew if base not in seen]
-        elif curNames is not None:
-            gone = [base for base in byBase if base not in seen and base not in self._inNew]
+        vanished: list[str] = []
+        for sub, names in (("new", newNames), ("cur", curNames)):
+            if names is None:
+                continue
+            if sub == "new":
+                known = {entries[byBase[base]].name for base in self._inNew}
+            else:
+                known = {found.name for found in entries.values() if found.sub == "cur"}
+            listed = set(names)
+            for name in listed - known:
+                if not name.startswith("."):
+                    seen[name.split(":", 1)[0]] = (sub, name)
+            vanished.extend(name.split(":", 1)[0] for name in known - listed)
+        gone = [base for base in vanished if base not in seen]
         fresh = [base for base in seen if base not in byBase]
 
         reset = False
@@ -615,6 +618,11 @@ class FolderIndex:
                 goneSet = set(gone)
                 names = [b for b in byBase if b not in goneSet] + fresh if goneSet else list(byBase) + fresh
                 validity, mapping = self._syncUIDs(names)
+                # The whole list: another process may have dropped a name
+                # and listed it again (a new UID) without its file changing.
+                for base, uid in byBase.items():
+                    if mapping.get(base, uid) != uid and base not in seen and base not in goneSet:
+                        seen[base] = (entries[uid].sub, entries[uid].name)
             # The list as this sync left it (our own write included).
             uidListStamp = self._uidList._stamp
             if self.uidValidity is not None and validity != self.uidValidity:
@@ -683,7 +691,8 @@ class FolderIndex:
         seen: dict[str, tuple[str, str]] = {}
         for sub, names in (("new", newNames or []), ("cur", curNames or [])):
             for name in names:
-                seen[name.split(":", 1)[0]] = (sub, name)
+                if not name.startswith("."):
+                    seen[name.split(":", 1)[0]] = (sub, name)
         validity, mapping = self._syncUIDs(list(seen))
         self.uidValidity = validity
         added = []

@@ -242,6 +242,36 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(index.flags(2), ["\\Seen"])
         self.assertEqual(index.newUIDs(), [])
 
+    def test_severalChangesAtOnce(self) -> None:
+        """
+        One refresh sorts out, from listings compared with what the index
+        holds: a delivery, a flag change in C{cur/}, a move from C{new/} to
+        C{cur/} with a flag, a removal from each directory; dot files are
+        no messages.
+        """
+        bases = [self.deliver(sub="cur", info=":2,") for _ in range(3)] + [self.deliver() for _ in range(3)]
+        index = self.index()
+        self.assertEqual(index.refresh().added, (1, 2, 3, 4, 5, 6))
+        cur, new = os.path.join(self.folder, "cur"), os.path.join(self.folder, "new")
+        os.rename(os.path.join(cur, bases[0] + ":2,"), os.path.join(cur, bases[0] + ":2,F"))
+        os.unlink(os.path.join(cur, bases[1] + ":2,"))
+        os.rename(os.path.join(new, bases[3]), os.path.join(cur, bases[3] + ":2,S"))
+        os.unlink(os.path.join(new, bases[4]))
+        late = self.deliver()
+        for sub in ("new", "cur"):
+            with open(os.path.join(self.folder, sub, ".hidden"), "wb") as f:
+                f.write(b"not a message")
+        self.assertEqual(index.refresh(), Changes(added=(7,), removed=(2, 5), flagsChanged=(1, 4)))
+        self.assertEqual([(e.uid, e.sub, e.name) for e in index.messages()], [
+            (1, "cur", bases[0] + ":2,F"),
+            (3, "cur", bases[2] + ":2,"),
+            (4, "cur", bases[3] + ":2,S"),
+            (6, "new", bases[5]),
+            (7, "new", late),
+        ])
+        self.assertEqual(index.newUIDs(), [6, 7])
+        self.assertEqual(index.refresh(), Changes())
+
     def test_moveWithoutFlagChange(self) -> None:
         """
         A move from C{new/} to C{cur/} that sets no flag is not a change.
@@ -605,13 +635,13 @@ class FolderIndexTests(SynchronousTestCase):
         index = self.index(clock=clock)
         index.refresh()
         listed: list[str] = []
-        realScandir = os.scandir
+        realListdir = os.listdir
 
-        def scandir(path):
+        def listdir(path):
             listed.append(os.path.basename(path))
-            return realScandir(path)
+            return realListdir(path)
 
-        self.patch(indexModule.os, "scandir", scandir)
+        self.patch(indexModule.os, "listdir", listdir)
         self.assertEqual(index.refresh(), Changes())
         self.assertEqual(listed, [])
         os.utime(os.path.join(self.folder, "new"), ns=(time.time_ns(), time.time_ns() - 10**10))
