@@ -90,6 +90,7 @@ import email.utils
 import re
 import tempfile
 from collections import deque
+from itertools import islice
 from typing import Any, Callable, Iterable
 
 from twisted.cred.credentials import UsernamePassword
@@ -441,8 +442,20 @@ def nestedList(items: Iterable[Any]) -> bytes:
     return b" ".join(out)
 
 
+#: flagList's answers: a mailbox has few kinds of flag lists, and FETCH 1:*
+#: FLAGS asks for every message's.
+_flagLists: dict[tuple, bytes] = {}
+
+
 def flagList(flags: Iterable[Any]) -> bytes:
-    return b"(" + b" ".join(f.encode("ascii") if isinstance(f, str) else f for f in flags) + b")"
+    key = tuple(flags)
+    known = _flagLists.get(key)
+    if known is None:
+        known = b"(" + b" ".join(f.encode("ascii") if isinstance(f, str) else f for f in key) + b")"
+        if len(_flagLists) >= 4096:
+            _flagLists.clear()
+        _flagLists[key] = known
+    return known
 
 
 def uidSet(uids: list[int]) -> bytes:
@@ -556,6 +569,22 @@ def _listOf(function: Callable[..., Any], *args: Any) -> Any:
     returns is consumed on the worker thread too.
     """
     return _then(function(*args), list)
+
+
+def _iterate(function: Callable[..., Any], *args: Any) -> Any:
+    """
+    C{iter(function(*args))}, for C{runBlocking}: consumed later with
+    L{_take}.
+    """
+    return _then(function(*args), iter)
+
+
+def _take(iterator: Any, count: int) -> list:
+    """
+    The next C{count} items of C{iterator} (fewer at its end), for
+    C{runBlocking}.
+    """
+    return list(islice(iterator, count))
 
 
 def _isDeleted(msg: Any) -> bool:
@@ -1678,10 +1707,15 @@ class IMAP4Server(imap4.IMAP4Server):
             for kind, _, peek, _ in items
         )
         mbox = self.mbox
-        pairs = await self._fetch(messages, uid)
         step = FETCH_INDEX_BATCH if all(kind in _INDEX_ITEMS for kind, _, _, _ in items) else FETCH_BATCH
-        for start in range(0, len(pairs), step):
-            batch = pairs[start : start + step]
+        # The backend's iterator is consumed a batch at a time (each on the
+        # worker thread), so that a FETCH 1:* of a big mailbox never holds
+        # a message object per message at once.
+        source = await self._call(_iterate, mbox.fetch, messages, uid)
+        while True:
+            batch = await self._call(_take, source, step)
+            if not batch:
+                break
             flags: dict[int, list] | None = None
             seen: set[int] = set()
             if setsSeen:
@@ -1722,7 +1756,7 @@ class IMAP4Server(imap4.IMAP4Server):
             raw: bytes | None = None
             for kind, section, peek, span in withFlags if seq in seen else items:
                 if kind == "FLAGS" and messageFlags is None:
-                    messageFlags = list(msg.getFlags())
+                    messageFlags = msg.getFlags()
                 elif raw is None and kind in _RAW_ITEMS and not _kept(msg, kind):
                     raw = rawMessage(msg)
                 pieces.append(self._fetchItem(kind, section, span, msg, messageFlags, raw))

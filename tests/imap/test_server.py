@@ -841,11 +841,14 @@ class BlockingTests(Harness):
         self.assertTrue(out.endswith(b"s OK [READ-WRITE] SELECT completed\r\n"), out)
         self.assertNotIn(b"FETCH", out)
         self.transport.clear()
-        pending.runNext()  # FETCH: the message list
+        pending.runNext()  # FETCH: the backend's message iterator
+        pending.runNext()  # FETCH: a batch taken from it
         self.assertEqual(self.transport.value(), b"")
         pending.runNext()  # FETCH: the batch rendered
         first = inbox.messages[0].data
-        self.assertEqual(self.transport.value(), b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\nf OK FETCH completed\r\n" % (len(first), first))
+        self.assertEqual(self.transport.value(), b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\n" % (len(first), first))
+        pending.runNext()  # FETCH: no more messages
+        self.assertTrue(self.transport.value().endswith(b")\r\nf OK FETCH completed\r\n"))
         self.transport.clear()
         # NOOP's refresh: what the backend reports from the worker thread is
         # answered only when the work is done.
