@@ -156,6 +156,35 @@ _HEADER_READ = 16 * 1024
 _MAX_HEADER = 1 << 20
 
 
+#: The side store's record kinds (see the module docstring).
+_KINDS = ("e", "s", "h")
+
+#: The length part of a side store record's place (C{offset << 32 | length}).
+_LENGTH = (1 << 32) - 1
+
+
+def _headerEnd(data: bytes) -> int:
+    """
+    Where the blank line that ends a message's header ends in C{data}
+    (CRLF or bare LF line ends), or -1 if C{data} holds none.
+    """
+    if data.startswith(b"\n"):
+        return 1
+    if data.startswith(b"\r\n"):
+        return 2
+    crlf = data.find(b"\n\r\n")
+    # A bare-LF blank line counts only if it comes first (searched no
+    # further than the CRLF one: a CRLF message holds none).
+    lf = data.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else len(data))
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
+
+
+def _noOffsets() -> dict[str, dict[str, int]]:
+    return {kind: {} for kind in _KINDS}
+
+
 class MessageGone(MailhubError):
     """
     The message was expunged (by this or another session, or POP3): its
@@ -446,9 +475,11 @@ class FolderIndex:
         self._log: deque[tuple[int, str, int, object]] = deque(maxlen=CHANGE_LOG_SIZE)
         self._reported = 0
         self._reportedUids: list[int] = []
-        self._cacheOffsets: dict[str, dict[str, tuple[int, int]]] = {}
+        # kind -> base -> where its record's JSON is (offset << 32 | length).
+        self._cacheOffsets: dict[str, dict[str, int]] = _noOffsets()
         self._cacheEnd = 0
         self._cacheFd: int | None = None
+        self._cacheAppendFd: int | None = None
         self._unsaved = 0
         self._unseen: tuple[int, int] | None = None
         # The side store's SEARCH fields in memory (see searchHeaders).
@@ -938,6 +969,9 @@ class FolderIndex:
             if self._cacheFd is not None:
                 self._fs.close(self._cacheFd)
                 self._cacheFd = None
+            if self._cacheAppendFd is not None:
+                self._fs.close(self._cacheAppendFd)
+                self._cacheAppendFd = None
 
     # -- message files ---------------------------------------------------------
 
@@ -1002,16 +1036,19 @@ class FolderIndex:
         fd = self.open(uid)
         try:
             data = b""
+            end = -1
             while len(data) < _MAX_HEADER:
                 chunk = os.read(fd, _HEADER_READ)
                 if not chunk:
                     break
                 data += chunk
-                if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\r\n", b"\n")):
+                end = _headerEnd(data)
+                if end >= 0:
                     break
         finally:
             self._fs.close(fd)
-        return splitHeader(data)[0]
+        # Only the header's octets are turned into CRLF form and split.
+        return splitHeader(data[:end] if end >= 0 else data)[0]
 
     def size(self, uid: int) -> int:
         """
@@ -1300,11 +1337,11 @@ class FolderIndex:
     def _readCacheTail(self) -> None:
         fd = self._cacheDescriptor()
         if fd is None:
-            self._cacheOffsets, self._cacheEnd = {}, 0
+            self._cacheOffsets, self._cacheEnd = _noOffsets(), 0
             return
         end = os.fstat(fd).st_size
         if end < self._cacheEnd:  # replaced: start again
-            self._cacheOffsets, self._cacheEnd = {}, 0
+            self._cacheOffsets, self._cacheEnd = _noOffsets(), 0
             self._columns = _HeaderColumns()
         if end == self._cacheEnd:
             return
@@ -1312,50 +1349,71 @@ class FolderIndex:
         offset = self._cacheEnd
         complete = data.rfind(b"\n") + 1
         pending = self._columns.pending if self._columns.loaded else None
+        offsets = self._cacheOffsets
         for line in data[:complete].split(b"\n")[:-1]:
             first = line.find(b"\t")
-            second = line.find(b"\t", first + 1)
-            if first > 0 and second == first + 2:
-                base = line[:first].decode("utf-8", "surrogateescape")
-                kind = line[first + 1 : second].decode("ascii", "replace")
-                self._cacheOffsets.setdefault(base, {})[kind] = (offset + second + 1, len(line) - second - 1)
-                if pending is not None and kind == "h":
-                    pending.append((base, offset + second + 1, len(line) - second - 1))
+            if first > 0 and line[first + 2 : first + 3] == b"\t":
+                column = offsets.get(line[first + 1 : first + 2].decode("latin-1"))
+                if column is not None:
+                    base = line[:first].decode("utf-8", "surrogateescape")
+                    start = offset + first + 3
+                    where = start << 32 | (len(line) - first - 3)
+                    if pending is not None and column is offsets["h"] and column.get(base) != where:
+                        # (One this index stored itself is in the columns.)
+                        pending.append((base, start, len(line) - first - 3))
+                    column[base] = where
             offset += len(line) + 1
         self._cacheEnd += complete
 
     def _cached(self, base: str, kind: str) -> object | None:
-        kinds = self._cacheOffsets.get(base)
-        where = kinds.get(kind) if kinds is not None else None
+        where = self._cacheOffsets[kind].get(base)
         if where is None:
             self._readCacheTail()
-            where = self._cacheOffsets.get(base, {}).get(kind)
+            where = self._cacheOffsets[kind].get(base)
             if where is None:
                 return None
         fd = self._cacheDescriptor()
         if fd is None:
             return None
         try:
-            return json.loads(os.pread(fd, where[1], where[0]))
+            return json.loads(os.pread(fd, where & _LENGTH, where >> 32))
         except ValueError:
             return None
 
     def _store(self, base: str, kind: str, value: object) -> None:
-        line = (base.encode("utf-8", "surrogateescape") + b"\t" + kind.encode("ascii") + b"\t"
-                + json.dumps(value, separators=(",", ":")).encode("ascii") + b"\n")
+        """
+        Append a record to the side store (through a descriptor kept open
+        until L{close}) and note where it went, so that no read finds it
+        again; a C{h} record goes into the in-memory columns at once.
+        Called with the lock held.
+        """
+        data = json.dumps(value, separators=(",", ":")).encode("ascii")
+        head = base.encode("utf-8", "surrogateescape") + b"\t" + kind.encode("ascii") + b"\t"
         if "\t" in base or "\n" in base:
             return
-        try:
-            fd = os.open(self._cachePath, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            self.log.failure("cannot open {path}", path=self._cachePath)
-            return
+        fd = self._cacheAppendFd
+        if fd is None:
+            try:
+                fd = os.open(self._cachePath, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                self.log.failure("cannot open {path}", path=self._cachePath)
+                return
+            self._cacheAppendFd = fd
+        line = head + data + b"\n"
         try:
             self._fs.write(fd, line)
+            end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: just after our line
         except OSError:
             self.log.failure("cannot write {path}", path=self._cachePath)
-        finally:
+            self._cacheAppendFd = None
             self._fs.close(fd)
+            return
+        if len(data) <= _LENGTH:
+            self._cacheOffsets[kind][base] = (end - len(data) - 1) << 32 | len(data)
+            if kind == "h" and self._columns.loaded:
+                self._columns.add(base, value)
+            if end - len(line) == self._cacheEnd:
+                self._cacheEnd = end  # nobody else wrote since: nothing to read back
 
     def _cachedOrCompute(self, uid: int, kind: str, compute: Callable[[], object]) -> object:
         base = self.entry(uid).base
@@ -1429,7 +1487,7 @@ class FolderIndex:
         if self._columns is not columns or not columns.loaded:
             columns = self._columns
             columns.loaded = True
-            columns.pending = [(base, *kinds["h"]) for base, kinds in self._cacheOffsets.items() if "h" in kinds]
+            columns.pending = [(base, where >> 32, where & _LENGTH) for base, where in self._cacheOffsets["h"].items()]
         pending, columns.pending = columns.pending, []
         if not pending:
             return

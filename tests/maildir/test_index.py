@@ -121,6 +121,24 @@ class FolderIndexTests(SynchronousTestCase):
         flags.append("\\Recent")  # the caller's own list
         self.assertEqual(imapFlags("1.M1P1.h:2,FRS", keywordFor), ["\\Flagged", "\\Answered", "\\Seen"])
 
+    def test_headerEnd(self) -> None:
+        """
+        L{indexModule._headerEnd}: where the blank line after the header
+        ends, CRLF or bare LF, whichever comes first.
+        """
+        table = [
+            (b"", -1),
+            (b"\n", 1),
+            (b"\r\n", 2),
+            (b"a: b\r\n", -1),
+            (b"a: b\r\n\r\nbody\n\n", 8),
+            (b"a: b\n\nbody\r\n\r\n", 6),
+            (b"a: b\r\nc: d\n\nx\r\n\r\n", 12),
+            (b"a\n\r\n", 4),
+        ]
+        for data, end in table:
+            self.assertEqual(indexModule._headerEnd(data), end, data)
+
     def test_empty(self) -> None:
         index = self.index()
         self.assertEqual(index.refresh(), Changes())
@@ -607,6 +625,39 @@ class FolderIndexTests(SynchronousTestCase):
         other.refresh()
         other.cachedHeaders(3)
         self.assertEqual(index.searchHeaders()(3, "subject"), [b"hello 3"])
+
+    def test_ownRecordsNotReadBack(self) -> None:
+        """
+        A record this index stores goes into its memory at once (the
+        columns too, once loaded): neither it nor its JSON is read back,
+        while a record another instance appended meanwhile still is.
+        """
+        for _ in range(4):
+            self.deliver()
+        index = self.index()
+        index.refresh()
+        index.searchHeaders()  # the columns are loaded (empty)
+        other = self.index()
+        other.refresh()
+        other.cachedHeaders(3)  # another process's record
+        calls = []
+        realLoads, realPread = json.loads, os.pread
+        self.patch(indexModule.json, "loads", lambda *a, **k: (calls.append("loads"), realLoads(*a, **k))[1])
+        self.patch(indexModule.os, "pread", lambda *a: (calls.append(("pread", a[1])), realPread(*a))[1])
+        self.assertEqual(index.cachedHeader(1, "subject"), [b"hello 1"])
+        self.assertEqual(index.cachedHeader(2, "subject"), [b"hello 2"])
+        index.cachedEnvelope(1)
+        # The only side store read: the other instance's record, at the
+        # first miss (reading the message's header uses os.read).
+        self.assertEqual([c for c in calls if c == "loads"], [])
+        self.assertEqual(len([c for c in calls if c != "loads"]), 1)
+        del calls[:]
+        lookup = index.searchHeaders()
+        self.assertEqual([lookup(uid, "subject") for uid in (1, 2, 3, 4)], [[b"hello 1"], [b"hello 2"], [b"hello 3"], None])
+        self.assertEqual(calls.count("loads"), 1)  # the other's record, once
+        del calls[:]
+        self.assertEqual(index.cachedEnvelope(1)[1], b"hello 1")
+        self.assertEqual(calls.count("loads"), 1)  # from the side store now
 
     def test_searchHeadersSideStoreReplaced(self) -> None:
         """
