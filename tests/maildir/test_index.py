@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import weakref
+import zlib
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -197,6 +198,172 @@ class FolderIndexTests(SynchronousTestCase):
             [(e.uid, e.name, e.size, e.date) for e in first.messages()],
         )
         self.assertEqual(second.entry(4).size, 6)
+
+    def test_indexFileLoadsWithoutUIDListOrSideStore(self) -> None:
+        """
+        A saved index is loaded column by column: names that need
+        encoding, unknown sizes, both directories and the side store's
+        places survive; when the UID list and the side store are as the
+        index left them, a new instance reads neither (UIDNEXT comes from
+        the index file), and finds cached records without a scan.
+        """
+        self.deliver(base="odd\tname%with\nstuff")
+        seen = self.deliver(sub="cur", info=":2,S")
+        plain = self.deliver()
+        first = self.index()
+        first.refresh()
+        first.claimNew()
+        self.deliver()  # stays in new/
+        first.refresh()
+        seenUID, plainUID = first._byBase[seen], first._byBase[plain]
+        first.cachedEnvelope(seenUID)
+        first.cachedHeaders(plainUID)
+        first.save()
+        fs = RecordingFileSystem()
+        second = self.index(fs=fs)
+        self.assertEqual(second.uids(), [1, 2, 3, 4])
+        self.assertEqual(second.nextUID, 5)
+        self.assertEqual(second.refresh(), Changes())
+        self.assertEqual(
+            [(e.uid, e.base, e.sub, e.name, e.size, e.date) for e in second.messages()],
+            [(e.uid, e.base, e.sub, e.name, e.size, e.date) for e in first.messages()],
+        )
+        self.assertEqual(second.newUIDs(), [4])
+        self.assertEqual(second.flags(seenUID), ["\\Seen"])
+        self.assertIn("odd\tname%with\nstuff", second._byBase)
+        self.assertEqual([os.path.basename(p) for p in fs.opened], [INDEX_NAME])
+        self.assertEqual(second.cachedEnvelope(seenUID), first.cachedEnvelope(seenUID))
+        self.assertEqual(second.cachedHeaders(plainUID), first.cachedHeaders(plainUID))
+        self.assertEqual([os.path.basename(p) for p in fs.opened], [INDEX_NAME, CACHE_NAME])
+        # The next delivery gets the next UID (the UID list is read now).
+        self.deliver()
+        self.assertEqual(second.refresh(), Changes(added=(5,)))
+        self.assertEqual(second.nextUID, 6)
+
+    def test_indexFileUIDListChangedSince(self) -> None:
+        """
+        When the UID list changed after the index was saved, the index is
+        loaded all the same (same UIDVALIDITY) and the first refresh syncs
+        with the list; a new UIDVALIDITY means a rebuild.
+        """
+        for _ in range(3):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.save()
+        # Another process gives a UID to a new message.
+        other = self.index()
+        other.refresh()
+        self.deliver()
+        other.refresh()
+        second = self.index()
+        self.assertEqual(second.refresh(), Changes(added=(4,)))
+        self.assertEqual(second.nextUID, 5)
+        os.unlink(os.path.join(self.folder, UIDLIST_NAME))
+        self.clock.advance(10)
+        third = self.index()
+        third.refresh()
+        self.assertNotEqual(third.uidValidity, first.uidValidity)
+        self.assertEqual(third.uids(), [1, 2, 3, 4])
+
+    def test_indexFileCorrupt(self) -> None:
+        """
+        An index file that is cut short, has a flipped octet, columns of
+        different lengths, a bad directory letter or UIDs out of order is
+        rebuilt; the UIDs stay what the UID list says.
+        """
+        for _ in range(3):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.expunge([2])
+        first.save()
+        expected = [(e.uid, e.base, e.sub) for e in first.messages()]
+        path = os.path.join(self.folder, INDEX_NAME)
+        with open(path, "rb") as f:
+            good = f.read()
+        header, body = good.split(b"\n", 1)
+
+        def withBody(newBody: bytes) -> bytes:
+            fields = header.split(b" ")
+            fields[-1] = b"%d" % zlib.crc32(newBody)
+            return b" ".join(fields) + b"\n" + newBody
+
+        def hexColumn(numbers: list[int]) -> bytes:
+            return b"".join(b"%016x" % n for n in numbers)
+
+        columns = body.split(b"\n")
+        self.assertEqual(columns[0], hexColumn([1, 3]))
+
+        flipped = bytearray(good)
+        flipped[-5] ^= 0x20
+        variants = [
+            good[:-7],
+            bytes(flipped),
+            withBody(b"\n".join([hexColumn([1, 3, 7])] + columns[1:])),
+            withBody(b"\n".join([columns[0] + b"7"] + columns[1:])),
+            withBody(b"\n".join(columns[:3] + [b"cx"] + columns[4:])),
+            withBody(b"\n".join([hexColumn([3, 1])] + columns[1:])),
+            withBody(b"\n".join([hexColumn([0, 3])] + columns[1:])),
+            withBody(b"\n".join(columns[:-2])),
+            header + b"\n",
+        ]
+        for data in variants:
+            with open(path, "wb") as f:
+                f.write(data)
+            index = self.index()
+            index.refresh()
+            self.assertEqual([(e.uid, e.base, e.sub) for e in index.messages()], expected, data)
+            self.assertEqual(index.uidValidity, first.uidValidity)
+        with open(path, "wb") as f:
+            f.write(good)
+        self.assertEqual([(e.uid, e.base, e.sub) for e in self.index().messages()], expected)
+
+    def test_closeSavesSideStorePlaces(self) -> None:
+        """
+        Closing an index that learnt of enough side store records since its
+        last save saves it, though nothing else changed, so that the next
+        instance knows where they are; below the threshold it does not.
+        """
+        for _ in range(3):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.save()
+        saved = os.stat(os.path.join(self.folder, INDEX_NAME)).st_mtime_ns
+        first.cachedHeaders(1)
+        self.patch(indexModule, "SAVE_CACHE_GROWTH", 10_000)
+        first.close()
+        self.assertEqual(os.stat(os.path.join(self.folder, INDEX_NAME)).st_mtime_ns, saved)
+        self.patch(indexModule, "SAVE_CACHE_GROWTH", 100)
+        first.cachedHeaders(2)
+        first.close()
+        second = self.index()
+        second.uids()  # loads the index file
+        self.assertEqual(second._cacheEnd, os.path.getsize(os.path.join(self.folder, CACHE_NAME)))
+        self.assertEqual(sorted(second._cacheOffsets["h"]), sorted(e.base for e in second.messages()[:2]))
+
+    def test_indexFileSideStoreReplaced(self) -> None:
+        """
+        The side store places in the index file are used only for the same
+        side store (inode), at least as long as it was: another one is
+        read from its start.
+        """
+        for _ in range(2):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.cachedHeaders(1)
+        first.save()
+        cache = os.path.join(self.folder, CACHE_NAME)
+        os.unlink(cache)
+        other = self.index()
+        other.refresh()
+        other.cachedHeaders(2)  # a new side store, with another record
+        second = self.index()
+        second.refresh()
+        self.assertEqual(second.cachedHeaders(2)["subject"], [b"hello 2"])
+        self.assertEqual(second.cachedHeaders(1)["subject"], [b"hello 1"])
 
     def test_rebuildAfterDeletion(self) -> None:
         """
