@@ -17,6 +17,10 @@ context, LOGIN) times with C{time.perf_counter}:
     ENVELOPE for the last 500, C{UID SEARCH SUBJECT} (one match),
     C{UID FETCH} of one whole body (C{BODY.PEEK[]}), and with
     C{--body-search} a C{UID SEARCH BODY} (one match);
+  - after a restart (once): each server is stopped and started again,
+    then login and SELECT are timed (mailhub keeps a folder's index in
+    memory for a while after its last session: this SELECT reads it from
+    disk);
   - new mail (per repeat): 1,000 new files dropped into C{new/} (written
     in C{tmp/}, renamed, mailhub-style names), then a new session: the
     first SELECT after them is timed; the server's CPU from the drop to
@@ -80,6 +84,8 @@ LABELS = {
     "search_subject": "UID SEARCH SUBJECT (1 hit)",
     "search_body": "UID SEARCH BODY (1 hit)",
     "body": "UID FETCH one BODY.PEEK[]",
+    "restart_login": "login (first after a restart)",
+    "restart_select": "SELECT INBOX, first after a restart",
     "new_select": "SELECT after {d} new deliveries",
     "new_cpu": "  server CPU, drop + that SELECT",
 }
@@ -673,6 +679,25 @@ def runSize(args, size: int, workdir: str, hashed: str, wanted: list[str]) -> No
                 print(f"repeat {r + 1} {server.name:8s} " + "  ".join(
                     f"{k}={fmt(v)}" for k, v in res.items()), flush=True)
 
+        # After a restart: the first SELECT reads the index from disk.
+        for server in servers:
+            server.stop()
+            try:
+                if isinstance(server, Dovecot):
+                    server.start(hashed, cert if server.tls else None)
+                else:
+                    server.start()
+            except SkipServer as e:
+                failures.append(f"{server.name} restart: {e}"[:300])
+                continue
+            res = guard(server, "session after a restart", loginSelect, server, tls(server), "restart_")
+            if res is None:
+                continue
+            res.pop("exists")
+            record(server, res)
+            print(f"restart  {server.name:8s} login={fmt(res['restart_login'])}  "
+                  f"SELECT={fmt(res['restart_select'])}", flush=True)
+
         # New deliveries, then the first SELECT after them: log in, drop the
         # files (the CPU window starts before the drop, so any pick-up the
         # server does in the background is counted), SELECT.
@@ -715,7 +740,7 @@ def report(args, size, servers, results, memory, skipped, failures) -> None:
     keys = ["cold_login", "cold_select"] + list(WARM)
     if args.body_search:
         keys.append("search_body")
-    keys += ["new_select", "new_cpu"]
+    keys += ["restart_login", "restart_select", "new_select", "new_cpu"]
     la = os.getloadavg()
     print()
     print(f"IMAP, {size} messages of {args.size} octets, loopback, one sequential imaplib "
