@@ -37,6 +37,8 @@ C{test_twistedTrap*}):
     NUL or control characters are refused before the backend sees them.
   - Too many client errors, and the session is dropped; at most
     C{connectionsPerUser} sessions per user.
+  - TCP_NODELAY is set: a reply written after work on a worker thread
+    would otherwise wait for the client's delayed ACK (40 ms).
 
   - Nothing that grows with a mailbox runs on the reactor thread: every
     backend call that reads or writes the disk (SELECT/EXAMINE, FETCH,
@@ -808,6 +810,15 @@ class IMAP4Server(imap4.IMAP4Server):
     def connectionMade(self) -> None:
         self.tags = {}
         self.peer = peerHost(self.transport.getPeer())
+        # A reply written after work on a worker thread goes out in its own
+        # segment; with Nagle's algorithm it would wait for the client's
+        # delayed ACK of the one before (40 ms).
+        noDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if noDelay is not None:
+            try:
+                noDelay(True)
+            except OSError:
+                pass
         self.canStartTLS = (
             self.ctx is not None and ITLSTransport(self.transport, None) is not None
         )
@@ -1712,8 +1723,12 @@ class IMAP4Server(imap4.IMAP4Server):
         # worker thread), so that a FETCH 1:* of a big mailbox never holds
         # a message object per message at once.
         source = await self._call(_iterate, mbox.fetch, messages, uid)
-        while True:
+        more = True
+        while more:
             batch = await self._call(_take, source, step)
+            # A short batch is the last: the tagged reply then follows the
+            # last responses without another trip to the worker thread.
+            more = len(batch) == step
             if not batch:
                 break
             flags: dict[int, list] | None = None

@@ -22,7 +22,7 @@ B{Files}, in the folder's directory:
     C{%} percent-encoded).  C{UIDLIST} is the UID list's stat signature
     (C{INO:SIZE:MTIME}) when this index was last in step with it, and
     C{UIDNEXT} its next UID then: while the list still has that signature
-    a load reads neither it nor the folder.  C{CACHE} is C{INO:END}, the
+    a load does not read it.  C{CACHE} is C{INO:END}, the
     side store and how far its records are known (C{-}: none).  C{CRC} is
     the CRC-32 of everything after the header line.  A load is a few
     C{split}s and C{bytes.fromhex} in C, and an object per message (about
@@ -135,7 +135,6 @@ _VERSION = "2"
 #: The index file's column lines before its names: UIDs, sizes, dates,
 #: directories, and the side store's places of each kind.
 _COLUMNS = 7
-
 
 #: Header fields whose raw values the side store keeps (what SEARCH and
 #: clients' header fetches ask for most).

@@ -51,9 +51,13 @@ MESSAGE = (
 @implementer(ITLSTransport)
 class TLSStringTransport(StringTransport):
     tlsStarted: object = None
+    noDelay = False
 
     def startTLS(self, contextFactory: object) -> None:
         self.tlsStarted = contextFactory
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay = enabled
 
 
 class FakesTests(SynchronousTestCase):
@@ -125,6 +129,20 @@ class Harness(SynchronousTestCase):
 
 
 class GreetingAndTLSTests(Harness):
+    def test_noDelay(self) -> None:
+        """
+        TCP_NODELAY is set: a reply written after work on a worker thread
+        must not wait for the client's delayed ACK; a transport without
+        the option is fine.
+        """
+        self.connect()
+        self.assertTrue(self.transport.noDelay)
+        proto = self.factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        proto.makeConnection(transport)
+        self.assertIn(b"* OK", transport.value())
+        proto.connectionLost(None)
+
     def test_capabilitiesBeforeTLS(self) -> None:
         """
         Before TLS: STARTTLS and LOGINDISABLED, no AUTH=; the extensions
@@ -550,6 +568,12 @@ class FetchTests(Harness):
         out = self.send(b"b FETCH 1:* (UID BODY.PEEK[HEADER])\r\n")
         self.assertEqual(out.count(b" FETCH (UID "), 9)
         self.assertEqual(recorder.calls.count("_renderFetch"), 5)
+        # A set that fills its last batch: one more look finds no more.
+        del recorder.calls[:]
+        out = self.send(b"c FETCH 1:8 (UID FLAGS)\r\n")
+        self.assertEqual(out.count(b" FETCH (UID "), 8)
+        self.assertTrue(out.endswith(b"c OK FETCH completed\r\n"))
+        self.assertEqual((recorder.calls.count("_take"), recorder.calls.count("_renderFetch")), (3, 2))
 
     def test_fetchBadArguments(self) -> None:
         self.select(2)
@@ -844,11 +868,9 @@ class BlockingTests(Harness):
         pending.runNext()  # FETCH: the backend's message iterator
         pending.runNext()  # FETCH: a batch taken from it
         self.assertEqual(self.transport.value(), b"")
-        pending.runNext()  # FETCH: the batch rendered
+        pending.runNext()  # FETCH: the batch rendered (a short one: the last)
         first = inbox.messages[0].data
-        self.assertEqual(self.transport.value(), b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\n" % (len(first), first))
-        pending.runNext()  # FETCH: no more messages
-        self.assertTrue(self.transport.value().endswith(b")\r\nf OK FETCH completed\r\n"))
+        self.assertEqual(self.transport.value(), b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\nf OK FETCH completed\r\n" % (len(first), first))
         self.transport.clear()
         # NOOP's refresh: what the backend reports from the worker thread is
         # answered only when the work is done.
