@@ -265,6 +265,13 @@ class MaildirMessage:
         """
         return self._index.cachedEnvelope(self.uid)
 
+    def envelopeText(self) -> bytes:
+        """
+        ENVELOPE as IMAP text (what FETCH sends, without the outer
+        parentheses), from the side store after the first time.
+        """
+        return self._index.cachedEnvelopeText(self.uid)
+
     def bodyStructure(self) -> list:
         """
         BODYSTRUCTURE (extensible form), from the side store after the first

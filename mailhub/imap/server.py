@@ -83,7 +83,9 @@ The optional backend protocol (all duck-typed, each with a fallback):
   - C{message.envelope()} and C{message.bodyStructure()}: the message's
     ENVELOPE and BODYSTRUCTURE (extensible) as nested lists, as
     L{mailhub.imap.message} makes them (a backend that caches them); FETCH
-    then reads no octets for those items.
+    then reads no octets for those items.  C{message.envelopeText()}, if
+    present, is preferred: the ENVELOPE already written as IMAP text
+    (L{mailhub.imap.message.nestedList}, without the outer parentheses).
 """
 
 from __future__ import annotations
@@ -417,33 +419,6 @@ def encodeName(name: str) -> bytes:
     return quoted(name.encode("imap4-utf-7"))
 
 
-def nestedList(items: Iterable[Any]) -> bytes:
-    """
-    ENVELOPE and BODYSTRUCTURE values as IMAP text: what Twisted's
-    C{collapseNestedLists} makes of them (C{bytes} quoted, or a literal when
-    they hold CR or LF or are over 1000 octets; C{None} as NIL; numbers;
-    lists in parentheses), without its per-item overhead.
-    """
-    out = []
-    for item in items:
-        if item is None:
-            out.append(b"NIL")
-        elif isinstance(item, (bytes, str)):
-            if isinstance(item, str):
-                item = item.encode("ascii")
-            if b"\n" in item or b"\r" in item or len(item) > 1000:
-                out.append(b"{%d}\r\n%b" % (len(item), item))
-            elif b'"' in item or b"\\" in item:
-                out.append(b'"' + item.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"')
-            else:
-                out.append(b'"' + item + b'"')
-        elif isinstance(item, int):
-            out.append(b"%d" % (item,))
-        else:
-            out.append(b"(" + nestedList(item) + b")")
-    return b" ".join(out)
-
-
 #: flagList's answers: a mailbox has few kinds of flag lists, and FETCH 1:*
 #: FLAGS asks for every message's.
 _flagLists: dict[tuple, bytes] = {}
@@ -711,7 +686,7 @@ def _kept(msg: Any, kind: str) -> bool:
     BODYSTRUCTURE (a backend's cache; see the module docstring).
     """
     if kind == "ENVELOPE":
-        return callable(getattr(msg, "envelope", None))
+        return callable(getattr(msg, "envelopeText", None)) or callable(getattr(msg, "envelope", None))
     if kind == "BODYSTRUCTURE":
         return callable(getattr(msg, "bodyStructure", None))
     return False
@@ -1827,13 +1802,15 @@ class IMAP4Server(imap4.IMAP4Server):
         if kind == "ENVELOPE":
             # From the backend's cache when it keeps one (IMessage has no
             # such method: duck-typed), else from the header.
-            value = msg.envelope() if raw is None else M.envelope(raw)
-            return b"ENVELOPE (" + nestedList(value) + b")"
+            if raw is None:
+                text = getattr(msg, "envelopeText", None)
+                return b"ENVELOPE (" + (text() if callable(text) else M.nestedList(msg.envelope())) + b")"
+            return b"ENVELOPE (" + M.nestedList(M.envelope(raw)) + b")"
         if kind == "BODYSTRUCTURE" and raw is None:
-            return b"BODYSTRUCTURE (" + nestedList(msg.bodyStructure()) + b")"
+            return b"BODYSTRUCTURE (" + M.nestedList(msg.bodyStructure()) + b")"
         assert raw is not None
         if kind in ("BODY", "BODYSTRUCTURE"):
-            return kind.encode("ascii") + b" (" + nestedList(M.bodyStructure(raw, kind == "BODYSTRUCTURE")) + b")"
+            return kind.encode("ascii") + b" (" + M.nestedList(M.bodyStructure(raw, kind == "BODYSTRUCTURE")) + b")"
         if kind == "RFC822":
             data = M.toCRLF(raw)
             return b"RFC822 {%d}\r\n" % len(data) + data

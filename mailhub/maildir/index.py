@@ -16,7 +16,7 @@ B{Files}, in the folder's directory:
     the messages in UID order, numbers as big-endian 64-bit values in
     hexadecimal, one after the other: UIDs, sizes (C{-1} while unknown),
     internal dates, the directories as one string of C{n} and C{c}, and for
-    each side store kind (C{e}, C{s}, C{h}) where the message's record is
+    each side store kind (C{e}, C{s}, C{h}, C{E}) where the message's record is
     (C{offset << 32 | length}, C{-1} for none);
     then the file names, one per line (a name holding a tab, a line end or
     C{%} percent-encoded).  C{UIDLIST} is the UID list's stat signature
@@ -34,8 +34,8 @@ B{Files}, in the folder's directory:
     L{SAVE_CACHE_GROWTH} octets of side store records).  Any other file
     (an older version, a cut or damaged one) is rebuilt.
   - C{mailhub-cache}: append-only lines C{BASE KIND JSON} (tabs), C{KIND}
-    C{e} (ENVELOPE), C{s} (BODYSTRUCTURE) or C{h} (the raw values of
-    L{CACHED_HEADERS}).  IMAP strings are stored as JSON strings holding
+    C{e} (ENVELOPE), C{E} (ENVELOPE as the IMAP text FETCH sends), C{s}
+    (BODYSTRUCTURE) or C{h} (the raw values of L{CACHED_HEADERS}).  IMAP strings are stored as JSON strings holding
     the octets as latin-1, so the side store holds no pickle and no
     executable form.  Only where each record is is kept in memory (and in
     the index file); a record is read with one C{pread} when it is asked
@@ -118,7 +118,7 @@ from twisted.logger import Logger
 
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
-from mailhub.imap.message import _fields, _unfold, bodyStructure, envelope, splitHeader, toCRLF
+from mailhub.imap.message import _fields, _unfold, bodyStructure, envelope, nestedList, splitHeader, toCRLF
 from mailhub.maildir.keywords import Keywords, parseFlags, withFlags
 from mailhub.maildir.names import UniqueNames
 from mailhub.maildir.uidlist import UIDList, UIDListLocked, _SystemClock, readFile
@@ -132,9 +132,6 @@ CACHE_NAME = "mailhub-cache"
 _MAGIC = "MHIX"
 _VERSION = "2"
 
-#: The index file's column lines before its names: UIDs, sizes, dates,
-#: directories, and the side store's places of each kind.
-_COLUMNS = 7
 
 #: Header fields whose raw values the side store keeps (what SEARCH and
 #: clients' header fetches ask for most).
@@ -184,7 +181,11 @@ _MAX_HEADER = 1 << 20
 
 
 #: The side store's record kinds (see the module docstring).
-_KINDS = ("e", "s", "h")
+_KINDS = ("e", "s", "h", "E")
+
+#: The index file's column lines before its names: UIDs, sizes, dates,
+#: directories, and the side store's places of each kind.
+_COLUMNS = 4 + len(_KINDS)
 
 #: The length part of a side store record's place (C{offset << 32 | length}).
 _LENGTH = (1 << 32) - 1
@@ -1552,6 +1553,23 @@ class FolderIndex:
         """
         value = self._cachedOrCompute(uid, "e", lambda: _toJSON(envelope(self.readHeader(uid))))
         return _fromJSON(value)  # type: ignore[return-value]
+
+    def cachedEnvelopeText(self, uid: int) -> bytes:
+        """
+        The message's ENVELOPE as IMAP text, without the outer parentheses
+        (L{mailhub.imap.message.nestedList} of L{cachedEnvelope}), kept in
+        the side store as it is sent: a FETCH reads it with one C{pread}
+        and writes it out as it is.
+        """
+
+        def compute() -> str:
+            with self._lock:
+                value = self._cached(self.entry(uid).base, "e")
+            found = _fromJSON(value) if value is not None else envelope(self.readHeader(uid))
+            return nestedList(found).decode("latin-1")  # type: ignore[arg-type]
+
+        value = self._cachedOrCompute(uid, "E", compute)
+        return value.encode("latin-1") if isinstance(value, str) else nestedList(envelope(self.readHeader(uid)))
 
     def cachedBodyStructure(self, uid: int) -> list:
         """

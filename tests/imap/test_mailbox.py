@@ -24,6 +24,7 @@ from mailhub.imap.mailbox import (
     parseInternalDate,
 )
 from mailhub.imap import mailbox as mailboxModule
+from mailhub.imap.message import nestedList
 from mailhub.imap.search import parseSearch
 from mailhub.maildir import index as indexModule
 from mailhub.maildir.index import FolderIndex
@@ -249,6 +250,7 @@ class MailboxTests(SynchronousTestCase):
         self.assertEqual(msg.open().read(), message(1))
         self.assertFalse(msg.isMultipart())
         self.assertEqual(msg.envelope()[1], b"message 1")
+        self.assertEqual(msg.envelopeText(), nestedList(msg.envelope()))
         self.assertEqual(msg.bodyStructure()[:2], [b"TEXT", b"PLAIN"])
 
     def test_multipart(self) -> None:

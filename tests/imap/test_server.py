@@ -29,7 +29,6 @@ from twisted.mail.imap4 import (
     IMessage,
     IMessageCopier,
     IMessageFile,
-    collapseNestedLists,
 )
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -581,26 +580,6 @@ class FetchTests(Harness):
         self.assertIn(b"b BAD", self.send(b"b FETCH 1 BOGUS\r\n"))
         self.assertIn(b"c BAD", self.send(b"c FETCH 1 BODY[NOPE]\r\n"))
         self.assertIn(b"d OK", self.send(b"d FETCH 1:* FAST\r\n"))
-
-
-class NestedListTests(SynchronousTestCase):
-    def test_asTwistedWrites(self) -> None:
-        """
-        L{S.nestedList} writes what Twisted's C{collapseNestedLists} does:
-        strings quoted (with escapes) or as literals (line ends, over 1000
-        octets), NIL, numbers, nested lists.
-        """
-        cases = [
-            [],
-            [None],
-            [b"", b"plain", 0, 12345],
-            [b'a "quoted" \\ one', [b"x", None, [b"deep", [None]]]],
-            [b"two\r\nlines", b"bare\nLF", b"lone\rCR"],
-            [b"x" * 1000, b"y" * 1001],
-            ["text", [1, [2, [3]]]],
-        ]
-        for items in cases:
-            self.assertEqual(S.nestedList(items), collapseNestedLists(items), items)
 
 
 class SearchTests(Harness):

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.fs import FileSystem
 from mailhub.maildir import index as indexModule
+from mailhub.imap.message import nestedList
 from mailhub.maildir.delivery import ensureMaildir
 from mailhub.maildir.index import (
     CACHE_NAME,
@@ -757,6 +758,32 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(other.cachedBodyStructure(1), structure)
         self.assertEqual(other.cachedHeaders(1)["subject"], [b"hello 1"])
         self.assertEqual([p for p in fs.opened if "/new/" in p or "/cur/" in p], [])
+
+    def test_cachedEnvelopeText(self) -> None:
+        """
+        The ENVELOPE as IMAP text is what L{nestedList} makes of
+        L{FolderIndex.cachedEnvelope}; it is kept in the side store, made
+        from an C{e} record when there is one (no message read), and read
+        back by another instance without the message.
+        """
+        base = self.deliver(message(1).replace(b"hello 1", b'say "hi"'))
+        self.deliver()
+        index = self.index()
+        index.refresh()
+        expected = nestedList(index.cachedEnvelope(1))
+        self.assertIn(b'"say \\"hi\\""', expected)
+        fs = RecordingFileSystem()
+        other = self.index(fs=fs)
+        other.refresh()
+        self.assertEqual(other.cachedEnvelopeText(1), expected)  # from the e record
+        self.assertEqual(other.cachedEnvelopeText(2), nestedList(other.cachedEnvelope(2)))
+        self.assertEqual([p for p in fs.opened if base in p], [])
+        with open(os.path.join(self.folder, "new", base), "wb") as f:
+            f.write(b"Subject: changed\r\n\r\n")
+        third = self.index(fs=fs)
+        third.refresh()
+        self.assertEqual(third.cachedEnvelopeText(1), expected)
+        self.assertEqual([p for p in fs.opened if base in p], [])
 
     def test_searchHeadersFromMemory(self) -> None:
         """
