@@ -17,16 +17,27 @@ context, LOGIN) times with C{time.perf_counter}:
     ENVELOPE for the last 500, C{UID SEARCH SUBJECT} (one match),
     C{UID FETCH} of one whole body (C{BODY.PEEK[]}), and with
     C{--body-search} a C{UID SEARCH BODY} (one match);
+  - after a restart (once): each server is stopped and started again,
+    then login and SELECT are timed (mailhub keeps a folder's index in
+    memory for a while after its last session: this SELECT reads it from
+    disk);
   - new mail (per repeat): 1,000 new files dropped into C{new/} (written
     in C{tmp/}, renamed, mailhub-style names), then a new session: the
     first SELECT after them is timed; the server's CPU from the drop to
     the end of that SELECT is reported too;
-  - memory per idle session: up to C{--idle} sessions logged in with INBOX
-    selected, the server's memory (RSS and PSS, summed over its process
-    tree) before and after, divided by the sessions actually opened.
+  - memory per idle session, each server started again first: one session
+    logged in with INBOX selected (mailhub loads the folder's index then:
+    memory per folder, not per session), then C{--idle} more (they take up
+    what the first one's work left free in the allocator), then C{--idle}
+    more again; the server's
+    memory (RSS, PSS and USS, summed over its process tree) before and
+    after the first, and before and after the last batch, divided by the
+    sessions in that batch.
 
     python benchmarks/imap.py --sizes 10000              # quick run
     python benchmarks/imap.py                            # 10,000 and 100,000
+    python benchmarks/imap.py --sizes 100000 --mailboxes /var/tmp/imapbench
+                          # builds the 100,000 mailbox once, reuses it after
 
 Dovecot (Debian C{dovecot-imapd}) runs as a private instance (C{dovecot -F
 -c FILE}, own base_dir/state_dir/instance_name, 127.0.0.1 only) with
@@ -74,6 +85,8 @@ LABELS = {
     "search_subject": "UID SEARCH SUBJECT (1 hit)",
     "search_body": "UID SEARCH BODY (1 hit)",
     "body": "UID FETCH one BODY.PEEK[]",
+    "restart_login": "login (first after a restart)",
+    "restart_select": "SELECT INBOX, first after a restart",
     "new_select": "SELECT after {d} new deliveries",
     "new_cpu": "  server CPU, drop + that SELECT",
 }
@@ -189,11 +202,13 @@ def treePids(root: int) -> list[int]:
     return out
 
 
-def treeMemoryKB(root: int) -> tuple[int, int, int]:
+def treeMemoryKB(root: int) -> tuple[int, int, int, int]:
     """
-    (RSS, PSS, process count) summed over C{root} and its descendants, KB.
+    (RSS, PSS, USS, process count) summed over C{root} and its
+    descendants, KB.  USS is C{Private_Clean + Private_Dirty}: the pages no
+    other process shares.
     """
-    rss = pss = n = 0
+    rss = pss = uss = n = 0
     for pid in treePids(root):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -202,10 +217,12 @@ def treeMemoryKB(root: int) -> tuple[int, int, int]:
                         rss += int(line.split()[1])
                     elif line.startswith("Pss:"):
                         pss += int(line.split()[1])
+                    elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+                        uss += int(line.split()[1])
             n += 1
         except OSError:
             continue
-    return rss, pss, n
+    return rss, pss, uss, n
 
 
 # ---------------------------------------------------------------------------
@@ -235,7 +252,7 @@ def waitIMAPReady(server: pop3.Server) -> None:
 class Mailhub(pop3.Mailhub):
     owner = None
 
-    def __init__(self, workdir: str, python: str) -> None:
+    def __init__(self, workdir: str, python: str, perUser: int = 20) -> None:
         super().__init__(workdir, python)
         with open(self.configPath, "w") as f:
             f.write(
@@ -250,6 +267,9 @@ class Mailhub(pop3.Mailhub):
                 "pop3s = []\n"
                 f'imap = ["tcp:{self.port}:interface={HOST}"]\n'
                 "imaps = []\n"
+                "\n"
+                "[limits]\n"
+                f"connections_per_user = {perUser}\n"
             )
 
     def prepare(self, template: str) -> None:
@@ -470,27 +490,45 @@ def newMail(server: pop3.Server, useTLS: bool, args, expected: int) -> tuple[int
 
 def idleMemory(server: pop3.Server, useTLS: bool, count: int) -> dict[str, object]:
     """
-    Open up to C{count} sessions with INBOX selected and measure the
-    server's memory before and after.
+    Open one session with INBOX selected (for mailhub, the one that loads
+    the folder's index, shared by the sessions after it), then C{count}
+    more, then C{count} more again (the batch measured: the one before it
+    takes up memory the allocator kept free), and measure the server's
+    memory around the first session and around the last batch.
     """
     pid = server.proc.pid
-    time.sleep(1.0)
-    before = treeMemoryKB(pid)
     clients: list[imaplib.IMAP4] = []
     stopped = ""
+
+    def openOne() -> bool:
+        nonlocal stopped
+        try:
+            client = connect(server, useTLS)
+        except Exception as e:  # a per-user or per-peer limit, most likely
+            stopped = f"{type(e).__name__}: {e}"[:160]
+            return False
+        clients.append(client)
+        try:
+            select(client)
+        except Exception as e:
+            stopped = f"SELECT {type(e).__name__}: {e}"[:160]
+            return False
+        return True
+
     try:
-        for _ in range(count):
-            try:
-                client = connect(server, useTLS)
-            except Exception as e:  # a per-user or per-peer limit, most likely
-                stopped = f"{type(e).__name__}: {e}"[:160]
-                break
-            clients.append(client)
-            try:
-                select(client)
-            except Exception as e:
-                stopped = f"SELECT {type(e).__name__}: {e}"[:160]
-                break
+        time.sleep(1.0)
+        before = treeMemoryKB(pid)
+        first = openOne()
+        time.sleep(1.0)
+        firstDone = treeMemoryKB(pid)
+        middle = firstDone
+        warmed = first and all(openOne() for _ in range(count))
+        if warmed:
+            time.sleep(1.0)
+            middle = treeMemoryKB(pid)
+            for _ in range(count):
+                if not openOne():
+                    break
         time.sleep(2.0)
         after = treeMemoryKB(pid)
     finally:
@@ -499,12 +537,15 @@ def idleMemory(server: pop3.Server, useTLS: bool, count: int) -> dict[str, objec
                 client.logout()
             except Exception:
                 client.shutdown()
-    opened = len(clients)
+    opened = len(clients) - 1 - (count if warmed else 0)
+    nan = float("nan")
     return {
         "opened": opened, "stopped": stopped,
-        "rss": (after[0] - before[0]) / opened if opened else float("nan"),
-        "pss": (after[1] - before[1]) / opened if opened else float("nan"),
-        "procs": (before[2], after[2]),
+        "first": firstDone[0] - before[0],
+        "rss": (after[0] - middle[0]) / opened if opened else nan,
+        "pss": (after[1] - middle[1]) / opened if opened else nan,
+        "uss": (after[2] - middle[2]) / opened if opened else nan,
+        "procs": (before[3], after[3]),
     }
 
 
@@ -525,11 +566,24 @@ def runSize(args, size: int, workdir: str, hashed: str, wanted: list[str]) -> No
     sizeDir = os.path.join(workdir, f"n{size}")
     os.makedirs(sizeDir)
     os.chmod(sizeDir, 0o755)
-    template = os.path.join(sizeDir, "template")
-    t = time.perf_counter()
-    makeMaildir(template, size, args.size)
-    print(f"\n== {size} messages: made them ({args.size} octets each) in "
-          f"{time.perf_counter() - t:.1f}s", flush=True)
+    if args.mailboxes:
+        # Built once, reused by later runs (only ever copied from).
+        template = os.path.join(args.mailboxes, f"n{size}-s{args.size}")
+        if os.path.exists(template + ".done"):
+            print(f"\n== {size} messages: reusing {template}", flush=True)
+        else:
+            shutil.rmtree(template, ignore_errors=True)
+            t = time.perf_counter()
+            makeMaildir(template, size, args.size)
+            open(template + ".done", "w").close()
+            print(f"\n== {size} messages: made them ({args.size} octets each) in "
+                  f"{time.perf_counter() - t:.1f}s, kept in {template}", flush=True)
+    else:
+        template = os.path.join(sizeDir, "template")
+        t = time.perf_counter()
+        makeMaildir(template, size, args.size)
+        print(f"\n== {size} messages: made them ({args.size} octets each) in "
+              f"{time.perf_counter() - t:.1f}s", flush=True)
 
     servers: list[pop3.Server] = []
     started: list[pop3.Server] = []
@@ -537,7 +591,7 @@ def runSize(args, size: int, workdir: str, hashed: str, wanted: list[str]) -> No
     try:
         cert = None
         if "mailhub" in wanted:
-            mh = Mailhub(sizeDir, args.python)
+            mh = Mailhub(sizeDir, args.python, perUser=max(20, 2 * args.idle + 10))
             mh.writeUsers(hashed)
             t = time.perf_counter()
             mh.prepare(template)
@@ -571,7 +625,7 @@ def runSize(args, size: int, workdir: str, hashed: str, wanted: list[str]) -> No
             except (SkipServer, KeyError, OSError, subprocess.CalledProcessError) as e:
                 dc.stop()
                 skipped["dovecot"] = str(e)
-        if not args.keep:
+        if not args.keep and not args.mailboxes:
             shutil.rmtree(template, ignore_errors=True)
         for name, why in skipped.items():
             print(f"SKIPPED {name}: {why}", flush=True)
@@ -626,6 +680,30 @@ def runSize(args, size: int, workdir: str, hashed: str, wanted: list[str]) -> No
                 print(f"repeat {r + 1} {server.name:8s} " + "  ".join(
                     f"{k}={fmt(v)}" for k, v in res.items()), flush=True)
 
+        def restart(server: pop3.Server) -> bool:
+            server.stop()
+            try:
+                if isinstance(server, Dovecot):
+                    server.start(hashed, cert if server.tls else None)
+                else:
+                    server.start()
+            except SkipServer as e:
+                failures.append(f"{server.name} restart: {e}"[:300])
+                return False
+            return True
+
+        # After a restart: the first SELECT reads the index from disk.
+        for server in servers:
+            if not restart(server):
+                continue
+            res = guard(server, "session after a restart", loginSelect, server, tls(server), "restart_")
+            if res is None:
+                continue
+            res.pop("exists")
+            record(server, res)
+            print(f"restart  {server.name:8s} login={fmt(res['restart_login'])}  "
+                  f"SELECT={fmt(res['restart_select'])}", flush=True)
+
         # New deliveries, then the first SELECT after them: log in, drop the
         # files (the CPU window starts before the drop, so any pick-up the
         # server does in the background is counted), SELECT.
@@ -649,9 +727,15 @@ def runSize(args, size: int, workdir: str, hashed: str, wanted: list[str]) -> No
         memory: dict[str, dict[str, object]] = {}
         if args.idle:
             for server in servers:
+                # A fresh process: its allocator holds no memory that
+                # earlier work freed, which the sessions would take up
+                # unseen; and mailhub's first session loads the index.
+                if not restart(server):
+                    continue
                 memory[server.name] = m = idleMemory(server, tls(server), args.idle)
-                print(f"idle     {server.name:8s} {m['opened']} sessions: "
-                      f"{m['rss']:.0f} KB RSS, {m['pss']:.0f} KB PSS each"
+                print(f"idle     {server.name:8s} first session +{m['first']} KB RSS, then "
+                      f"{m['opened']} sessions: {m['rss']:.0f} KB RSS, {m['pss']:.0f} KB PSS, "
+                      f"{m['uss']:.0f} KB USS each"
                       + (f" (stopped: {m['stopped']})" if m["stopped"] else ""), flush=True)
 
         report(args, size, servers, results, memory, skipped, failures)
@@ -667,7 +751,7 @@ def report(args, size, servers, results, memory, skipped, failures) -> None:
     keys = ["cold_login", "cold_select"] + list(WARM)
     if args.body_search:
         keys.append("search_body")
-    keys += ["new_select", "new_cpu"]
+    keys += ["restart_login", "restart_select", "new_select", "new_cpu"]
     la = os.getloadavg()
     print()
     print(f"IMAP, {size} messages of {args.size} octets, loopback, one sequential imaplib "
@@ -701,24 +785,28 @@ def report(args, size, servers, results, memory, skipped, failures) -> None:
             row += f"{statistics.median(ratios):>20.2f}x"
         print(row)
     if memory:
-        row = f"{'idle session, INBOX selected: RSS':{width}s} "
-        row2 = f"{'PSS':>{width}s} "
-        for n in names:
-            m = memory.get(n)
-            cell = f"{m['rss']:.0f} KB x{m['opened']}" if m else "-"
-            row += f"{cell:>28s}"
-            cell = f"{m['pss']:.0f} KB" if m else "-"
-            row2 += f"{cell:>28s}"
-        print(row)
-        print(row2)
+        rows = [
+            (f"{'first session, INBOX selected: RSS':{width}s} ", lambda m: f"{m['first']} KB"),
+            (f"{'idle session, INBOX selected: RSS':{width}s} ", lambda m: f"{m['rss']:.0f} KB x{m['opened']}"),
+            (f"{'PSS':>{width}s} ", lambda m: f"{m['pss']:.0f} KB"),
+            (f"{'USS':>{width}s} ", lambda m: f"{m['uss']:.0f} KB"),
+        ]
+        for head, cellOf in rows:
+            row = head
+            for n in names:
+                m = memory.get(n)
+                row += f"{cellOf(m) if m else '-':>28s}"
+            print(row)
     print(line)
     print("login = connect + greeting + CAPABILITY + STARTTLS + LOGIN (Argon2id on both); "
           "cold = first session on a fresh copy, every message in new/;")
     print(f"new deliveries: {args.deliveries} files renamed into new/ per repeat "
           "(the mailbox grows by that much each repeat); server CPU from the drop to the end "
           "of that SELECT (the session was logged in before the drop).")
-    print("memory: per session opened, summed over the server's process tree "
-          "(Dovecot: imap-login + imap per session); xN = sessions opened.")
+    print("memory: summed over the server's process tree (Dovecot: imap-login + imap per session); "
+          "the first session's growth (mailhub loads the folder's index then), then per idle "
+          "session of the last batch; xN = sessions in that batch (a batch as large was opened "
+          "before it).")
     for n, m in memory.items():
         if m["stopped"]:
             print(f"  {n}: stopped opening after {m['opened']} sessions: {m['stopped']}")
@@ -744,14 +832,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--deliveries", type=int, default=1000,
                         help="new messages dropped into new/ before the timed SELECT")
-    parser.add_argument("--idle", type=int, default=100,
-                        help="idle sessions for the memory test (0 skips it)")
+    parser.add_argument("--idle", type=int, default=250,
+                        help="idle sessions for the memory test, per batch (two batches "
+                             "are opened, the second measured; 0 skips it)")
     parser.add_argument("--body-search", action="store_true",
                         help="also time UID SEARCH BODY (slow on big mailboxes)")
     parser.add_argument("--servers", default="mailhub,dovecot")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter for mailhub (default: this one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--mailboxes", metavar="DIR", default="",
+                        help="build each mailbox once in DIR and reuse it in later runs "
+                             "(each server still gets its own copy)")
     args = parser.parse_args()
     wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

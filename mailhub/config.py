@@ -45,6 +45,8 @@ class Limits:
     @ivar idleTimeout: seconds a client may stay silent (RFC 5321 §4.5.3.2.7
         gives the server 5 minutes).
     @ivar errors: protocol errors one session may make before it is dropped.
+    @ivar connectionsPerUser: most simultaneous IMAP sessions of one user,
+        whatever their addresses.
     """
 
     messageSize: int = 50 * MiB
@@ -57,6 +59,7 @@ class Limits:
     )
     idleTimeout: float = 300.0
     errors: int = 20
+    connectionsPerUser: int = 20
 
 
 @frozen
@@ -516,6 +519,7 @@ class _Reader:
             "peer_limit_exempt": ("peerLimitExempt", self.networks),
             "idle_timeout": ("idleTimeout", self.seconds),
             "errors": ("errors", self.integer),
+            "connections_per_user": ("connectionsPerUser", self.integer),
         }
         table = self.table(value, key, checks)
         return Limits(

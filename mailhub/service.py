@@ -400,6 +400,7 @@ def makeService(
         hostname=config.hostname,
         maxLiteral=config.limits.messageSize,
         connectionsPerPeer=config.limits.connectionsPerPeer,
+        connectionsPerUser=config.limits.connectionsPerUser,
         peerLimitExempt=config.limits.peerLimitExempt,
         runBlocking=runBlocking,
         # One count for both listeners: the per-user limit is per user.

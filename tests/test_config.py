@@ -113,6 +113,7 @@ class EmbeddedTests(SynchronousTestCase):
         )
         self.assertEqual(limits.idleTimeout, 300.0)
         self.assertEqual(limits.errors, 20)
+        self.assertEqual(limits.connectionsPerUser, 20)
 
     def test_emptyFileIsEmbedded(self) -> None:
         """
@@ -223,6 +224,7 @@ class ExampleTests(SynchronousTestCase):
                 ),
                 idleTimeout=300.0,
                 errors=20,
+                connectionsPerUser=20,
             ),
         )
 
@@ -405,11 +407,12 @@ class ValuesTests(SynchronousTestCase):
                     "peer_limit_exempt": [],
                     "idle_timeout": 0.5,
                     "errors": 1,
+                    "connections_per_user": 1,
                 }
             }
         ).limits
         self.assertEqual(
-            limits, Limits(1024, 1, 1000, 1, (), 0.5, 1)
+            limits, Limits(1024, 1, 1000, 1, (), 0.5, 1, 1)
         )
 
     def test_idleTimeoutInteger(self) -> None:
@@ -568,6 +571,8 @@ class BadDocumentTests(ConfigErrorTestCase):
         ("line length below 1000", {"limits": {"line_length": 998}}, "limits.line_length"),
         ("no recipients", {"limits": {"recipients": 0}}, "limits.recipients"),
         ("no connections", {"limits": {"connections_per_peer": 0}}, "limits.connections_per_peer"),
+        ("no sessions per user", {"limits": {"connections_per_user": 0}}, "limits.connections_per_user"),
+        ("string sessions per user", {"limits": {"connections_per_user": "5"}}, "limits.connections_per_user"),
         ("negative errors", {"limits": {"errors": -1}}, "limits.errors"),
         ("zero idle timeout", {"limits": {"idle_timeout": 0}}, "limits.idle_timeout"),
         ("infinite idle timeout", {"limits": {"idle_timeout": float("inf")}}, "limits.idle_timeout"),

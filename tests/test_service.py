@@ -57,6 +57,21 @@ class ServiceTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_imapLimits(self) -> None:
+        """
+        Both IMAP listeners take the configured per-user and per-peer
+        session limits.
+        """
+        service = makeService(
+            self.config(limits={"connections_per_user": 500, "connections_per_peer": 7}),
+            self.reactor,
+            threaded=False,
+        )
+        for name in ("imap", "imaps"):
+            factory = service.factories[name]
+            self.assertEqual(factory.connectionsPerUser, 500)
+            self.assertEqual(factory.connectionsPerPeer, 7)
+
     def test_badEndpointNamesKey(self) -> None:
         """
         An endpoint string Twisted cannot parse is a L{ConfigError} naming

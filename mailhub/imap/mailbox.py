@@ -83,7 +83,7 @@ from zope.interface import implementer
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
 from mailhub.imap.message import _Entity, _fields, _parse, bodyText, headerText, headerValues, splitHeader
-from mailhub.imap.search import Node, SearchError, needsHeaders, parseSearch, search
+from mailhub.imap.search import Node, SearchError, needsHeaders, parseSearch, requiredHeaders, search
 from mailhub.maildir.folders import SEPARATOR, FolderError, MailStore
 from mailhub.maildir.index import (
     CACHED_HEADERS,
@@ -206,6 +206,8 @@ class MaildirMessage:
     @ivar seq: its sequence number in the session that fetched it.
     """
 
+    __slots__ = ("_mailbox", "_index", "seq", "uid")
+
     def __init__(self, mailbox: "MaildirIMAPMailbox", seq: int, uid: int) -> None:
         self._mailbox = mailbox
         self._index = mailbox.index
@@ -287,6 +289,13 @@ class MaildirMessage:
         ENVELOPE, from the side store after the first time.
         """
         return self._index.cachedEnvelope(self.uid)
+
+    def envelopeText(self) -> bytes:
+        """
+        ENVELOPE as IMAP text (what FETCH sends, without the outer
+        parentheses), from the side store after the first time.
+        """
+        return self._index.cachedEnvelopeText(self.uid)
 
     def bodyStructure(self) -> list:
         """
@@ -901,7 +910,23 @@ class MaildirIMAPMailbox:
         self._view()
         uids = self._uids
         headers = self.index.searchHeaders() if needsHeaders(node) else None
-        return search(node, uids, lambda seq: _SearchView(self, seq, uids[seq - 1], headers))
+        within = None
+        if headers is not None:
+            # Ask the in-memory header columns which messages may match a
+            # header key the search requires (SUBJECT x...): only those are
+            # looked at one by one.
+            possible = None
+            for key in requiredHeaders(node):
+                found = self.index.headerCandidates(key.name, key.value)
+                if found is not None:
+                    possible = found if possible is None else possible & found
+            if possible is not None:
+                within = []
+                for uid in sorted(possible):
+                    at = bisect.bisect_left(uids, uid)
+                    if at < len(uids) and uids[at] == uid:
+                        within.append(at + 1)
+        return search(node, uids, lambda seq: _SearchView(self, seq, uids[seq - 1], headers), within)
 
     def searchUIDs(self, query: Any) -> list[int]:
         """

@@ -488,6 +488,34 @@ def envelope(data: bytes) -> list:
     return _envelope(_Entity(header, b"", _fields(header), "text", "plain", []))
 
 
+def nestedList(items: Sequence[Value]) -> bytes:
+    """
+    ENVELOPE and BODYSTRUCTURE values (L{envelope}, L{bodyStructure}) as
+    IMAP text, without the outer parentheses: what Twisted's
+    C{collapseNestedLists} makes of them (C{bytes} quoted, or a literal when
+    they hold CR or LF or are over 1000 octets; C{None} as NIL; numbers;
+    lists in parentheses), without its per-item overhead.
+    """
+    out = []
+    for item in items:
+        if item is None:
+            out.append(b"NIL")
+        elif isinstance(item, (bytes, str)):
+            if isinstance(item, str):
+                item = item.encode("ascii")
+            if b"\n" in item or b"\r" in item or len(item) > 1000:
+                out.append(b"{%d}\r\n%b" % (len(item), item))
+            elif b'"' in item or b"\\" in item:
+                out.append(b'"' + item.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"')
+            else:
+                out.append(b'"' + item + b'"')
+        elif isinstance(item, int):
+            out.append(b"%d" % (item,))
+        else:
+            out.append(b"(" + nestedList(item) + b")")
+    return b" ".join(out)
+
+
 # -- BODY / BODYSTRUCTURE -------------------------------------------------------------
 
 

@@ -492,18 +492,43 @@ def candidates(node: Node, uids: Sequence[int]) -> Intervals:
     return narrowed
 
 
-def search(node: Node, uids: Sequence[int], view: Callable[[int], MessageView]) -> List[int]:
+def requiredHeaders(node: Node) -> List[HeaderContains]:
+    """
+    The header keys every match of C{node} must satisfy: C{node} itself,
+    or those among the keys of a top-level AND (nested ANDs included).  A
+    backend that can tell from its cache which messages may satisfy one
+    narrows the search to those (L{search}'s C{within}).
+    """
+    if isinstance(node, HeaderContains):
+        return [node]
+    if isinstance(node, And):
+        return [key for child in node.nodes for key in requiredHeaders(child)]
+    return []
+
+
+def search(
+    node: Node,
+    uids: Sequence[int],
+    view: Callable[[int], MessageView],
+    within: Optional[Sequence[int]] = None,
+) -> List[int]:
     """
     Run a search over a mailbox.
 
     @param uids: the mailbox's UIDs in ascending order.
     @param view: makes the L{MessageView} of a sequence number.
+    @param within: if given, the only sequence numbers (ascending) that
+        may match: the others are not looked at.
     @return: the matching sequence numbers, ascending.
     """
     context = Context(len(uids), uids[-1] if uids else 0)
     found = []
     for low, high in candidates(node, uids):
-        for seq in range(low, high + 1):
+        if within is None:
+            numbers: Sequence[int] = range(low, high + 1)
+        else:
+            numbers = within[bisect.bisect_left(within, low) : bisect.bisect_right(within, high)]
+        for seq in numbers:
             if node.matches(view(seq), context):
                 found.append(seq)
     return found

@@ -57,6 +57,8 @@ C{test_twistedTrap*}):
     NUL or control characters are refused before the backend sees them.
   - Too many client errors, and the session is dropped; at most
     C{connectionsPerUser} sessions per user.
+  - TCP_NODELAY is set: a reply written after work on a worker thread
+    would otherwise wait for the client's delayed ACK (40 ms).
 
   - Nothing that grows with a mailbox runs on the reactor thread: every
     backend call that reads or writes the disk (SELECT/EXAMINE, FETCH,
@@ -112,6 +114,12 @@ The optional backend protocol (all duck-typed, each with a fallback):
     C{messagesExpunged}.
   - Messages providing C{IMessageFile} give their raw octets through
     C{open()}; others are rebuilt from C{getHeaders(True)} and the body.
+  - C{message.envelope()} and C{message.bodyStructure()}: the message's
+    ENVELOPE and BODYSTRUCTURE (extensible) as nested lists, as
+    L{mailhub.imap.message} makes them (a backend that caches them); FETCH
+    then reads no octets for those items.  C{message.envelopeText()}, if
+    present, is preferred: the ENVELOPE already written as IMAP text
+    (L{mailhub.imap.message.nestedList}, without the outer parentheses).
 """
 
 from __future__ import annotations
@@ -121,6 +129,7 @@ import email.utils
 import re
 import tempfile
 from collections import deque
+from itertools import islice
 from typing import Any, Callable, Iterable
 
 from twisted.cred.credentials import UsernamePassword
@@ -142,7 +151,6 @@ from twisted.mail.imap4 import (
     MessageSet,
     NoSuchMailbox,
     ReadOnlyMailbox,
-    collapseNestedLists,
 )
 from twisted.python.failure import Failure
 
@@ -198,6 +206,10 @@ MAX_PENDING_INPUT = 256 * 1024
 #: C{runBlocking} call (file reads, flags), written out before the next.
 FETCH_BATCH = 100
 
+#: The batch when every item comes from the index (L{_INDEX_ITEMS}): no file
+#: is read, so a batch is quick however large, and fewer thread hops count.
+FETCH_INDEX_BATCH = 2000
+
 #: A FETCH batch's rendering stops early once this many octets are ready.
 FETCH_BATCH_OCTETS = 1024 * 1024
 
@@ -244,6 +256,11 @@ _SIMPLE_FETCH = {
     "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
 }
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+#: FETCH items answered from the index alone.
+_INDEX_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
+#: FETCH items that need the message's octets, unless the message object
+#: keeps ENVELOPE (C{envelope()}) or BODYSTRUCTURE (C{bodyStructure()}).
+_RAW_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 
 
 class IMAPError(MailhubError):
@@ -450,8 +467,20 @@ def encodeName(name: str) -> bytes:
     return quoted(name.encode("imap4-utf-7"))
 
 
+#: flagList's answers: a mailbox has few kinds of flag lists, and FETCH 1:*
+#: FLAGS asks for every message's.
+_flagLists: dict[tuple, bytes] = {}
+
+
 def flagList(flags: Iterable[Any]) -> bytes:
-    return b"(" + b" ".join(f.encode("ascii") if isinstance(f, str) else f for f in flags) + b")"
+    key = tuple(flags)
+    known = _flagLists.get(key)
+    if known is None:
+        known = b"(" + b" ".join(f.encode("ascii") if isinstance(f, str) else f for f in key) + b")"
+        if len(_flagLists) >= 4096:
+            _flagLists.clear()
+        _flagLists[key] = known
+    return known
 
 
 def uidSet(uids: list[int]) -> bytes:
@@ -588,6 +617,22 @@ def _listOf(function: Callable[..., Any], *args: Any) -> Any:
     returns is consumed on the worker thread too.
     """
     return _then(function(*args), list)
+
+
+def _iterate(function: Callable[..., Any], *args: Any) -> Any:
+    """
+    C{iter(function(*args))}, for C{runBlocking}: consumed later with
+    L{_take}.
+    """
+    return _then(function(*args), iter)
+
+
+def _take(iterator: Any, count: int) -> list:
+    """
+    The next C{count} items of C{iterator} (fewer at its end), for
+    C{runBlocking}.
+    """
+    return list(islice(iterator, count))
 
 
 def _isDeleted(msg: Any) -> bool:
@@ -877,6 +922,19 @@ def _changedSinceSet(mbox: Any, messages: MessageSet, uid: bool, since: int) -> 
     return MessageSet([(low, high) for low, high in ranges])
 
 
+def _kept(msg: Any, kind: str) -> bool:
+    """
+    Whether the message object answers FETCH item C{kind} without its
+    octets: C{envelope()} for ENVELOPE, C{bodyStructure()} for
+    BODYSTRUCTURE (a backend's cache; see the module docstring).
+    """
+    if kind == "ENVELOPE":
+        return callable(getattr(msg, "envelopeText", None)) or callable(getattr(msg, "envelope", None))
+    if kind == "BODYSTRUCTURE":
+        return callable(getattr(msg, "bodyStructure", None))
+    return False
+
+
 def _flagsOf(batch: list) -> dict[int, list]:
     """
     The flags of each message of C{batch}; one expunged elsewhere is left
@@ -1016,6 +1074,15 @@ class IMAP4Server(imap4.IMAP4Server):
     def connectionMade(self) -> None:
         self.tags = {}
         self.peer = peerHost(self.transport.getPeer())
+        # A reply written after work on a worker thread goes out in its own
+        # segment; with Nagle's algorithm it would wait for the client's
+        # delayed ACK of the one before (40 ms).
+        noDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if noDelay is not None:
+            try:
+                noDelay(True)
+            except OSError:
+                pass
         self.canStartTLS = (
             self.ctx is not None and ITLSTransport(self.transport, None) is not None
         )
@@ -2268,10 +2335,20 @@ class IMAP4Server(imap4.IMAP4Server):
             for kind, _, peek, _ in items
         )
         mbox = self.mbox
-        pairs = await self._fetch(messages, uid)
+        step = FETCH_INDEX_BATCH if all(kind in _INDEX_ITEMS for kind, _, _, _ in items) else FETCH_BATCH
         gone: set[int] = set()
-        for start in range(0, len(pairs), FETCH_BATCH):
-            batch = pairs[start : start + FETCH_BATCH]
+        # The backend's iterator is consumed a batch at a time (each on the
+        # worker thread), so that a FETCH 1:* of a big mailbox never holds
+        # a message object per message at once.
+        source = await self._call(_iterate, mbox.fetch, messages, uid)
+        more = True
+        while more:
+            batch = await self._call(_take, source, step)
+            # A short batch is the last: the tagged reply then follows the
+            # last responses without another trip to the worker thread.
+            more = len(batch) == step
+            if not batch:
+                break
             flags: dict[int, list] | None = None
             seen: set[int] = set()
             if setsSeen:
@@ -2326,20 +2403,22 @@ class IMAP4Server(imap4.IMAP4Server):
             try:
                 if flags is not None and seq not in flags:
                     raise MessageExpunged()  # see _flagsOf
-                messageFlags = flags[seq] if flags is not None else list(msg.getFlags())
-                parts = [b"* %d FETCH (" % (seq,)]
+                messageFlags = flags[seq] if flags is not None else None
+                pieces = []
                 raw: bytes | None = None
                 for kind, section, peek, span in withFlags if seq in seen else items:
-                    if kind in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT") and raw is None:
+                    if kind == "FLAGS" and messageFlags is None:
+                        messageFlags = msg.getFlags()
+                    elif raw is None and kind in _RAW_ITEMS and not _kept(msg, kind):
                         raw = rawMessage(msg)
-                    parts.append((b"" if len(parts) == 1 else b" ") + self._fetchItem(kind, section, span, msg, messageFlags, raw))
+                    pieces.append(self._fetchItem(kind, section, span, msg, messageFlags, raw))
             except MessageExpunged:
                 gone.add(seq)
                 count += 1
                 continue
-            parts.append(b")\r\n")
-            out.extend(parts)
-            size += sum(len(p) for p in parts)
+            line = b"* %d FETCH (%b)\r\n" % (seq, b" ".join(pieces))
+            out.append(line)
+            size += len(line)
             count += 1
             if size >= FETCH_BATCH_OCTETS:
                 break
@@ -2376,8 +2455,9 @@ class IMAP4Server(imap4.IMAP4Server):
             items.append(("BODY[]", section, match.group(1).upper() == "BODY.PEEK", span))
         return items
 
-    def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list, raw: bytes | None) -> bytes:
+    def _fetchItem(self, kind: str, section: Any, span: Any, msg: Any, flags: list | None, raw: bytes | None) -> bytes:
         if kind == "FLAGS":
+            assert flags is not None
             return b"FLAGS " + flagList(flags)
         if kind == "UID":
             return b"UID %d" % (msg.getUID(),)
@@ -2387,11 +2467,18 @@ class IMAP4Server(imap4.IMAP4Server):
             return b"INTERNALDATE " + formatInternalDate(msg)
         if kind == "RFC822.SIZE":
             return b"RFC822.SIZE %d" % (msg.getSize(),)
-        assert raw is not None
         if kind == "ENVELOPE":
-            return b"ENVELOPE " + collapseNestedLists([M.envelope(raw)])
+            # From the backend's cache when it keeps one (IMessage has no
+            # such method: duck-typed), else from the header.
+            if raw is None:
+                text = getattr(msg, "envelopeText", None)
+                return b"ENVELOPE (" + (text() if callable(text) else M.nestedList(msg.envelope())) + b")"
+            return b"ENVELOPE (" + M.nestedList(M.envelope(raw)) + b")"
+        if kind == "BODYSTRUCTURE" and raw is None:
+            return b"BODYSTRUCTURE (" + M.nestedList(msg.bodyStructure()) + b")"
+        assert raw is not None
         if kind in ("BODY", "BODYSTRUCTURE"):
-            return kind.encode("ascii") + b" " + collapseNestedLists([M.bodyStructure(raw, kind == "BODYSTRUCTURE")])
+            return kind.encode("ascii") + b" (" + M.nestedList(M.bodyStructure(raw, kind == "BODYSTRUCTURE")) + b")"
         if kind == "RFC822":
             data = M.toCRLF(raw)
             return b"RFC822 {%d}\r\n" % len(data) + data

@@ -23,6 +23,8 @@ from mailhub.imap.mailbox import (
     MaildirMessage,
     parseInternalDate,
 )
+from mailhub.imap import mailbox as mailboxModule
+from mailhub.imap.message import nestedList
 from mailhub.imap.search import parseSearch
 from mailhub.maildir import index as indexModule
 from mailhub.maildir.index import FolderIndex
@@ -248,6 +250,7 @@ class MailboxTests(SynchronousTestCase):
         self.assertEqual(msg.open().read(), message(1))
         self.assertFalse(msg.isMultipart())
         self.assertEqual(msg.envelope()[1], b"message 1")
+        self.assertEqual(msg.envelopeText(), nestedList(msg.envelope()))
         self.assertEqual(msg.bodyStructure()[:2], [b"TEXT", b"PLAIN"])
 
     def test_multipart(self) -> None:
@@ -414,6 +417,77 @@ class MailboxTests(SynchronousTestCase):
         inbox.refresh()
         self.assertEqual(inbox.search([b"SUBJECT", b"late"]), [21])
         self.assertEqual(inbox.search([b"SUBJECT", b"late"]), [21])
+
+    def test_searchNarrowedByHeaderColumns(self) -> None:
+        """
+        A header key the search requires is first looked up in the whole
+        in-memory column at once; only the messages that may match are
+        looked at one by one, and the answers are those of the full test:
+        encoded words, 8-bit octets and repeated fields are always looked
+        at, a message without cached fields yet too.
+        """
+        subjects = [
+            b"Hello world",
+            b"say HELLO",
+            b"nothing here",
+            b"=?utf-8?q?H=C3=A9llo_there?=",
+            b"=?utf-8?q?hello?=",
+            "caf\u00e9 hello".encode("utf-8"),
+            b"hel\r\n lo folded",
+            b"plain",
+        ]
+        for n, subject in enumerate(subjects, 1):
+            self.deliver(message(n).replace(b"message %d" % n, subject))
+        self.deliver(message(9).replace(b"Subject: message 9", b"Subject: first\r\nSubject: hello again"))
+        inbox = self.account.select("INBOX")
+        queries = [
+            [b"SUBJECT", b"hello"],
+            [b"SUBJECT", b"HeLLo"],
+            [b"SUBJECT", b"h\xc3\xa9llo"],
+            [b"SUBJECT", b"hel lo"],
+            [b"SUBJECT", b""],
+            [b"SUBJECT", b"hello", b"FROM", b"alice"],
+            [b"OR", b"SUBJECT", b"plain", b"SUBJECT", b"nothing"],
+            [b"NOT", b"SUBJECT", b"hello"],
+            [b"HEADER", b"X-Number", b"3"],
+            [b"2:4", b"SUBJECT", b"o"],
+        ]
+        looked: list[int] = []
+        realView = mailboxModule._SearchView
+
+        def counting(mailbox, seq, *rest):
+            looked.append(seq)
+            return realView(mailbox, seq, *rest)
+
+        self.patch(mailboxModule, "_SearchView", counting)
+        self.assertEqual(inbox.search([b"SUBJECT", b"hello"]), [1, 2, 5, 6, 9])
+        self.deliver(message(10, "late hello"))  # no cached fields yet
+        inbox.refresh()
+        found = [inbox.search(query) for query in queries]
+        self.assertEqual(found[0], [1, 2, 5, 6, 9, 10])
+        # The full test, one message at a time (nothing narrowed), agrees.
+        undo = self.patchedCandidates(inbox)
+        self.assertEqual([inbox.search(query) for query in queries], found)
+        undo.restore()
+        del looked[:]
+        self.assertEqual(inbox.search([b"SUBJECT", b"plain"]), [8])
+        # Message 8, and those the column cannot judge: encoded words, 8-bit
+        # octets, the repeated field.
+        self.assertEqual(looked, [4, 5, 6, 8, 9])
+
+    def patchedCandidates(self, inbox: MaildirIMAPMailbox):
+        """
+        Make C{inbox}'s index narrow nothing until C{restore()}.
+        """
+        index = inbox.index
+        real = index.headerCandidates
+        index.headerCandidates = lambda name, value: None
+
+        class Undo:
+            def restore(self) -> None:
+                index.headerCandidates = real
+
+        return Undo()
 
     def test_listenersHearAnotherProcess(self) -> None:
         """

@@ -21,6 +21,7 @@ from mailhub.imap.message import (
     envelope,
     fetchBody,
     headerValues,
+    nestedList,
     parseSection,
     partial,
     section,
@@ -598,3 +599,23 @@ class DecodingTests(SynchronousTestCase):
     def test_base64Text(self) -> None:
         message = crlf("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\nY2Fmw6kgbm9pcg==\n")
         self.assertEqual(bodyText(message), "caf\u00e9 noir")
+
+
+class NestedListTests(SynchronousTestCase):
+    def test_asTwistedWrites(self) -> None:
+        """
+        L{nestedList} writes what Twisted's C{collapseNestedLists} does:
+        strings quoted (with escapes) or as literals (line ends, over 1000
+        octets), NIL, numbers, nested lists.
+        """
+        cases = [
+            [],
+            [None],
+            [b"", b"plain", 0, 12345],
+            [b'a "quoted" \\ one', [b"x", None, [b"deep", [None]]]],
+            [b"two\r\nlines", b"bare\nLF", b"lone\rCR"],
+            [b"x" * 1000, b"y" * 1001],
+            ["text", [1, [2, [3]]]],
+        ]
+        for items in cases:
+            self.assertEqual(nestedList(items), collapseNestedLists(items), items)

@@ -32,6 +32,7 @@ from mailhub.imap.search import (
     needsBody,
     needsHeaders,
     parseSearch,
+    requiredHeaders,
     search,
 )
 
@@ -449,3 +450,39 @@ class CandidateTests(SynchronousTestCase):
         found = search(parseSearch(["1:10", "SUBJECT", "x"]), self.uids, view)
         self.assertEqual(found, list(range(1, 11)))
         self.assertEqual(made, list(range(1, 11)))
+
+    def test_within(self) -> None:
+        """
+        C{within} limits the messages looked at to those sequence numbers,
+        inside the candidates of the sets.
+        """
+        made = []
+
+        def view(seq: int) -> LazyMessage:
+            made.append(seq)
+            return makeMessage(seq, self.uids[seq - 1], (), "Subject: x\r\n")
+
+        found = search(parseSearch(["5:20", "SUBJECT", "x"]), self.uids, view, within=[1, 6, 7, 30, 99999])
+        self.assertEqual(found, [6, 7])
+        self.assertEqual(made, [6, 7])
+        self.assertEqual(search(parseSearch(["SUBJECT", "x"]), self.uids, view, within=[]), [])
+
+
+class RequiredHeadersTests(SynchronousTestCase):
+    def test_table(self) -> None:
+        """
+        L{requiredHeaders} gives the header keys every match must satisfy:
+        the key itself, or those of a top-level AND; none under OR or NOT.
+        """
+        table = [
+            (["SUBJECT", "x"], [("subject", "x")]),
+            (["SUBJECT", "x", "FROM", "y", "SEEN"], [("subject", "x"), ("from", "y")]),
+            ([["SUBJECT", "x", ["TO", "z"]], "1:5"], [("subject", "x"), ("to", "z")]),
+            (["HEADER", "X-Spam", "yes"], [("x-spam", "yes")]),
+            (["OR", "SUBJECT", "x", "FROM", "y"], []),
+            (["NOT", "SUBJECT", "x"], []),
+            (["BODY", "x"], []),
+            (["ALL"], []),
+        ]
+        for tokens, expected in table:
+            self.assertEqual([(k.name, k.value) for k in requiredHeaders(parseSearch(tokens))], expected, tokens)

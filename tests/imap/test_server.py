@@ -50,9 +50,13 @@ MESSAGE = (
 @implementer(ITLSTransport)
 class TLSStringTransport(StringTransport):
     tlsStarted: object = None
+    noDelay = False
 
     def startTLS(self, contextFactory: object) -> None:
         self.tlsStarted = contextFactory
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay = enabled
 
 
 class FakesTests(SynchronousTestCase):
@@ -124,6 +128,20 @@ class Harness(SynchronousTestCase):
 
 
 class GreetingAndTLSTests(Harness):
+    def test_noDelay(self) -> None:
+        """
+        TCP_NODELAY is set: a reply written after work on a worker thread
+        must not wait for the client's delayed ACK; a transport without
+        the option is fine.
+        """
+        self.connect()
+        self.assertTrue(self.transport.noDelay)
+        proto = self.factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        proto.makeConnection(transport)
+        self.assertIn(b"* OK", transport.value())
+        proto.connectionLost(None)
+
     def test_capabilitiesBeforeTLS(self) -> None:
         """
         Before TLS: STARTTLS and LOGINDISABLED, no AUTH=; the extensions
@@ -505,6 +523,57 @@ class FetchTests(Harness):
         self.assertIn(b'BODYSTRUCTURE ("TEXT" "PLAIN"', out)
         self.assertIn(b"a OK", out)
 
+    def test_envelopeFromTheBackend(self) -> None:
+        """
+        A message that keeps its ENVELOPE and BODYSTRUCTURE
+        (C{envelope()}, C{bodyStructure()}) is not read for them; BODY (the
+        non-extensible form) still reads it.
+        """
+        inbox = self.select(2)
+        opened = []
+        for message in inbox.messages:
+            message.envelope = lambda: [b"date", b'say "hi"', None, None, None, None, None, None, None, b"<id>"]
+            message.bodyStructure = lambda: [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", 3, 1]
+            message.open = lambda original=message.open: (opened.append(1), original())[1]
+        out = self.send(b"a FETCH 1:2 (ENVELOPE BODYSTRUCTURE)\r\n")
+        self.assertEqual(
+            out.split(b"\r\n")[0],
+            b'* 1 FETCH (ENVELOPE ("date" "say \\"hi\\"" NIL NIL NIL NIL NIL NIL NIL "<id>") '
+            b'BODYSTRUCTURE ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3 1))',
+        )
+        self.assertIn(b"a OK FETCH completed", out)
+        self.assertEqual(opened, [])
+        out = self.send(b"b FETCH 1 BODY\r\n")
+        self.assertIn(b'* 1 FETCH (BODY ("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 22 1))', out)
+        self.assertEqual(opened, [1])
+
+    def test_indexItemsInFewBatches(self) -> None:
+        """
+        A FETCH of items the index answers (UID, FLAGS, RFC822.SIZE,
+        INTERNALDATE) takes L{S.FETCH_INDEX_BATCH} messages per backend
+        call; one that reads messages, L{S.FETCH_BATCH}.  Every message is
+        answered, in order.
+        """
+        recorder = Recorder()
+        self.factory = self.makeFactory(runBlocking=recorder)
+        self.patch(S, "FETCH_BATCH", 2)
+        self.patch(S, "FETCH_INDEX_BATCH", 4)
+        self.select(9)
+        del recorder.calls[:]
+        out = self.send(b"a FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)\r\n")
+        self.assertEqual([line.split(b" ")[1] for line in out.split(b"\r\n")[:-2]], [b"%d" % n for n in range(1, 10)])
+        self.assertEqual(recorder.calls.count("_renderFetch"), 3)
+        del recorder.calls[:]
+        out = self.send(b"b FETCH 1:* (UID BODY.PEEK[HEADER])\r\n")
+        self.assertEqual(out.count(b" FETCH (UID "), 9)
+        self.assertEqual(recorder.calls.count("_renderFetch"), 5)
+        # A set that fills its last batch: one more look finds no more.
+        del recorder.calls[:]
+        out = self.send(b"c FETCH 1:8 (UID FLAGS)\r\n")
+        self.assertEqual(out.count(b" FETCH (UID "), 8)
+        self.assertTrue(out.endswith(b"c OK FETCH completed\r\n"))
+        self.assertEqual((recorder.calls.count("_take"), recorder.calls.count("_renderFetch")), (3, 2))
+
     def test_fetchBadArguments(self) -> None:
         self.select(2)
         self.assertIn(b"a BAD", self.send(b"a FETCH 5 FLAGS\r\n"))
@@ -775,9 +844,10 @@ class BlockingTests(Harness):
         self.assertTrue(out.endswith(b"s OK [READ-WRITE] SELECT completed\r\n"), out)
         self.assertNotIn(b"FETCH", out)
         self.transport.clear()
-        pending.runNext()  # FETCH: the message list
+        pending.runNext()  # FETCH: the backend's message iterator
+        pending.runNext()  # FETCH: a batch taken from it
         self.assertEqual(self.transport.value(), b"")
-        pending.runNext()  # FETCH: the batch rendered
+        pending.runNext()  # FETCH: the batch rendered (a short one: the last)
         first = inbox.messages[0].data
         self.assertEqual(self.transport.value(), b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\nf OK FETCH completed\r\n" % (len(first), first))
         self.transport.clear()

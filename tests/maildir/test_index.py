@@ -4,16 +4,20 @@ Tests for L{mailhub.maildir.index}: the per-folder index and its side store.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
 import time
+import weakref
+import zlib
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.fs import FileSystem
 from mailhub.maildir import index as indexModule
+from mailhub.imap.message import nestedList
 from mailhub.maildir.delivery import ensureMaildir
 from mailhub.maildir.index import (
     CACHE_NAME,
@@ -22,6 +26,7 @@ from mailhub.maildir.index import (
     FolderIndex,
     MessageGone,
     dateFromName,
+    imapFlags,
     iterUIDs,
     sizeFromName,
 )
@@ -96,6 +101,46 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(dateFromName("1700000000.M1P1.h"), 1700000000)
         self.assertIsNone(dateFromName("msg-one"))
 
+    def test_imapFlags(self) -> None:
+        """
+        The IMAP flags of a name are the same when remembered per info
+        part; keyword letters are looked up every time (the keyword file
+        may change).
+        """
+        asked: list[str] = []
+
+        def keywordFor(letter: str) -> str | None:
+            asked.append(letter)
+            return {"a": "$Junk"}.get(letter)
+
+        for _ in range(2):
+            self.assertEqual(imapFlags("1.M1P1.h:2,FRS", keywordFor), ["\\Flagged", "\\Answered", "\\Seen"])
+            self.assertEqual(imapFlags("2.M1P1.h:2,", keywordFor), [])
+            self.assertEqual(imapFlags("3.M1P1.h", keywordFor), [])
+            self.assertEqual(imapFlags("4.M1P1.h:2,Sab", keywordFor), ["\\Seen", "$Junk"])
+        self.assertEqual(asked, ["a", "b", "a", "b"])
+        flags = imapFlags("1.M1P1.h:2,FRS", keywordFor)
+        flags.append("\\Recent")  # the caller's own list
+        self.assertEqual(imapFlags("1.M1P1.h:2,FRS", keywordFor), ["\\Flagged", "\\Answered", "\\Seen"])
+
+    def test_headerEnd(self) -> None:
+        """
+        L{indexModule._headerEnd}: where the blank line after the header
+        ends, CRLF or bare LF, whichever comes first.
+        """
+        table = [
+            (b"", -1),
+            (b"\n", 1),
+            (b"\r\n", 2),
+            (b"a: b\r\n", -1),
+            (b"a: b\r\n\r\nbody\n\n", 8),
+            (b"a: b\n\nbody\r\n\r\n", 6),
+            (b"a: b\r\nc: d\n\nx\r\n\r\n", 12),
+            (b"a\n\r\n", 4),
+        ]
+        for data, end in table:
+            self.assertEqual(indexModule._headerEnd(data), end, data)
+
     def test_empty(self) -> None:
         index = self.index()
         self.assertEqual(index.refresh(), Changes())
@@ -154,6 +199,180 @@ class FolderIndexTests(SynchronousTestCase):
             [(e.uid, e.name, e.size, e.date) for e in first.messages()],
         )
         self.assertEqual(second.entry(4).size, 6)
+
+    def test_indexFileLoadsWithoutUIDListOrSideStore(self) -> None:
+        """
+        A saved index is loaded column by column: names that need
+        encoding, unknown sizes, both directories and the side store's
+        places survive; when the UID list and the side store are as the
+        index left them, a new instance reads neither (UIDNEXT comes from
+        the index file), and finds cached records without a scan.
+        """
+        self.deliver(base="odd\tname%with\nstuff")
+        seen = self.deliver(sub="cur", info=":2,S")
+        plain = self.deliver()
+        first = self.index()
+        first.refresh()
+        first.claimNew()
+        self.deliver()  # stays in new/
+        first.refresh()
+        seenUID, plainUID = first._byBase[seen], first._byBase[plain]
+        first.cachedEnvelope(seenUID)
+        first.cachedHeaders(plainUID)
+        first.save()
+        fs = RecordingFileSystem()
+        second = self.index(fs=fs)
+        self.assertEqual(second.uids(), [1, 2, 3, 4])
+        self.assertEqual(second.nextUID, 5)
+        self.assertEqual(second.refresh(), Changes())
+        self.assertEqual(
+            [(e.uid, e.base, e.sub, e.name, e.size, e.date) for e in second.messages()],
+            [(e.uid, e.base, e.sub, e.name, e.size, e.date) for e in first.messages()],
+        )
+        self.assertEqual(second.newUIDs(), [4])
+        self.assertEqual(second.flags(seenUID), ["\\Seen"])
+        self.assertIn("odd\tname%with\nstuff", second._byBase)
+        # The index, and the mod-sequence CEILING that says whether its
+        # mod-sequences can be trusted (a few octets).
+        self.assertEqual([os.path.basename(p) for p in fs.opened], [INDEX_NAME, "mailhub-modseq"])
+        self.assertEqual(
+            [e.modseq for e in second.messages()], [e.modseq for e in first.messages()]
+        )
+        self.assertEqual(second.highestModseq, first.highestModseq)
+        self.assertEqual(second.cachedEnvelope(seenUID), first.cachedEnvelope(seenUID))
+        self.assertEqual(second.cachedHeaders(plainUID), first.cachedHeaders(plainUID))
+        self.assertEqual(
+            [os.path.basename(p) for p in fs.opened], [INDEX_NAME, "mailhub-modseq", CACHE_NAME]
+        )
+        # The next delivery gets the next UID (the UID list is read now).
+        self.deliver()
+        self.assertEqual(second.refresh(), Changes(added=(5,)))
+        self.assertEqual(second.nextUID, 6)
+
+    def test_indexFileUIDListChangedSince(self) -> None:
+        """
+        When the UID list changed after the index was saved, the index is
+        loaded all the same (same UIDVALIDITY) and the first refresh syncs
+        with the list; a new UIDVALIDITY means a rebuild.
+        """
+        for _ in range(3):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.save()
+        # Another process gives a UID to a new message.
+        other = self.index()
+        other.refresh()
+        self.deliver()
+        other.refresh()
+        second = self.index()
+        self.assertEqual(second.refresh(), Changes(added=(4,)))
+        self.assertEqual(second.nextUID, 5)
+        os.unlink(os.path.join(self.folder, UIDLIST_NAME))
+        self.clock.advance(10)
+        third = self.index()
+        third.refresh()
+        self.assertNotEqual(third.uidValidity, first.uidValidity)
+        self.assertEqual(third.uids(), [1, 2, 3, 4])
+
+    def test_indexFileCorrupt(self) -> None:
+        """
+        An index file that is cut short, has a flipped octet, columns of
+        different lengths, a bad directory letter or UIDs out of order is
+        rebuilt; the UIDs stay what the UID list says.
+        """
+        for _ in range(3):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.expunge([2])
+        first.save()
+        expected = [(e.uid, e.base, e.sub) for e in first.messages()]
+        path = os.path.join(self.folder, INDEX_NAME)
+        with open(path, "rb") as f:
+            good = f.read()
+        header, body = good.split(b"\n", 1)
+
+        def withBody(newBody: bytes) -> bytes:
+            fields = header.split(b" ")
+            fields[-1] = b"%d" % zlib.crc32(newBody)
+            return b" ".join(fields) + b"\n" + newBody
+
+        def hexColumn(numbers: list[int]) -> bytes:
+            return b"".join(b"%016x" % n for n in numbers)
+
+        columns = body.split(b"\n")
+        self.assertEqual(columns[0], hexColumn([1, 3]))
+
+        flipped = bytearray(good)
+        flipped[-5] ^= 0x20
+        variants = [
+            good[:-7],
+            bytes(flipped),
+            withBody(b"\n".join([hexColumn([1, 3, 7])] + columns[1:])),
+            withBody(b"\n".join([columns[0] + b"7"] + columns[1:])),
+            withBody(b"\n".join(columns[:3] + [b"cx"] + columns[4:])),
+            withBody(b"\n".join([hexColumn([3, 1])] + columns[1:])),
+            withBody(b"\n".join([hexColumn([0, 3])] + columns[1:])),
+            withBody(b"\n".join(columns[:-2])),
+            header + b"\n",
+        ]
+        for data in variants:
+            with open(path, "wb") as f:
+                f.write(data)
+            index = self.index()
+            index.refresh()
+            self.assertEqual([(e.uid, e.base, e.sub) for e in index.messages()], expected, data)
+            self.assertEqual(index.uidValidity, first.uidValidity)
+        with open(path, "wb") as f:
+            f.write(good)
+        self.assertEqual([(e.uid, e.base, e.sub) for e in self.index().messages()], expected)
+
+    def test_closeSavesSideStorePlaces(self) -> None:
+        """
+        Closing an index that learnt of enough side store records since its
+        last save saves it, though nothing else changed, so that the next
+        instance knows where they are; below the threshold it does not.
+        """
+        for _ in range(3):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.save()
+        saved = os.stat(os.path.join(self.folder, INDEX_NAME)).st_mtime_ns
+        first.cachedHeaders(1)
+        self.patch(indexModule, "SAVE_CACHE_GROWTH", 10_000)
+        first.close()
+        self.assertEqual(os.stat(os.path.join(self.folder, INDEX_NAME)).st_mtime_ns, saved)
+        self.patch(indexModule, "SAVE_CACHE_GROWTH", 100)
+        first.cachedHeaders(2)
+        first.close()
+        second = self.index()
+        second.uids()  # loads the index file
+        self.assertEqual(second._cacheEnd, os.path.getsize(os.path.join(self.folder, CACHE_NAME)))
+        self.assertEqual(sorted(second._cacheOffsets["h"]), sorted(e.base for e in second.messages()[:2]))
+
+    def test_indexFileSideStoreReplaced(self) -> None:
+        """
+        The side store places in the index file are used only for the same
+        side store (inode), at least as long as it was: another one is
+        read from its start.
+        """
+        for _ in range(2):
+            self.deliver()
+        first = self.index()
+        first.refresh()
+        first.cachedHeaders(1)
+        first.save()
+        cache = os.path.join(self.folder, CACHE_NAME)
+        os.unlink(cache)
+        other = self.index()
+        other.refresh()
+        other.cachedHeaders(2)  # a new side store, with another record
+        second = self.index()
+        second.refresh()
+        self.assertEqual(second.cachedHeaders(2)["subject"], [b"hello 2"])
+        self.assertEqual(second.cachedHeaders(1)["subject"], [b"hello 1"])
 
     def test_rebuildAfterDeletion(self) -> None:
         """
@@ -216,6 +435,36 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(index.flags(1), ["\\Flagged", "\\Seen"])
         self.assertEqual(index.flags(2), ["\\Seen"])
         self.assertEqual(index.newUIDs(), [])
+
+    def test_severalChangesAtOnce(self) -> None:
+        """
+        One refresh sorts out, from listings compared with what the index
+        holds: a delivery, a flag change in C{cur/}, a move from C{new/} to
+        C{cur/} with a flag, a removal from each directory; dot files are
+        no messages.
+        """
+        bases = [self.deliver(sub="cur", info=":2,") for _ in range(3)] + [self.deliver() for _ in range(3)]
+        index = self.index()
+        self.assertEqual(index.refresh().added, (1, 2, 3, 4, 5, 6))
+        cur, new = os.path.join(self.folder, "cur"), os.path.join(self.folder, "new")
+        os.rename(os.path.join(cur, bases[0] + ":2,"), os.path.join(cur, bases[0] + ":2,F"))
+        os.unlink(os.path.join(cur, bases[1] + ":2,"))
+        os.rename(os.path.join(new, bases[3]), os.path.join(cur, bases[3] + ":2,S"))
+        os.unlink(os.path.join(new, bases[4]))
+        late = self.deliver()
+        for sub in ("new", "cur"):
+            with open(os.path.join(self.folder, sub, ".hidden"), "wb") as f:
+                f.write(b"not a message")
+        self.assertEqual(index.refresh(), Changes(added=(7,), removed=(2, 5), flagsChanged=(1, 4)))
+        self.assertEqual([(e.uid, e.sub, e.name) for e in index.messages()], [
+            (1, "cur", bases[0] + ":2,F"),
+            (3, "cur", bases[2] + ":2,"),
+            (4, "cur", bases[3] + ":2,S"),
+            (6, "new", bases[5]),
+            (7, "new", late),
+        ])
+        self.assertEqual(index.newUIDs(), [6, 7])
+        self.assertEqual(index.refresh(), Changes())
 
     def test_moveWithoutFlagChange(self) -> None:
         """
@@ -518,6 +767,32 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(other.cachedHeaders(1)["subject"], [b"hello 1"])
         self.assertEqual([p for p in fs.opened if "/new/" in p or "/cur/" in p], [])
 
+    def test_cachedEnvelopeText(self) -> None:
+        """
+        The ENVELOPE as IMAP text is what L{nestedList} makes of
+        L{FolderIndex.cachedEnvelope}; it is kept in the side store, made
+        from an C{e} record when there is one (no message read), and read
+        back by another instance without the message.
+        """
+        base = self.deliver(message(1).replace(b"hello 1", b'say "hi"'))
+        self.deliver()
+        index = self.index()
+        index.refresh()
+        expected = nestedList(index.cachedEnvelope(1))
+        self.assertIn(b'"say \\"hi\\""', expected)
+        fs = RecordingFileSystem()
+        other = self.index(fs=fs)
+        other.refresh()
+        self.assertEqual(other.cachedEnvelopeText(1), expected)  # from the e record
+        self.assertEqual(other.cachedEnvelopeText(2), nestedList(other.cachedEnvelope(2)))
+        self.assertEqual([p for p in fs.opened if base in p], [])
+        with open(os.path.join(self.folder, "new", base), "wb") as f:
+            f.write(b"Subject: changed\r\n\r\n")
+        third = self.index(fs=fs)
+        third.refresh()
+        self.assertEqual(third.cachedEnvelopeText(1), expected)
+        self.assertEqual([p for p in fs.opened if base in p], [])
+
     def test_searchHeadersFromMemory(self) -> None:
         """
         L{FolderIndex.searchHeaders} loads the side store's SEARCH fields
@@ -553,6 +828,39 @@ class FolderIndexTests(SynchronousTestCase):
         other.cachedHeaders(3)
         self.assertEqual(index.searchHeaders()(3, "subject"), [b"hello 3"])
 
+    def test_ownRecordsNotReadBack(self) -> None:
+        """
+        A record this index stores goes into its memory at once (the
+        columns too, once loaded): neither it nor its JSON is read back,
+        while a record another instance appended meanwhile still is.
+        """
+        for _ in range(4):
+            self.deliver()
+        index = self.index()
+        index.refresh()
+        index.searchHeaders()  # the columns are loaded (empty)
+        other = self.index()
+        other.refresh()
+        other.cachedHeaders(3)  # another process's record
+        calls = []
+        realLoads, realPread = json.loads, os.pread
+        self.patch(indexModule.json, "loads", lambda *a, **k: (calls.append("loads"), realLoads(*a, **k))[1])
+        self.patch(indexModule.os, "pread", lambda *a: (calls.append(("pread", a[1])), realPread(*a))[1])
+        self.assertEqual(index.cachedHeader(1, "subject"), [b"hello 1"])
+        self.assertEqual(index.cachedHeader(2, "subject"), [b"hello 2"])
+        index.cachedEnvelope(1)
+        # The only side store read: the other instance's record, at the
+        # first miss (reading the message's header uses os.read).
+        self.assertEqual([c for c in calls if c == "loads"], [])
+        self.assertEqual(len([c for c in calls if c != "loads"]), 1)
+        del calls[:]
+        lookup = index.searchHeaders()
+        self.assertEqual([lookup(uid, "subject") for uid in (1, 2, 3, 4)], [[b"hello 1"], [b"hello 2"], [b"hello 3"], None])
+        self.assertEqual(calls.count("loads"), 1)  # the other's record, once
+        del calls[:]
+        self.assertEqual(index.cachedEnvelope(1)[1], b"hello 1")
+        self.assertEqual(calls.count("loads"), 1)  # from the side store now
+
     def test_searchHeadersSideStoreReplaced(self) -> None:
         """
         A side store that was replaced (shorter) is read again from the
@@ -580,13 +888,13 @@ class FolderIndexTests(SynchronousTestCase):
         index = self.index(clock=clock)
         index.refresh()
         listed: list[str] = []
-        realScandir = os.scandir
+        realListdir = os.listdir
 
-        def scandir(path):
+        def listdir(path):
             listed.append(os.path.basename(path))
-            return realScandir(path)
+            return realListdir(path)
 
-        self.patch(indexModule.os, "scandir", scandir)
+        self.patch(indexModule.os, "listdir", listdir)
         self.assertEqual(index.refresh(), Changes())
         self.assertEqual(listed, [])
         os.utime(os.path.join(self.folder, "new"), ns=(time.time_ns(), time.time_ns() - 10**10))
@@ -681,6 +989,74 @@ class ThreadTests(SynchronousTestCase):
         self.inThreads(work, 4)
         self.assertEqual(len(self.index.uids()), 60)
         self.assertEqual(len(target.uids()), 60)
+
+
+class SharedIndexTests(SynchronousTestCase):
+    """
+    L{sharedIndex}: one index per folder in the process, kept a while
+    after its last user let go of it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = clockAt(START)
+        self.folders = []
+        for n in range(3):
+            folder = os.path.abspath(self.mktemp())
+            ensureMaildir(FileSystem(), folder)
+            self.folders.append(folder)
+
+        def forget() -> None:
+            for folder in self.folders:
+                indexModule._lingering.pop(os.path.realpath(folder), None)
+
+        self.addCleanup(forget)
+
+    def alive(self, reference: "weakref.ref[FolderIndex]") -> bool:
+        gc.collect()
+        return reference() is not None
+
+    def test_sharedAndLingering(self) -> None:
+        """
+        Sessions of one folder get one index; it outlives them for
+        L{indexModule.LINGER_SECONDS} after it was last asked for, and is
+        let go at the first call after that.
+        """
+        first = indexModule.sharedIndex(self.folders[0], clock=self.clock)
+        self.assertIs(indexModule.sharedIndex(self.folders[0] + "/", clock=self.clock), first)
+        reference = weakref.ref(first)
+        del first
+        self.assertTrue(self.alive(reference))
+        self.clock.advance(indexModule.LINGER_SECONDS - 1)
+        self.assertIs(indexModule.sharedIndex(self.folders[0], clock=self.clock), reference())
+        self.clock.advance(indexModule.LINGER_SECONDS + 1)
+        self.assertTrue(self.alive(reference))  # nothing has asked since
+        indexModule.sharedIndex(self.folders[1], clock=self.clock)
+        self.assertFalse(self.alive(reference))
+
+    def test_lingeringBoundedByMessages(self) -> None:
+        """
+        The lingering indexes hold at most L{indexModule.LINGER_MESSAGES}
+        messages; the least recently used go first, and one in use stays.
+        """
+        self.patch(indexModule, "LINGER_MESSAGES", 5)
+        for folder, count in zip(self.folders, (3, 2, 4)):
+            for n in range(count):
+                with open(os.path.join(folder, "new", f"{START + n}.M{n}P1Q1.{HOST}"), "wb") as f:
+                    f.write(message(n))
+        references = []
+        held = None
+        for folder in self.folders:
+            index = indexModule.sharedIndex(folder, clock=self.clock)
+            index.refresh()
+            references.append(weakref.ref(index))
+            if held is None:
+                held = index  # a session still holds the first
+            del index
+        # Sizes are judged at the next call: 3 + 2 + 4 messages, so the
+        # least recently used went, but a session holds the first folder's.
+        self.assertIs(indexModule.sharedIndex(self.folders[2], clock=self.clock), references[2]())
+        self.assertEqual([self.alive(r) for r in references], [True, False, True])
+        self.assertIs(indexModule.sharedIndex(self.folders[0], clock=self.clock), held)
 
 
 class LargeFolderTests(SynchronousTestCase):
