@@ -588,6 +588,7 @@ class FolderIndex:
         self._cacheFd: int | None = None
         self._cacheAppendFd: int | None = None
         self._savedCacheEnd = 0
+        self._savedStamps = {"new": 0, "cur": 0}
         self._unsaved = 0
         self._unseen: tuple[int, int] | None = None
         # The side store's SEARCH fields in memory (see searchHeaders).
@@ -883,6 +884,10 @@ class FolderIndex:
         curSettled: bool,
     ) -> None:
         self._stamps = {"new": newStamp if newSettled else 0, "cur": curStamp if curSettled else 0}
+        if self._stamps != self._savedStamps and all(self._stamps.values()):
+            # Settled directories the index file does not know of: saved at
+            # close, so that the next load does not list them again.
+            self._dirty = True
         self._uidListStamp = uidListStamp
         failure = None
         if added or removed or changed or reset:
@@ -1181,6 +1186,7 @@ class FolderIndex:
         self._modseqFloor = not trusted
         self.uidValidity = validity
         self._stamps = {"new": newStamp, "cur": curStamp}
+        self._savedStamps = dict(self._stamps)
         cacheStamp = _stampFrom(header[8])
         try:
             st = os.stat(self._cachePath)
@@ -1257,6 +1263,7 @@ class FolderIndex:
             self._modseqs.retire()
             self._batchModseq = None
             self._savedCacheEnd = self._cacheEnd
+            self._savedStamps = dict(self._stamps)
 
     def _saveQuietly(self) -> None:
         try:

@@ -618,6 +618,18 @@ class UIDList:
             if not line:
                 continue
             records += 1
+            # Most records are "UID :BASENAME": taken apart here, the others
+            # by _parseRecord.
+            uidText, sep, name = line.partition(" :")
+            if sep and name and uidText.isdigit() and ":" not in name and "/" not in name:
+                uid = int(uidText)
+                if uid > highest:
+                    highest = uid
+                    if name in uids:
+                        del uids[name]
+                        extensions.pop(name, None)
+                    uids[name] = uid
+                    continue
             record = self._parseRecord(line)
             if record is None or record[0] <= highest:
                 # Not a record, or out of order: skipped (Dovecot would

@@ -902,6 +902,32 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(index.refresh().added, (4,))
         self.assertEqual(listed, ["new"])
 
+    def test_settledDirectoriesSaved(self) -> None:
+        """
+        Directories that settled after the index was saved are saved at
+        close, so that the next instance does not list them.
+        """
+        for _ in range(2):
+            self.deliver()
+        clock = clockAt(time.time() - 100)  # the directories are "new"
+        index = self.index(clock=clock)
+        index.refresh()
+        clock.advance(200)
+        index.refresh()
+        index.close()
+        listed: list[str] = []
+        realListdir = os.listdir
+
+        def listdir(path):
+            listed.append(os.path.basename(path))
+            return realListdir(path)
+
+        self.patch(indexModule.os, "listdir", listdir)
+        second = self.index(clock=clock)
+        self.assertEqual(second.refresh(), Changes())
+        self.assertEqual(second.uids(), [1, 2])
+        self.assertEqual(listed, [])
+
     def test_iterUIDs(self) -> None:
         uids = [2, 5, 9, 10, 40]
         self.assertEqual(list(iterUIDs(uids, [(1, 5), (4, 9), (11, 39)])), [(1, 2), (2, 5), (3, 9)])
