@@ -1998,11 +1998,10 @@ def _pruneLingering(now: float) -> None:
     recently used ones while they hold too many messages.  Called with
     C{_sharedLock} held.
     """
-    while _lingering:
-        when, _ = next(iter(_lingering.values()))
-        if now - when <= LINGER_SECONDS:
-            break
-        _lingering.popitem(last=False)
+    # Every entry is looked at (there are few): entries do not have to be
+    # in time order (indexes of different clocks, as in tests).
+    for key in [k for k, (when, _) in _lingering.items() if now - when > LINGER_SECONDS]:
+        del _lingering[key]
     total = sum(index.messageCount() for _, index in _lingering.values())
     while _lingering and total > LINGER_MESSAGES:
         _, (_, index) = _lingering.popitem(last=False)
