@@ -82,6 +82,7 @@ from zope.interface import implementer
 
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
+from mailhub.imap.patterns import patternRegexp
 from mailhub.imap.message import _Entity, _fields, _parse, bodyText, headerText, headerValues, splitHeader
 from mailhub.imap.search import Node, SearchError, needsHeaders, parseSearch, requiredHeaders, search
 from mailhub.maildir.folders import SEPARATOR, FolderError, MailStore
@@ -1122,20 +1123,9 @@ class MaildirAccount:
 
 def _wildcard(pattern: str) -> "re.Pattern[str]":
     """
-    A LIST pattern as a regular expression for C{fullmatch}: C{*} anything,
-    C{%} anything but the separator; case-sensitive (RFC 3501 §5.1: only
-    INBOX is not, see L{_upperInbox}).  Twisted's C{wildcardToRegexp} is
-    neither anchored nor case-sensitive.
+    A LIST pattern over our folder names (L{patternRegexp} with our separator).
     """
-    out = []
-    for piece in re.split(r"([*%])", pattern):
-        if piece == "*":
-            out.append(".*")
-        elif piece == "%":
-            out.append(f"[^{re.escape(SEPARATOR)}]*")
-        else:
-            out.append(re.escape(piece))
-    return re.compile("".join(out), re.S)
+    return patternRegexp(pattern, SEPARATOR)
 
 
 def _upperInbox(pattern: str) -> str:

@@ -158,6 +158,7 @@ from mailhub import sasl
 from mailhub.errors import MailboxGone, MailhubError, MessageExpunged, TemporaryAuthError
 from mailhub.imap import message as M
 from mailhub.imap import search as S
+from mailhub.imap.patterns import patternRegexp
 from mailhub.sessions import Refuse, SessionFactory, peerHost, setNoDelay
 
 #: Longest command line, in octets before the CRLF (RFC 7162 §4 suggests
@@ -829,15 +830,7 @@ def _listMatcher(ref: str, pattern: str, delimiter: str) -> Callable[[str], bool
     """
 
     def compile(text: str) -> "re.Pattern[str]":
-        out = []
-        for piece in re.split(r"([*%])", text):
-            if piece == "*":
-                out.append(".*")
-            elif piece == "%":
-                out.append(f"[^{re.escape(delimiter)}]*")
-            else:
-                out.append(re.escape(piece))
-        return re.compile("".join(out), re.S)
+        return patternRegexp(text, delimiter)
 
     full = ref + pattern
     exact = compile(full)

@@ -13,15 +13,15 @@ import smtplib
 import ssl
 from typing import Any, Callable, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
+from tests.functional.imapsupport import IMAPTestCase
 from tests.functional.support import (
     DOMAIN,
     PASSWORD,
     SENDER,
     SOCKET_GUARD,
-    RunningServerTestCase,
     message,
 )
 
@@ -36,44 +36,10 @@ def unverified() -> ssl.SSLContext:
     return context
 
 
-class IMAPTests(RunningServerTestCase):
+class IMAPTests(IMAPTestCase):
     """
     The IMAP listeners with Python's C{imaplib}.
     """
-
-    def setUp(self) -> None:
-        super().setUp()
-        self._drained: list[Deferred[None]] = []
-        self.watchSessions()
-        self.addCleanup(self.sessionsClosed)
-
-    def watchSessions(self) -> None:
-        """
-        Learn when the server's last IMAP or POP3 session has gone (an
-        instance attribute on each factory; the class is untouched).
-        """
-        for name in ("imap", "imaps", "pop3"):
-            factory = self.server.service.factories[name]
-            original = factory.disconnected
-
-            def disconnected(session: Any, original: Any = original) -> None:
-                original(session)
-                if not self._open():
-                    waiting, self._drained = self._drained, []
-                    for d in waiting:
-                        d.callback(None)
-
-            factory.disconnected = disconnected
-
-    def _open(self) -> bool:
-        return any(self.server.service.factories[n].sessions for n in ("imap", "imaps", "pop3"))
-
-    def sessionsClosed(self) -> Deferred[None]:
-        if not self._open():
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
-        return d
 
     async def deliver(self, *subjects: str) -> None:
         def work(client: smtplib.SMTP) -> None:
