@@ -20,7 +20,10 @@ context, LOGIN) times with C{time.perf_counter}:
   - after a restart (once): each server is stopped and started again,
     then login and SELECT are timed (mailhub keeps a folder's index in
     memory for a while after its last session: this SELECT reads it from
-    disk);
+    disk), and a C{FETCH 1:* (UID FLAGS RFC822.SIZE)} sent as soon as the
+    SELECT is answered (mailhub answers that SELECT from the index file's
+    header and UIDs and reads the rest meanwhile: the FETCH may wait for
+    it);
   - new mail (per repeat): 1,000 new files dropped into C{new/} (written
     in C{tmp/}, renamed, mailhub-style names), then a new session: the
     first SELECT after them is timed; the server's CPU from the drop to
@@ -87,6 +90,7 @@ LABELS = {
     "body": "UID FETCH one BODY.PEEK[]",
     "restart_login": "login (first after a restart)",
     "restart_select": "SELECT INBOX, first after a restart",
+    "restart_fetch_all": "  then at once FETCH 1:* (UID FLAGS..)",
     "new_select": "SELECT after {d} new deliveries",
     "new_cpu": "  server CPU, drop + that SELECT",
 }
@@ -414,15 +418,20 @@ def select(client: imaplib.IMAP4) -> int:
     return int(ok(client.select("INBOX"), "SELECT")[0])
 
 
-def loginSelect(server: pop3.Server, useTLS: bool, prefix: str) -> dict[str, float]:
+def loginSelect(server: pop3.Server, useTLS: bool, prefix: str, fetch: bool = False) -> dict[str, float]:
     """
-    A session that logs in and SELECTs INBOX, timed; returns the times and
+    A session that logs in and SELECTs INBOX, timed (with C{fetch}, then a
+    C{FETCH 1:* (UID FLAGS RFC822.SIZE)} at once); returns the times and
     the EXISTS count.
     """
     t = Timer(server)
     client = t(prefix + "login", connect, server, useTLS)
     try:
         exists = t(prefix + "select", select, client)
+        if fetch:
+            lines = ok(t(prefix + "fetch_all", client.fetch, "1:*", "(UID FLAGS RFC822.SIZE)"), "FETCH 1:*")
+            if sum(1 for x in lines if x is not None) != exists:
+                raise RuntimeError("FETCH 1:* after a restart: not one line per message")
         client.logout()
     except BaseException:
         client.shutdown()
@@ -696,13 +705,13 @@ def runSize(args, size: int, workdir: str, hashed: str, wanted: list[str]) -> No
         for server in servers:
             if not restart(server):
                 continue
-            res = guard(server, "session after a restart", loginSelect, server, tls(server), "restart_")
+            res = guard(server, "session after a restart", loginSelect, server, tls(server), "restart_", True)
             if res is None:
                 continue
             res.pop("exists")
             record(server, res)
             print(f"restart  {server.name:8s} login={fmt(res['restart_login'])}  "
-                  f"SELECT={fmt(res['restart_select'])}", flush=True)
+                  f"SELECT={fmt(res['restart_select'])}  FETCH 1:*={fmt(res['restart_fetch_all'])}", flush=True)
 
         # New deliveries, then the first SELECT after them: log in, drop the
         # files (the CPU window starts before the drop, so any pick-up the
@@ -751,7 +760,7 @@ def report(args, size, servers, results, memory, skipped, failures) -> None:
     keys = ["cold_login", "cold_select"] + list(WARM)
     if args.body_search:
         keys.append("search_body")
-    keys += ["restart_login", "restart_select", "new_select", "new_cpu"]
+    keys += ["restart_login", "restart_select", "restart_fetch_all", "new_select", "new_cpu"]
     la = os.getloadavg()
     print()
     print(f"IMAP, {size} messages of {args.size} octets, loopback, one sequential imaplib "

@@ -66,6 +66,7 @@ gives an RFC 2822 date in GMT.
 from __future__ import annotations
 
 import bisect
+from array import array
 import datetime
 import email.utils
 import io
@@ -462,7 +463,7 @@ class MaildirIMAPMailbox:
         self._listeners: list[Any] = []
         self._recent: set[int] = set()
         index.refresh()
-        self._uids: list[int] = index.uids()
+        self._uids: Sequence[int] = index.uids()
         self._generation = index.generation
         self._uidValidity = index.uidValidity
         # \Recent is taken when the session first looks at its view
@@ -542,6 +543,20 @@ class MaildirIMAPMailbox:
         """
         if self._claimPending:
             self._claimRecent()
+
+    def needsWarming(self) -> bool:
+        """
+        Whether the folder's index was only partly read (a SELECT after a
+        restart): L{warm} should follow, on a worker thread.
+        """
+        return self.index.partlyRead
+
+    def warm(self) -> None:
+        """
+        Read the rest of the folder's index now (blocking), so that the
+        session's next command does not wait for it.
+        """
+        self.index.materialise()
 
     def getRecentCount(self) -> int:
         self._view()
@@ -814,7 +829,7 @@ class MaildirIMAPMailbox:
         """
         Every UID of this session's view, ascending.
         """
-        return list(self._uids)
+        return self._uids.tolist() if isinstance(self._uids, array) else list(self._uids)
 
     def _expungeUIDs(self, uids: Iterable[int]) -> tuple[list[int], list[int]]:
         self._writeable()

@@ -1748,6 +1748,11 @@ class IMAP4Server(imap4.IMAP4Server):
         mbox.addListener(self)
         self.state = SELECTED
         self._reply(tag, "OK", "SELECT completed" if rw else "EXAMINE completed", "READ-ONLY" if self.readOnly else "READ-WRITE")
+        needsWarming = getattr(mbox, "needsWarming", None)
+        if needsWarming is not None and needsWarming():
+            # Answered from the index's header and UIDs: the rest is read
+            # now, while the client reads the answer.
+            self._background(mbox.warm)
 
     def _qresyncParameter(self, spec: Any) -> tuple[int, int, Any]:
         """

@@ -11,23 +11,32 @@ says.
 
 B{Files}, in the folder's directory:
 
-  - C{mailhub-index}: a header line C{MHIX 3 UIDVALIDITY NEWSTAMP
-    CURSTAMP COUNT UIDLIST UIDNEXT CACHE HIGHESTMODSEQ CEILING CRC}, then
-    one line per column, the messages in UID order, numbers as big-endian
-    64-bit values in hexadecimal, one after the other: UIDs, sizes (C{-1}
-    while unknown), internal dates, the directories as one string of C{n}
-    and C{c}, mod-sequences (see "Mod-sequences" below), and for
-    each side store kind (C{e}, C{s}, C{h}, C{E}) where the message's record is
-    (C{offset << 32 | length}, C{-1} for none);
+  - C{mailhub-index}: a header line C{MHIX 4 UIDVALIDITY NEWSTAMP
+    CURSTAMP COUNT UIDLIST UIDNEXT CACHE HIGHESTMODSEQ CEILING INNEW UIDCRC
+    CRC}; then the UIDs in order, four octets each (unsigned,
+    little-endian); then one line per column, the messages in UID order,
+    numbers as big-endian 64-bit values in hexadecimal, one after the
+    other: sizes (C{-1} while unknown), internal dates, the directories as
+    one string of C{n} and C{c}, mod-sequences (see "Mod-sequences"
+    below), and for each side store kind (C{e}, C{s}, C{h}, C{E}) where
+    the message's record is (C{offset << 32 | length}, C{-1} for none);
     then the file names, one per line (a name holding a tab, a line end or
     C{%} percent-encoded).  C{UIDLIST} is the UID list's stat signature
     (C{INO:SIZE:MTIME}) when this index was last in step with it, and
     C{UIDNEXT} its next UID then: while the list still has that signature
     a load does not read it.  C{CACHE} is C{INO:END}, the
-    side store and how far its records are known (C{-}: none).  C{CRC} is
-    the CRC-32 of everything after the header line.  A load is a few
-    C{split}s and C{bytes.fromhex} in C, and an object per message (about
-    0.15 s at 100,000 messages).  Replaced whole (temporary
+    side store and how far its records are known (C{-}: none).  C{INNEW}
+    counts the messages in C{new/}; C{UIDCRC} is the CRC-32 of the UIDs,
+    C{CRC} that of the columns after them.  A load reads the header and
+    the UIDs only (no object per message: about a millisecond at 100,000
+    messages), which is all a SELECT of a folder unchanged since needs;
+    the columns are read, from the same descriptor, when an entry is first
+    needed (a refresh that finds a change, a FETCH) or by
+    L{FolderIndex.materialise}, which the IMAP server runs on a worker
+    thread as soon as it has answered such a SELECT: a few C{split}s and
+    C{bytes.fromhex} in C, and an object per message (about 0.2 s at
+    100,000 messages).  A bad column found then is forgotten and rebuilt
+    like a bad file at load.  Replaced whole (temporary
     file, rename; no fsync: it is a cache) by L{FolderIndex.save}, which
     L{FolderIndex.refresh} calls when there was a change and
     L{SAVE_INTERVAL} has passed since the last save, and
@@ -156,7 +165,7 @@ INDEX_NAME = "mailhub-index"
 CACHE_NAME = "mailhub-cache"
 
 _MAGIC = "MHIX"
-_VERSION = "3"
+_VERSION = "4"
 
 
 #: Header fields whose raw values the side store keeps (what SEARCH and
@@ -209,9 +218,37 @@ _MAX_HEADER = 1 << 20
 #: The side store's record kinds (see the module docstring).
 _KINDS = ("e", "s", "h", "E")
 
-#: The index file's column lines before its names: UIDs, sizes, dates,
+#: The index file's column lines before its names: sizes, dates,
 #: directories, mod-sequences, and the side store's places of each kind.
-_COLUMNS = 5 + len(_KINDS)
+_COLUMNS = 4 + len(_KINDS)
+
+#: The index file's UIDs: four octets each, little-endian, unsigned.
+_UID_TYPE = "I" if array("I").itemsize == 4 else "L"
+assert array(_UID_TYPE).itemsize == 4
+
+#: Enough octets for the index file's header line.
+_HEAD_READ = 4096
+
+#: The attributes a loaded index reads from the file only when first used
+#: (see L{FolderIndex._loadHead}).
+_LAZY = frozenset({"_entries", "_byBase", "_inNew", "_cacheOffsets"})
+
+
+@frozen
+class _Pending:
+    """
+    What L{FolderIndex._materialise} needs to read the rest of an index
+    file: its descriptor (closed by C{closer}, or when the index is let
+    go), where the text columns start, the message count, their CRC-32,
+    and whether the side store places in them are good.
+    """
+
+    fd: int
+    closer: "weakref.finalize"
+    offset: int
+    count: int
+    crc: int
+    cacheKnown: bool
 
 #: The length part of a side store record's place (C{offset << 32 | length}).
 _LENGTH = (1 << 32) - 1
@@ -569,7 +606,10 @@ class FolderIndex:
         self._entries: dict[int, IndexEntry] = {}
         self._byBase: dict[str, int] = {}
         self._inNew: set[str] = set()
-        self._uids: list[int] = []
+        #: The UIDs in order (an array: four octets each).
+        self._uids: array[int] = array(_UID_TYPE)
+        #: The index file's columns not read yet (see L{_loadHead}).
+        self._pending: _Pending | None = None
         self._stamps: dict[str, int] = {"new": 0, "cur": 0}
         self._uidListStamp: tuple[int, ...] | None = None
         #: UIDNEXT as the index file had it, for as long as the UID list,
@@ -620,7 +660,7 @@ class FolderIndex:
         """
         return max(self._uidList.nextUID, self._savedNextUID)
 
-    def uids(self) -> list[int]:
+    def uids(self) -> Sequence[int]:
         """
         The UIDs, ascending: message sequence number C{n} is C{uids()[n-1]}.
         The list is replaced, never changed, when the folder changes, so
@@ -736,6 +776,11 @@ class FolderIndex:
             and not self._modseqFloor
         ):
             return Changes()
+        if self._pending is not None:
+            # Something changed since the index was saved: every entry is
+            # needed now (a bad file is forgotten, and rebuilt here).
+            self._materialise()
+            return self._refresh()
         if self._modseqFloor:
             try:
                 self._giveFloor()
@@ -913,10 +958,14 @@ class FolderIndex:
         if added or removed or reset:
             if removed:
                 gone = set(removed)
-                self._uids = sorted([u for u in self._uids if u not in gone] + list(added)) if not reset else sorted(self._entries)
+                self._uids = array(_UID_TYPE, sorted([u for u in self._uids if u not in gone] + list(added)) if not reset else sorted(self._entries))
             else:
                 # New UIDs are above every UID in use: append.
-                self._uids = self._uids + sorted(added) if self._uids and added and min(added) > self._uids[-1] else sorted(self._entries)
+                self._uids = (
+                    self._uids + array(_UID_TYPE, sorted(added))
+                    if self._uids and added and min(added) > self._uids[-1]
+                    else array(_UID_TYPE, sorted(self._entries))
+                )
         if reset:
             self._record("R", 0)
         for kind, uids in (("-", sorted(removed)), ("+", sorted(added)), ("f", sorted(changed))):
@@ -1104,54 +1153,71 @@ class FolderIndex:
     # -- persistence ----------------------------------------------------------
 
     def _load(self) -> None:
+        """
+        Read the index file's header and UIDs (see "Files" in the module
+        docstring); the rest waits for L{_materialise}.  A file that is not
+        a whole, current index of this folder is rebuilt.
+        """
         try:
-            data = readFile(self._fs, self._indexPath)
+            fd = self._fs.openRead(self._indexPath)
         except FileNotFoundError:
             return
+        closer = weakref.finalize(self, self._fs.close, fd)
         try:
-            self._parse(data)
-        except (ValueError, IndexError, KeyError, UnicodeError) as e:
-            self.log.warn("rebuilding {path}: {problem}", path=self._indexPath, problem=str(e))
-            self._entries, self._byBase, self._inNew, self._uids = {}, {}, set(), []
-            self._stamps = {"new": 0, "cur": 0}
-            self._uidListStamp = None
-            self._savedNextUID = 0
-            self._cacheOffsets, self._cacheEnd = _noOffsets(), 0
-            self.uidValidity = None
-            self._modseqFloor = True
+            self._loadHead(fd, closer)
+        except (ValueError, IndexError, KeyError, UnicodeError, OSError) as e:
+            closer()
+            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+                raise
+            self._forget(e)
 
-    def _parse(self, data: bytes) -> None:
+    def _forget(self, problem: BaseException) -> None:
         """
-        Load the index file (see the module docstring): a column per line,
-        turned into numbers and names with one C{split} each; the UID list
-        is read only if it changed since the index was written.
+        Drop what was read of a bad index file: the next refresh rebuilds
+        the index from the folder and the UID list.
+        """
+        self.log.warn("rebuilding {path}: {problem}", path=self._indexPath, problem=str(problem))
+        self._pending = None
+        self._entries, self._byBase, self._inNew, self._uids = {}, {}, set(), array(_UID_TYPE)
+        self._stamps = {"new": 0, "cur": 0}
+        self._uidListStamp = None
+        self._savedNextUID = 0
+        self._cacheOffsets, self._cacheEnd = _noOffsets(), 0
+        self.uidValidity = None
+        self._modseqFloor = True
+        self._lastSave = 0.0  # saved again at the first refresh
 
-        @raise ValueError: it is not a whole, current index of this folder.
+    def _loadHead(self, fd: int, closer: "weakref.finalize") -> None:
         """
-        end = data.find(b"\n")
-        header = data[:end].decode("ascii").split(" ")
-        if len(header) != 12 or header[0] != _MAGIC or header[1] != _VERSION:
+        Read the header and the UIDs: a few hundred octets and four per
+        message, no object per message, so that a SELECT after a restart
+        costs about what one on a loaded index does.  The other columns
+        are read from the same descriptor (the file as it was now, however
+        it is replaced meanwhile) by L{_materialise}, when first needed.
+
+        @raise ValueError: it is not a current index of this folder.
+        """
+        head = os.pread(fd, _HEAD_READ, 0)
+        end = head.find(b"\n")
+        if end < 0:
+            raise ValueError("no header line")
+        header = head[:end].decode("ascii").split(" ")
+        if len(header) != 14 or header[0] != _MAGIC or header[1] != _VERSION:
             raise ValueError("not a mailhub index")
-        body = data[end + 1 :]
-        if zlib.crc32(body) != int(header[11]):
-            raise ValueError("checksum mismatch")
-        validity, newStamp, curStamp, count, nextUID = (int(header[i]) for i in (2, 3, 4, 5, 7))
+        validity, newStamp, curStamp, count, nextUID, inNew, uidsCRC, crc = (
+            int(header[i]) for i in (2, 3, 4, 5, 7, 11, 12, 13)
+        )
         highestModseq, ceiling = int(header[9]), int(header[10])
+        if count < 0 or not 0 <= inNew <= count:
+            raise ValueError("bad counts")
+        block = os.pread(fd, count * 4, end + 1)
+        if len(block) != count * 4 or zlib.crc32(block) != uidsCRC:
+            raise ValueError("UIDs cut short or damaged")
+        uids = array(_UID_TYPE)
+        uids.frombytes(block)
+        if sys.byteorder != "little":
+            uids.byteswap()
         uidListStamp = _stampFrom(header[6])
-        columns = body.decode("utf-8", "surrogateescape").split("\n", _COLUMNS)
-        if len(columns) != _COLUMNS + 1:
-            raise ValueError("truncated")
-        uids, sizes, dates = (_fromHex(columns[i]) for i in range(3))
-        subs = columns[3]
-        modseqs = _fromHex(columns[4])
-        places = [_fromHex(columns[5 + i]) for i in range(len(_KINDS))]
-        names = columns[_COLUMNS].split("\n")
-        if names.pop() != "":
-            raise ValueError("truncated")
-        if any(len(column) != count for column in [uids, sizes, dates, subs, modseqs, names, *places]):
-            raise ValueError("columns of different lengths")
-        if subs.strip("nc") or not all(map(operator.lt, uids, islice(uids, 1, None))) or (uids and uids[0] < 1):
-            raise ValueError("bad directory or UIDs out of order")
         if uidListStamp is not None and uidListStamp == self._uidList._statStamp():
             # The UID list is as it was when this index was in step with it:
             # neither read nor synced now.
@@ -1163,19 +1229,18 @@ class FolderIndex:
                 raise ValueError("UIDVALIDITY changed")
             # Whether the UID list still matches is checked by the first refresh.
             self._uidListStamp = None
-        if "%" in columns[_COLUMNS]:
-            names = [_decodeName(name) for name in names]
-        bases = [name.partition(":")[0] for name in names]
-        subNames = ["cur"] * count
-        inNew = set()
-        at = subs.find("n")
-        while at >= 0:  # few messages wait in new/
-            subNames[at] = "new"
-            inNew.add(bases[at])
-            at = subs.find("n", at + 1)
-        self._entries = dict(zip(uids, map(IndexEntry, uids, bases, subNames, names, sizes, dates, modseqs)))
-        self._byBase = dict(zip(bases, uids))
-        self._inNew = inNew
+        cacheStamp = _stampFrom(header[8])
+        try:
+            st = os.stat(self._cachePath)
+        except FileNotFoundError:
+            st = None
+        cacheKnown = cacheStamp is not None and st is not None and st.st_ino == cacheStamp[0] and st.st_size >= cacheStamp[1]
+        # Read on first use (see __getattr__).
+        self._pending = _Pending(fd, closer, end + 1 + count * 4, count, crc, cacheKnown)
+        for name in _LAZY:
+            self.__dict__.pop(name, None)
+        if not inNew:
+            self._inNew = set()
         self._uids = uids
         # See "Mod-sequences" in the module docstring: the saved values are
         # the truth only if no value was handed out after the save, which
@@ -1187,20 +1252,115 @@ class FolderIndex:
         self.uidValidity = validity
         self._stamps = {"new": newStamp, "cur": curStamp}
         self._savedStamps = dict(self._stamps)
-        cacheStamp = _stampFrom(header[8])
-        try:
-            st = os.stat(self._cachePath)
-        except FileNotFoundError:
-            st = None
-        if cacheStamp is not None and st is not None and st.st_ino == cacheStamp[0] and st.st_size >= cacheStamp[1]:
+        if cacheKnown:
             # The side store is the one this index knew: where its records
-            # are, up to where it had read; the rest is read when needed.
+            # are (read with the columns), up to where it had read; the rest
+            # is read when needed.
+            assert cacheStamp is not None
+            self._cacheEnd = self._savedCacheEnd = cacheStamp[1]
+        self._lastSave = self._clock.seconds()  # a good index on disk: no hurry
+
+    def __getattr__(self, name: str) -> object:
+        # Only called for attributes not set: the columns L{_loadHead} left
+        # on disk.  Reading them may find the file bad, and rebuild.
+        pending = self.__dict__.get("_pending")
+        if name in _LAZY and pending is not None:
+            with self._lock:
+                if self._pending is not None and not self._materialise():
+                    self._refresh()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    @property
+    def partlyRead(self) -> bool:
+        """
+        Whether only the index file's header and UIDs were read so far (see
+        L{materialise}).
+        """
+        return self._pending is not None
+
+    def materialise(self) -> None:
+        """
+        Read the whole index now if only its header and UIDs were read (a
+        SELECT after a restart answers from those): done on a worker thread
+        right after such a SELECT, so that the session's next command finds
+        it done, not the command itself.
+        """
+        with self._lock:
+            if self._pending is not None and not self._materialise():
+                self._refresh()
+
+    def _materialise(self) -> bool:
+        """
+        Read the columns L{_loadHead} left: every message's entry.  Called
+        with the lock held.
+
+        @return: C{False} if the file was found bad: the index is then
+            empty and not trusted, for the next refresh to rebuild.
+        """
+        pending = self._pending
+        assert pending is not None
+        self._pending = None
+        try:
+            try:
+                size = os.fstat(pending.fd).st_size
+                data = os.pread(pending.fd, max(0, size - pending.offset), pending.offset)
+            finally:
+                pending.closer()
+            self._parseColumns(data, pending)
+        except (ValueError, IndexError, KeyError, UnicodeError, OSError) as e:
+            self._forget(e)
+            return False
+        return True
+
+    def _parseColumns(self, data: bytes, pending: "_Pending") -> None:
+        """
+        The index file's text columns (see the module docstring): turned
+        into numbers and names with one C{split} each, then an entry per
+        message.
+
+        @raise ValueError: they are not whole, or do not match the UIDs.
+        """
+        if zlib.crc32(data) != pending.crc:
+            raise ValueError("checksum mismatch")
+        count = pending.count
+        uids = self._uids
+        columns = data.decode("utf-8", "surrogateescape").split("\n", _COLUMNS)
+        if len(columns) != _COLUMNS + 1:
+            raise ValueError("truncated")
+        sizes, dates = _fromHex(columns[0]), _fromHex(columns[1])
+        subs = columns[2]
+        modseqs = _fromHex(columns[3])
+        places = [_fromHex(columns[4 + i]) for i in range(len(_KINDS))]
+        names = columns[_COLUMNS].split("\n")
+        if names.pop() != "":
+            raise ValueError("truncated")
+        if len(uids) != count or any(len(column) != count for column in [sizes, dates, subs, modseqs, names, *places]):
+            raise ValueError("columns of different lengths")
+        if subs.strip("nc") or not all(map(operator.lt, uids, islice(uids, 1, None))) or (uids and uids[0] < 1):
+            raise ValueError("bad directory or UIDs out of order")
+        if "%" in columns[_COLUMNS]:
+            names = [_decodeName(name) for name in names]
+        bases = [name.partition(":")[0] for name in names]
+        subNames = ["cur"] * count
+        inNew = set()
+        at = subs.find("n")
+        while at >= 0:  # few messages wait in new/
+            subNames[at] = "new"
+            inNew.add(bases[at])
+            at = subs.find("n", at + 1)
+        uidList = uids.tolist()
+        self._entries = dict(zip(uidList, map(IndexEntry, uidList, bases, subNames, names, sizes, dates, modseqs)))
+        self._byBase = dict(zip(bases, uidList))
+        if "_inNew" not in self.__dict__:
+            self._inNew = inNew
+        if pending.cacheKnown:
             self._cacheOffsets = {
                 kind: {base: where for base, where in zip(bases, column) if where >= 0}
                 for kind, column in zip(_KINDS, places)
             }
-            self._cacheEnd = self._savedCacheEnd = cacheStamp[1]
-        self._lastSave = self._clock.seconds()  # a good index on disk: no hurry
+        else:
+            self._cacheOffsets = _noOffsets()
 
     def save(self) -> None:
         """
@@ -1214,7 +1374,6 @@ class FolderIndex:
                 return
             found = [self._entries[u] for u in self._uids]
             columns = [
-                _toHex(self._uids),
                 _toHex([e.size for e in found]),
                 _toHex([e.date for e in found]),
                 "".join(["n" if e.sub == "new" else "c" for e in found]),
@@ -1225,6 +1384,10 @@ class FolderIndex:
                 columns.append(_toHex([places.get(e.base, -1) for e in found]))
             columns.append("".join([_encodeName(e.name) + "\n" for e in found]))
             body = "\n".join(columns).encode("utf-8", "surrogateescape")
+            uids = array(_UID_TYPE, self._uids)
+            if sys.byteorder != "little":
+                uids.byteswap()
+            block = uids.tobytes()
             cacheStamp = "-"
             if self._cacheEnd:
                 try:
@@ -1238,9 +1401,9 @@ class FolderIndex:
             header = (
                 f"{_MAGIC} {_VERSION} {self.uidValidity} {self._stamps['new']} {self._stamps['cur']} "
                 f"{len(found)} {uidListStamp} {self.nextUID} {cacheStamp} {self.highestModseq} {ceiling} "
-                f"{zlib.crc32(body)}\n"
+                f"{len(self._inNew)} {zlib.crc32(block)} {zlib.crc32(body)}\n"
             )
-            data = header.encode("ascii") + body
+            data = header.encode("ascii") + block + body
             temporary = f"{self._indexPath}.tmp.{secrets.token_hex(6)}"
             fd = self._fs.openExclusive(temporary, 0o600)
             try:

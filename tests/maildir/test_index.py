@@ -144,7 +144,7 @@ class FolderIndexTests(SynchronousTestCase):
     def test_empty(self) -> None:
         index = self.index()
         self.assertEqual(index.refresh(), Changes())
-        self.assertEqual(index.uids(), [])
+        self.assertEqual(list(index.uids()), [])
         self.assertIsNotNone(index.uidValidity)
 
     def test_deliveriesPickedUp(self) -> None:
@@ -222,7 +222,7 @@ class FolderIndexTests(SynchronousTestCase):
         first.save()
         fs = RecordingFileSystem()
         second = self.index(fs=fs)
-        self.assertEqual(second.uids(), [1, 2, 3, 4])
+        self.assertEqual(list(second.uids()), [1, 2, 3, 4])
         self.assertEqual(second.nextUID, 5)
         self.assertEqual(second.refresh(), Changes())
         self.assertEqual(
@@ -273,13 +273,15 @@ class FolderIndexTests(SynchronousTestCase):
         third = self.index()
         third.refresh()
         self.assertNotEqual(third.uidValidity, first.uidValidity)
-        self.assertEqual(third.uids(), [1, 2, 3, 4])
+        self.assertEqual(list(third.uids()), [1, 2, 3, 4])
 
     def test_indexFileCorrupt(self) -> None:
         """
-        An index file that is cut short, has a flipped octet, columns of
-        different lengths, a bad directory letter or UIDs out of order is
-        rebuilt; the UIDs stay what the UID list says.
+        An index file that is cut short, has a flipped octet in its UIDs or
+        its columns, a count or columns of different lengths, a bad
+        directory letter or UIDs out of order is rebuilt; the UIDs stay
+        what the UID list says.  The UIDs are checked as the file is
+        loaded, the columns when first needed.
         """
         for _ in range(3):
             self.deliver()
@@ -291,30 +293,37 @@ class FolderIndexTests(SynchronousTestCase):
         path = os.path.join(self.folder, INDEX_NAME)
         with open(path, "rb") as f:
             good = f.read()
-        header, body = good.split(b"\n", 1)
+        header, rest = good.split(b"\n", 1)
+        fields = header.split(b" ")
+        self.assertEqual(fields[5], b"2")
+        block, body = rest[:8], rest[8:]
+        self.assertEqual(block, b"\x01\x00\x00\x00\x03\x00\x00\x00")
 
-        def withBody(newBody: bytes) -> bytes:
-            fields = header.split(b" ")
-            fields[-1] = b"%d" % zlib.crc32(newBody)
-            return b" ".join(fields) + b"\n" + newBody
-
-        def hexColumn(numbers: list[int]) -> bytes:
-            return b"".join(b"%016x" % n for n in numbers)
+        def assemble(newBlock: bytes = block, newBody: bytes = body, count: int = 2) -> bytes:
+            changed = list(fields)
+            changed[5] = b"%d" % count
+            changed[-2] = b"%d" % zlib.crc32(newBlock)
+            changed[-1] = b"%d" % zlib.crc32(newBody)
+            return b" ".join(changed) + b"\n" + newBlock + newBody
 
         columns = body.split(b"\n")
-        self.assertEqual(columns[0], hexColumn([1, 3]))
-
+        self.assertEqual(assemble(), good)
         flipped = bytearray(good)
         flipped[-5] ^= 0x20
+        flippedUID = bytearray(good)
+        flippedUID[len(header) + 1] ^= 0x04
         variants = [
             good[:-7],
+            good[: len(header) + 5],
             bytes(flipped),
-            withBody(b"\n".join([hexColumn([1, 3, 7])] + columns[1:])),
-            withBody(b"\n".join([columns[0] + b"7"] + columns[1:])),
-            withBody(b"\n".join(columns[:3] + [b"cx"] + columns[4:])),
-            withBody(b"\n".join([hexColumn([3, 1])] + columns[1:])),
-            withBody(b"\n".join([hexColumn([0, 3])] + columns[1:])),
-            withBody(b"\n".join(columns[:-2])),
+            bytes(flippedUID),
+            assemble(count=3),
+            assemble(block + b"\x07\x00\x00\x00", count=3),
+            assemble(newBody=b"\n".join([columns[0] + b"7"] + columns[1:])),
+            assemble(newBody=b"\n".join(columns[:2] + [b"cx"] + columns[3:])),
+            assemble(b"\x03\x00\x00\x00\x01\x00\x00\x00"),
+            assemble(b"\x00\x00\x00\x00\x03\x00\x00\x00"),
+            assemble(newBody=b"\n".join(columns[:-2])),
             header + b"\n",
         ]
         for data in variants:
@@ -323,6 +332,7 @@ class FolderIndexTests(SynchronousTestCase):
             index = self.index()
             index.refresh()
             self.assertEqual([(e.uid, e.base, e.sub) for e in index.messages()], expected, data)
+            self.assertEqual(list(index.uids()), [1, 3], data)
             self.assertEqual(index.uidValidity, first.uidValidity)
         with open(path, "wb") as f:
             f.write(good)
@@ -414,7 +424,7 @@ class FolderIndexTests(SynchronousTestCase):
         changes = index.refresh()
         self.assertTrue(changes.reset)
         self.assertNotEqual(index.uidValidity, validity)
-        self.assertEqual(index.uids(), [1])
+        self.assertEqual(list(index.uids()), [1])
         fresh = self.index()
         fresh.refresh()
         self.assertEqual(fresh.uidValidity, index.uidValidity)
@@ -561,7 +571,7 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(index.refresh(), Changes(added=(3,), removed=(1,)))
         self.assertEqual(assigned, [])
         self.assertEqual(len(synced), 1)
-        self.assertEqual(index.uids(), [2, 3])
+        self.assertEqual(list(index.uids()), [2, 3])
         self.assertEqual(index.entry(3).base, first)
         # In step again: the next delivery is an assign.
         base = self.deliver()
@@ -703,14 +713,14 @@ class FolderIndexTests(SynchronousTestCase):
         index = self.index()
         index.refresh()
         self.assertEqual(index.expunge([1, 3, 99]), [1, 3])
-        self.assertEqual(index.uids(), [2])
+        self.assertEqual(list(index.uids()), [2])
         self.assertEqual(len(os.listdir(os.path.join(self.folder, "new"))), 1)
         self.assertEqual(index.refresh(), Changes(removed=(1, 3)))
         # Another instance sees them gone; UIDs are not reused.
         self.deliver()
         other = self.index()
         other.refresh()
-        self.assertEqual(other.uids(), [2, 4])
+        self.assertEqual(list(other.uids()), [2, 4])
 
     def test_changesSince(self) -> None:
         """
@@ -925,8 +935,90 @@ class FolderIndexTests(SynchronousTestCase):
         self.patch(indexModule.os, "listdir", listdir)
         second = self.index(clock=clock)
         self.assertEqual(second.refresh(), Changes())
-        self.assertEqual(second.uids(), [1, 2])
+        self.assertEqual(list(second.uids()), [1, 2])
         self.assertEqual(listed, [])
+
+    def settledIndexFile(self) -> tuple[str, bytes, list]:
+        """
+        Three messages (one in C{new/}, one with C{\\Seen}) and a saved
+        index whose directories had settled: a new instance has nothing to
+        list.
+
+        @return: the index file's path, its content, and the entries.
+        """
+        for _ in range(2):
+            self.deliver()
+        self.deliver(sub="cur", info=":2,S")
+        clock = clockAt(time.time() + 100)
+        index = self.index(clock=clock)
+        index.refresh()
+        self.envelope = index.cachedEnvelope(1)
+        index.save()
+        self.clock = clock
+        path = os.path.join(self.folder, INDEX_NAME)
+        with open(path, "rb") as f:
+            content = f.read()
+        return path, content, [(e.uid, e.base, e.sub, e.name, e.size, e.modseq) for e in index.messages()]
+
+    def test_loadReadsHeaderAndUIDsFirst(self) -> None:
+        """
+        A new instance over a settled, saved index answers what SELECT asks
+        (UIDs, UIDNEXT, HIGHESTMODSEQ, no \\Recent to take) from the header
+        and the UIDs alone; the other columns are read once, when an entry
+        is first needed (or by L{FolderIndex.materialise}), from the file
+        as it was at the load, whatever replaced it since.
+        """
+        path, content, expected = self.settledIndexFile()
+        envelope = self.envelope
+        second = self.index()
+        self.assertEqual(second.refresh(), Changes())
+        self.assertEqual(list(second.uids()), [1, 2, 3])
+        self.assertEqual(second.nextUID, 4)
+        self.assertEqual(second.highestModseq, max(m for *_, m in expected))
+        self.assertIsNotNone(second._pending)
+        self.assertNotIn("_entries", second.__dict__)
+        # The file is replaced (another save) before the columns are read.
+        os.unlink(path)
+        with open(path, "wb") as f:
+            f.write(b"garbage")
+        self.assertEqual([(e.uid, e.base, e.sub, e.name, e.size, e.modseq) for e in second.messages()], expected)
+        self.assertIsNone(second._pending)
+        self.assertEqual(second.cachedEnvelope(1), envelope)
+        with open(path, "wb") as f:
+            f.write(content)
+        third = self.index()
+        third.uids()
+        third.materialise()
+        self.assertIsNone(third._pending)
+        self.assertEqual([(e.uid, e.base, e.name) for e in third.messages()], [e[:2] + e[3:4] for e in expected])
+        self.assertEqual(third.newUIDs(), [1, 2])
+
+    def test_loadColumnsDamaged(self) -> None:
+        """
+        An index whose UIDs are good but whose other columns are damaged is
+        found out when they are first read: the index is rebuilt then, and
+        the UIDs stay what the UID list says.
+        """
+        path, content, expected = self.settledIndexFile()
+        damaged = bytearray(content)
+        damaged[-3] ^= 0x01
+        for touch in ("entry", "materialise", "refresh after a delivery"):
+            with open(path, "wb") as f:
+                f.write(bytes(damaged))
+            index = self.index()
+            self.assertEqual(list(index.uids()), [1, 2, 3])
+            if touch == "entry":
+                self.assertEqual(index.entry(3).name, expected[2][3])
+            elif touch == "materialise":
+                index.materialise()
+            else:
+                base = self.deliver()
+                os.utime(os.path.join(self.folder, "new"), ns=(time.time_ns(), time.time_ns() - 10**10))
+                self.assertIn(4, index.refresh().added)
+                self.assertEqual(index.entry(4).base, base)
+            self.assertEqual([(e.uid, e.base, e.sub, e.name) for e in index.messages()][:3], [e[:4] for e in expected])
+            self.assertEqual(list(index.uids())[:3], [1, 2, 3])
+            self.flushLoggedErrors()
 
     def test_iterUIDs(self) -> None:
         uids = [2, 5, 9, 10, 40]
@@ -986,7 +1078,7 @@ class ThreadTests(SynchronousTestCase):
         results = self.inThreads(work)
         every = sorted(u for uids in results for u in uids)
         self.assertEqual(every, list(range(1, 81)))
-        self.assertEqual(index.uids(), every)
+        self.assertEqual(list(index.uids()), every)
         self.assertEqual(len(os.listdir(os.path.join(self.folder, "cur"))), 80)
         letters = index.keywords.keywords()
         self.assertEqual(len(letters), 16)

@@ -369,7 +369,7 @@ class IndexModseqTests(Base):
                     f.write(content)
             rebuilt = self.index()
             rebuilt.refresh()
-            self.assertEqual(rebuilt.uids(), [1, 2, 3])
+            self.assertEqual(list(rebuilt.uids()), [1, 2, 3])
             self.assertTrue(all(m > highest for m in self.modseqs(rebuilt).values()))
             self.assertGreater(rebuilt.highestModseq, highest)
             rebuilt.close()
@@ -491,7 +491,7 @@ class IndexModseqTests(Base):
         self.deliver()
         self.fs.failing = True
         self.assertRaises(OSError, index.refresh)
-        self.assertEqual(index.uids(), [1, 2])
+        self.assertEqual(list(index.uids()), [1, 2])
         self.assertRaises(OSError, index.changeFlags, 1, add=["\\Seen"])
         self.assertEqual(index.flags(1), [])
         self.fs.failing = False
