@@ -558,6 +558,19 @@ class MaildirIMAPMailbox:
         """
         self.index.materialise()
 
+    def settleKey(self) -> object:
+        """
+        What L{settle} works on (the folder's index, shared by sessions):
+        one L{settle} at a time per key is enough.
+        """
+        return self.index
+
+    def settle(self) -> bool:
+        """
+        Blocking: see L{FolderIndex.settle}.
+        """
+        return self.index.settle()
+
     def getRecentCount(self) -> int:
         self._view()
         return len(self._recent)

@@ -194,6 +194,12 @@ PREAUTH_TIMEOUT = 60.0
 #: a second).
 IDLE_POLL = 1.0
 
+#: Seconds after a command on a selected mailbox before its folder's
+#: directories are listed again if the command (or another) changed them
+#: (see L{mailhub.maildir.index.FolderIndex.settle}): just over the index's
+#: settling time.
+SETTLE_DELAY = 2.5
+
 #: Seconds between C{* OK Still here} during IDLE (NAT keepalive).
 IDLE_KEEPALIVE = 300.0
 
@@ -1527,6 +1533,8 @@ class IMAP4Server(imap4.IMAP4Server):
 
     def _finished(self, result: object) -> None:
         self._holdExpunges = False
+        if self.mbox is not None:
+            self.factory.settleLater(self.mbox)
         if self._blocked:
             self._blocked = False
             if self._shuttingDown:
@@ -1751,8 +1759,11 @@ class IMAP4Server(imap4.IMAP4Server):
         needsWarming = getattr(mbox, "needsWarming", None)
         if needsWarming is not None and needsWarming():
             # Answered from the index's header and UIDs: the rest is read
-            # now, while the client reads the answer.
-            self._background(mbox.warm)
+            # now, while the client reads the answer, from the next reactor
+            # turn on (after the answer is sent: a worker thread busy with
+            # it would hold the reactor thread back by a GIL switch
+            # interval, 5 ms, or more).
+            self.callLater(0, self._background, mbox.warm)
 
     def _qresyncParameter(self, spec: Any) -> tuple[int, int, Any]:
         """
@@ -2739,7 +2750,49 @@ class IMAPFactory(SessionFactory):
         self.peerLimitExempt = peerLimitExempt
         self.runBlocking = runBlocking
         self.perUser: dict[str, int] = perUser if perUser is not None else {}
+        #: settle key -> its pending call (see L{settleLater}).
+        self._settling: dict[object, Any] = {}
         self.initSessions()
+
+    def settleLater(self, mbox: Any, attempt: int = 1) -> None:
+        """
+        After a command on C{mbox}: in L{SETTLE_DELAY} seconds, on a worker
+        thread, let the mailbox list again what changed (its C{settle}),
+        so that the work is done while the folder is quiet, not by the next
+        SELECT.  One pending call per folder; again later while the folder
+        keeps changing, up to three times in a row (a directory whose mtime
+        is ahead of the clock never settles: its listing is left to the
+        next refresh).
+        """
+        settle = getattr(mbox, "settle", None)
+        if settle is None:
+            return
+        key = mbox.settleKey()
+        if key in self._settling:
+            return
+
+        def run() -> None:
+            d = maybeDeferred(self.runBlocking, settle)
+
+            def done(again: object) -> None:
+                del self._settling[key]
+                if again is True and attempt < 3:
+                    self.settleLater(mbox, attempt + 1)
+
+            def failed(reason: Failure) -> None:
+                del self._settling[key]
+                self.log.failure("settling a mailbox failed", reason)
+
+            d.addCallbacks(done, failed)
+
+        self._settling[key] = self.clock.callLater(SETTLE_DELAY, run)
+
+    def shutDown(self, grace: float = 10.0) -> Deferred[None]:
+        for call in list(self._settling.values()):
+            if call.active():
+                call.cancel()
+        self._settling.clear()
+        return super().shutDown(grace)
 
     def userLogin(self, user: str) -> bool:
         """

@@ -731,6 +731,41 @@ class FolderIndex:
             self._reportedUids = self._uids
             return changes
 
+    def settle(self) -> bool:
+        """
+        List again, now, a directory that changed since it was last listed
+        settled (this index's own renames change C{cur/}: a claim of new
+        mail, a flag change), so that the next refresh, a SELECT after new
+        mail say, lists C{new/} only and does not pay for a listing of the
+        whole of C{cur/}; and save the index if a refresh would soon (half
+        of L{SAVE_CHANGES} changes, or of L{SAVE_INTERVAL}, unsaved), so
+        that a command seldom pays for that either.  Meant to run on a
+        worker thread a little more than L{SETTLE_SECONDS} after a command,
+        while the folder is quiet.
+
+        @return: whether a directory is still unsettled (changed again
+            meanwhile): worth another call later.
+        """
+        with self._lock:
+            if not self._loaded or self._pending is not None or self.uidValidity is None:
+                return False
+            stamps = {}
+            for sub in ("new", "cur"):
+                try:
+                    stamps[sub] = os.stat(os.path.join(self.folderPath, sub)).st_mtime_ns
+                except FileNotFoundError:
+                    return False  # the folder is gone: nothing to settle
+            if stamps != self._stamps:
+                try:
+                    self._refresh()
+                except MailboxGone:
+                    return False
+            if self._dirty and (
+                self._unsaved >= SAVE_CHANGES // 2 or self._clock.seconds() - self._lastSave >= SAVE_INTERVAL / 2
+            ):
+                self._saveQuietly()
+            return not all(self._stamps.values())
+
     def _ensureLoaded(self) -> None:
         if not self._loaded:
             self._loaded = True

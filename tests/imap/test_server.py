@@ -909,6 +909,74 @@ class BlockingTests(Harness):
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
+class SettleAndWarmTests(Harness):
+    """
+    Work the server leaves for a quiet moment: reading the rest of a
+    partly read index after SELECT, listing a folder again after commands
+    changed it.
+    """
+
+    def hooked(self, settled: list | None = None) -> tuple[FakeMailbox, list]:
+        self.login()
+        inbox = self.account.mailboxes["INBOX"]
+        calls: list = []
+        answers = settled if settled is not None else []
+        inbox.needsWarming = lambda: True  # type: ignore[attr-defined]
+        inbox.warm = lambda: calls.append("warm")  # type: ignore[attr-defined]
+        inbox.settleKey = lambda: "key"  # type: ignore[attr-defined]
+        inbox.settle = lambda: (calls.append("settle"), answers.pop(0) if answers else False)[1]  # type: ignore[attr-defined]
+        return inbox, calls
+
+    def test_warmAfterTheAnswer(self) -> None:
+        """
+        A mailbox that needs warming is warmed after the SELECT answer went
+        out (the next reactor turn), once.
+        """
+        _, calls = self.hooked()
+        self.assertIn(b"s OK", self.send(b"s SELECT INBOX\r\n"))
+        self.assertEqual(calls, [])
+        self.clock.advance(0)
+        self.assertEqual(calls, ["warm"])
+
+    def test_settleOncePerFolder(self) -> None:
+        """
+        Commands on a selected mailbox leave one settle call per folder,
+        SETTLE_DELAY later; it is asked again (up to three times in a row)
+        while it says the folder is still changing; shutting down cancels
+        a pending one.
+        """
+        _, calls = self.hooked(settled=[True, True, True, True])
+        self.send(b"s SELECT INBOX\r\n")
+        self.clock.advance(0)
+        self.send(b"n NOOP\r\n")
+        self.send(b"m NOOP\r\n")
+        self.assertEqual(calls, ["warm"])
+        self.clock.advance(S.SETTLE_DELAY - 0.1)
+        self.assertEqual(calls, ["warm"])
+        self.clock.advance(0.1)
+        self.assertEqual(calls, ["warm", "settle"])
+        for _ in range(3):
+            self.clock.advance(S.SETTLE_DELAY)
+        self.assertEqual(calls, ["warm", "settle", "settle", "settle"])
+        self.send(b"o NOOP\r\n")
+        pending = list(self.factory._settling.values())
+        self.assertEqual(len(pending), 1)
+        self.factory.shutDown()
+        self.assertFalse(pending[0].active())
+        self.assertEqual(self.factory._settling, {})
+
+    def test_noSettleWithoutMailbox(self) -> None:
+        """
+        Nothing is scheduled for a session with no mailbox selected, or for
+        a mailbox without C{settle}.
+        """
+        self.login()
+        self.send(b"n NOOP\r\n")
+        self.send(b"s SELECT INBOX\r\n")
+        self.send(b"m NOOP\r\n")
+        self.assertEqual(self.factory._settling, {})
+
+
 class GarbageTests(Harness):
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.binary(max_size=60), max_size=5))

@@ -1020,6 +1020,57 @@ class FolderIndexTests(SynchronousTestCase):
             self.assertEqual(list(index.uids())[:3], [1, 2, 3])
             self.flushLoggedErrors()
 
+    def test_settle(self) -> None:
+        """
+        After the index's own renames into C{cur/} (a claim of new mail),
+        L{FolderIndex.settle} lists C{cur/} again once it has settled, so
+        that the refresh after the next delivery lists C{new/} only; it
+        does nothing for settled, unchanged directories, and says so while
+        a directory is still too fresh.
+        """
+        for _ in range(3):
+            self.deliver()
+        clock = clockAt(time.time() + 100)
+        index = self.index(clock=clock)
+        index.refresh()
+        self.assertFalse(index.settle())
+        listed: list[str] = []
+        realListdir = os.listdir
+
+        def listdir(path):
+            listed.append(os.path.basename(path))
+            return realListdir(path)
+
+        self.patch(indexModule.os, "listdir", listdir)
+        self.assertEqual(index.claimNew(), [1, 2, 3])
+        clock.advance(-100 + 1)  # the directories changed a second ago
+        self.assertTrue(index.settle())
+        self.assertEqual(sorted(listed), ["cur", "new"])
+        clock.advance(100)
+        del listed[:]
+        self.assertFalse(index.settle())
+        self.assertEqual(sorted(listed), ["cur", "new"])
+        del listed[:]
+        self.assertFalse(index.settle())
+        self.assertEqual(listed, [])
+        self.deliver()
+        self.assertEqual(index.refresh().added, (4,))
+        self.assertEqual(listed, ["new"])
+        self.assertEqual([e.sub for e in index.messages()], ["cur", "cur", "cur", "new"])
+        # A dirty index is saved by settle once half the changes that make
+        # a refresh save it are unsaved.
+        path = os.path.join(self.folder, INDEX_NAME)
+        before = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+        self.patch(indexModule, "SAVE_CHANGES", 100)
+        index.claimNew()
+        self.assertFalse(index.settle())
+        self.assertTrue(index._dirty)
+        self.patch(indexModule, "SAVE_CHANGES", 4)
+        self.assertFalse(index.settle())
+        self.assertFalse(index._dirty)
+        self.assertNotEqual(os.stat(path).st_mtime_ns, before)
+        self.assertEqual(self.index(clock=clock).newUIDs(), [])
+
     def test_iterUIDs(self) -> None:
         uids = [2, 5, 9, 10, 40]
         self.assertEqual(list(iterUIDs(uids, [(1, 5), (4, 9), (11, 39)])), [(1, 2), (2, 5), (3, 9)])
