@@ -194,11 +194,15 @@ PREAUTH_TIMEOUT = 60.0
 #: a second).
 IDLE_POLL = 1.0
 
+#: Seconds after a SELECT answered from a partly read index before the
+#: rest of it is read (on a worker thread): the answer goes out first.
+WARM_DELAY = 0.005
+
 #: Seconds after a command on a selected mailbox before its folder's
 #: directories are listed again if the command (or another) changed them
 #: (see L{mailhub.maildir.index.FolderIndex.settle}): just over the index's
 #: settling time.
-SETTLE_DELAY = 2.5
+SETTLE_DELAY = 1.2
 
 #: Seconds between C{* OK Still here} during IDLE (NAT keepalive).
 IDLE_KEEPALIVE = 300.0
@@ -1759,11 +1763,11 @@ class IMAP4Server(imap4.IMAP4Server):
         needsWarming = getattr(mbox, "needsWarming", None)
         if needsWarming is not None and needsWarming():
             # Answered from the index's header and UIDs: the rest is read
-            # now, while the client reads the answer, from the next reactor
-            # turn on (after the answer is sent: a worker thread busy with
-            # it would hold the reactor thread back by a GIL switch
-            # interval, 5 ms, or more).
-            self.callLater(0, self._background, mbox.warm)
+            # now, while the client reads the answer; not before the answer
+            # is sent (a worker thread busy with it would hold the reactor
+            # thread back by a GIL switch interval, 5 ms, or more), and a
+            # call due at once would run before the reactor next writes.
+            self.callLater(WARM_DELAY, self._background, mbox.warm)
 
     def _qresyncParameter(self, spec: Any) -> tuple[int, int, Any]:
         """

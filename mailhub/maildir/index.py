@@ -178,8 +178,10 @@ CACHED_HEADERS = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "i
 SEARCH_HEADERS = ("subject", "from", "to", "cc", "bcc", "date", "message-id")
 
 #: A directory changed less than this many seconds before it was listed is
-#: listed again next time, even if its mtime has not changed since.
-SETTLE_SECONDS = 2.0
+#: listed again next time, even if its mtime has not changed since (the
+#: value Dovecot's Maildir code uses, MAILDIR_SYNC_SECS: well above the
+#: timestamp granularity of Linux file systems, a few milliseconds).
+SETTLE_SECONDS = 1.0
 
 #: A refresh that finds changes saves the index when this many seconds
 #: passed since the last save, or L{SAVE_CHANGES} changes are unsaved; a
@@ -1346,6 +1348,12 @@ class FolderIndex:
         except (ValueError, IndexError, KeyError, UnicodeError, OSError) as e:
             self._forget(e)
             return False
+        try:
+            # The UID list, which the index's header let the load skip, is
+            # read now too: the first new message would need it.
+            self._uidList._load()
+        except OSError:
+            pass  # read when it is needed, and failed then
         return True
 
     def _parseColumns(self, data: bytes, pending: "_Pending") -> None:

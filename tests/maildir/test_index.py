@@ -205,8 +205,10 @@ class FolderIndexTests(SynchronousTestCase):
         A saved index is loaded column by column: names that need
         encoding, unknown sizes, both directories and the side store's
         places survive; when the UID list and the side store are as the
-        index left them, a new instance reads neither (UIDNEXT comes from
-        the index file), and finds cached records without a scan.
+        index left them, a new instance's load reads neither (UIDNEXT comes
+        from the index file), reading the columns reads the UID list ahead
+        of the first new message, and cached records are found without a
+        scan of the side store.
         """
         self.deliver(base="odd\tname%with\nstuff")
         seen = self.deliver(sub="cur", info=":2,S")
@@ -232,9 +234,10 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(second.newUIDs(), [4])
         self.assertEqual(second.flags(seenUID), ["\\Seen"])
         self.assertIn("odd\tname%with\nstuff", second._byBase)
-        # The index, and the mod-sequence CEILING that says whether its
-        # mod-sequences can be trusted (a few octets).
-        self.assertEqual([os.path.basename(p) for p in fs.opened], [INDEX_NAME, "mailhub-modseq"])
+        # The index, the mod-sequence CEILING that says whether its
+        # mod-sequences can be trusted (a few octets), and the UID list,
+        # read with the columns.
+        self.assertEqual([os.path.basename(p) for p in fs.opened], [INDEX_NAME, "mailhub-modseq", UIDLIST_NAME])
         self.assertEqual(
             [e.modseq for e in second.messages()], [e.modseq for e in first.messages()]
         )
@@ -242,7 +245,7 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertEqual(second.cachedEnvelope(seenUID), first.cachedEnvelope(seenUID))
         self.assertEqual(second.cachedHeaders(plainUID), first.cachedHeaders(plainUID))
         self.assertEqual(
-            [os.path.basename(p) for p in fs.opened], [INDEX_NAME, "mailhub-modseq", CACHE_NAME]
+            [os.path.basename(p) for p in fs.opened], [INDEX_NAME, "mailhub-modseq", UIDLIST_NAME, CACHE_NAME]
         )
         # The next delivery gets the next UID (the UID list is read now).
         self.deliver()
@@ -970,8 +973,10 @@ class FolderIndexTests(SynchronousTestCase):
         """
         path, content, expected = self.settledIndexFile()
         envelope = self.envelope
-        second = self.index()
+        fs = RecordingFileSystem()
+        second = self.index(fs=fs)
         self.assertEqual(second.refresh(), Changes())
+        self.assertEqual([os.path.basename(p) for p in fs.opened], [INDEX_NAME, "mailhub-modseq"])
         self.assertEqual(list(second.uids()), [1, 2, 3])
         self.assertEqual(second.nextUID, 4)
         self.assertEqual(second.highestModseq, max(m for *_, m in expected))
@@ -1043,7 +1048,7 @@ class FolderIndexTests(SynchronousTestCase):
 
         self.patch(indexModule.os, "listdir", listdir)
         self.assertEqual(index.claimNew(), [1, 2, 3])
-        clock.advance(-100 + 1)  # the directories changed a second ago
+        clock.advance(-100 + 0.5)  # the directories changed half a second ago
         self.assertTrue(index.settle())
         self.assertEqual(sorted(listed), ["cur", "new"])
         clock.advance(100)
