@@ -842,7 +842,7 @@ class MaildirIMAPMailbox:
         """
         Every UID of this session's view, ascending.
         """
-        return self._uids.tolist() if isinstance(self._uids, array) else list(self._uids)
+        return self._uids.tolist() if isinstance(self._uids, (array, memoryview)) else list(self._uids)
 
     def _expungeUIDs(self, uids: Iterable[int]) -> tuple[list[int], list[int]]:
         self._writeable()

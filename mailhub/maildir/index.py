@@ -132,6 +132,7 @@ import bisect
 import contextlib
 import errno
 import json
+import mmap
 import operator
 import os
 import secrets
@@ -240,13 +241,13 @@ _LAZY = frozenset({"_entries", "_byBase", "_inNew", "_cacheOffsets"})
 class _Pending:
     """
     What L{FolderIndex._materialise} needs to read the rest of an index
-    file: its descriptor (closed by C{closer}, or when the index is let
-    go), where the text columns start, the message count, their CRC-32,
-    and whether the side store places in them are good.
+    file: the file mapped (as it was at the load, however it is replaced
+    meanwhile; unmapped once nothing uses it), where the text columns
+    start, the message count, their CRC-32, and whether the side store
+    places in them are good.
     """
 
-    fd: int
-    closer: "weakref.finalize"
+    mapped: mmap.mmap
     offset: int
     count: int
     crc: int
@@ -272,6 +273,20 @@ def _headerEnd(data: bytes) -> int:
     if lf >= 0:
         return lf + 2
     return crlf + 3 if crlf >= 0 else -1
+
+
+def _uidArray(uids: Sequence[int] | memoryview) -> "array[int]":
+    """
+    UIDs as an array: a copy of a mapped index file's UIDs (four octets
+    each, little-endian) or of a list; an array as it is.
+    """
+    if isinstance(uids, memoryview):
+        copy = array(_UID_TYPE)
+        copy.frombytes(uids.cast("B"))
+        if sys.byteorder != "little":
+            copy.byteswap()
+        return copy
+    return uids if isinstance(uids, array) else array(_UID_TYPE, uids)
 
 
 def _toHex(numbers: Sequence[int]) -> str:
@@ -609,7 +624,9 @@ class FolderIndex:
         self._byBase: dict[str, int] = {}
         self._inNew: set[str] = set()
         #: The UIDs in order (an array: four octets each).
-        self._uids: array[int] = array(_UID_TYPE)
+        #: (Until the first change after a load, where the index file is
+        #: mapped: see L{_loadHead}.)
+        self._uids: Sequence[int] = array(_UID_TYPE)
         #: The index file's columns not read yet (see L{_loadHead}).
         self._pending: _Pending | None = None
         self._stamps: dict[str, int] = {"new": 0, "cur": 0}
@@ -794,11 +811,33 @@ class FolderIndex:
         settled = self._clock.seconds() - before / 1e9 > SETTLE_SECONDS
         return names, before, settled
 
+    def _unchangedSinceLoad(self) -> bool:
+        """
+        Whether a refresh would find nothing to do: the directories and the
+        UID list as the index file has them (three C{stat}s, no listing).
+        """
+        for sub in ("new", "cur"):
+            try:
+                if os.stat(os.path.join(self.folderPath, sub)).st_mtime_ns != self._stamps[sub] or not self._stamps[sub]:
+                    return False
+            except FileNotFoundError:
+                return False
+        return (
+            self._uidList._statStamp() == self._uidListStamp
+            and self.uidValidity is not None
+            and not self._modseqFloor
+        )
+
     def _refresh(self) -> Changes:
         """
         L{refresh} without the loading and the reporting: what this look
         found (also recorded in the change log).
         """
+        if self._pending is not None and not self._unchangedSinceLoad():
+            # Something changed since the index was saved: every entry is
+            # needed now, before the listings (a bad file is forgotten, and
+            # rebuilt here).
+            self._materialise()
         newNames, newStamp, newSettled = self._listing("new")
         curNames, curStamp, curSettled = self._listing("cur")
         if not newStamp and not curStamp and not os.path.isdir(self.folderPath):
@@ -814,8 +853,7 @@ class FolderIndex:
         ):
             return Changes()
         if self._pending is not None:
-            # Something changed since the index was saved: every entry is
-            # needed now (a bad file is forgotten, and rebuilt here).
+            # Changed since the look above: read the columns, look again.
             self._materialise()
             return self._refresh()
         if self._modseqFloor:
@@ -999,7 +1037,7 @@ class FolderIndex:
             else:
                 # New UIDs are above every UID in use: append.
                 self._uids = (
-                    self._uids + array(_UID_TYPE, sorted(added))
+                    _uidArray(self._uids) + array(_UID_TYPE, sorted(added))
                     if self._uids and added and min(added) > self._uids[-1]
                     else array(_UID_TYPE, sorted(self._entries))
                 )
@@ -1199,11 +1237,14 @@ class FolderIndex:
             fd = self._fs.openRead(self._indexPath)
         except FileNotFoundError:
             return
-        closer = weakref.finalize(self, self._fs.close, fd)
         try:
-            self._loadHead(fd, closer)
+            try:
+                mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                self._fs.close(fd)
+            self._loadHead(mapped)
         except (ValueError, IndexError, KeyError, UnicodeError, OSError) as e:
-            closer()
+            # (mmap: ValueError for an empty file.)
             if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
                 raise
             self._forget(e)
@@ -1224,17 +1265,18 @@ class FolderIndex:
         self._modseqFloor = True
         self._lastSave = 0.0  # saved again at the first refresh
 
-    def _loadHead(self, fd: int, closer: "weakref.finalize") -> None:
+    def _loadHead(self, mapped: mmap.mmap) -> None:
         """
-        Read the header and the UIDs: a few hundred octets and four per
-        message, no object per message, so that a SELECT after a restart
-        costs about what one on a loaded index does.  The other columns
-        are read from the same descriptor (the file as it was now, however
-        it is replaced meanwhile) by L{_materialise}, when first needed.
+        Read the header and the UIDs: a few hundred octets, and the UIDs
+        checked and used where they are mapped (no copy, no object per
+        message), so that a SELECT after a restart costs about what one on
+        a loaded index does.  The other columns are read from the same
+        mapping (the file as it was now, however it is replaced meanwhile)
+        by L{_materialise}, when first needed.
 
         @raise ValueError: it is not a current index of this folder.
         """
-        head = os.pread(fd, _HEAD_READ, 0)
+        head = mapped[:_HEAD_READ]
         end = head.find(b"\n")
         if end < 0:
             raise ValueError("no header line")
@@ -1247,13 +1289,14 @@ class FolderIndex:
         highestModseq, ceiling = int(header[9]), int(header[10])
         if count < 0 or not 0 <= inNew <= count:
             raise ValueError("bad counts")
-        block = os.pread(fd, count * 4, end + 1)
+        block = memoryview(mapped)[end + 1 : end + 1 + count * 4]
         if len(block) != count * 4 or zlib.crc32(block) != uidsCRC:
             raise ValueError("UIDs cut short or damaged")
-        uids = array(_UID_TYPE)
-        uids.frombytes(block)
-        if sys.byteorder != "little":
-            uids.byteswap()
+        uids: Sequence[int]
+        if sys.byteorder == "little":
+            uids = block.cast(_UID_TYPE)
+        else:
+            uids = _uidArray(block)
         uidListStamp = _stampFrom(header[6])
         if uidListStamp is not None and uidListStamp == self._uidList._statStamp():
             # The UID list is as it was when this index was in step with it:
@@ -1273,7 +1316,7 @@ class FolderIndex:
             st = None
         cacheKnown = cacheStamp is not None and st is not None and st.st_ino == cacheStamp[0] and st.st_size >= cacheStamp[1]
         # Read on first use (see __getattr__).
-        self._pending = _Pending(fd, closer, end + 1 + count * 4, count, crc, cacheKnown)
+        self._pending = _Pending(mapped, end + 1 + count * 4, count, crc, cacheKnown)
         for name in _LAZY:
             self.__dict__.pop(name, None)
         if not inNew:
@@ -1339,12 +1382,10 @@ class FolderIndex:
         assert pending is not None
         self._pending = None
         try:
-            try:
-                size = os.fstat(pending.fd).st_size
-                data = os.pread(pending.fd, max(0, size - pending.offset), pending.offset)
-            finally:
-                pending.closer()
-            self._parseColumns(data, pending)
+            self._parseColumns(pending.mapped[pending.offset :], pending)
+            # The UIDs of their own: the mapping goes once the sessions'
+            # views have moved on to these.
+            self._uids = _uidArray(self._uids)
         except (ValueError, IndexError, KeyError, UnicodeError, OSError) as e:
             self._forget(e)
             return False
@@ -1427,8 +1468,9 @@ class FolderIndex:
                 columns.append(_toHex([places.get(e.base, -1) for e in found]))
             columns.append("".join([_encodeName(e.name) + "\n" for e in found]))
             body = "\n".join(columns).encode("utf-8", "surrogateescape")
-            uids = array(_UID_TYPE, self._uids)
+            uids = _uidArray(self._uids)
             if sys.byteorder != "little":
+                uids = array(_UID_TYPE, uids)  # not the one in use
                 uids.byteswap()
             block = uids.tobytes()
             cacheStamp = "-"
