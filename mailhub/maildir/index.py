@@ -627,6 +627,9 @@ class FolderIndex:
         #: (Until the first change after a load, where the index file is
         #: mapped: see L{_loadHead}.)
         self._uids: Sequence[int] = array(_UID_TYPE)
+        #: sub -> (mtime, names, when) listed by L{settle} for the refresh
+        #: it makes (see L{_listing}).
+        self._prelisted: dict[str, tuple[int, list[str], float]] = {}
         #: The index file's columns not read yet (see L{_loadHead}).
         self._pending: _Pending | None = None
         self._stamps: dict[str, int] = {"new": 0, "cur": 0}
@@ -762,23 +765,36 @@ class FolderIndex:
         worker thread a little more than L{SETTLE_SECONDS} after a command,
         while the folder is quiet.
 
+        The directories are listed before the lock is taken (the listing
+        of a large C{cur/} is most of the work): a command that comes
+        meanwhile does not wait for it.
+
         @return: whether a directory is still unsettled (changed again
             meanwhile): worth another call later.
         """
         with self._lock:
             if not self._loaded or self._pending is not None or self.uidValidity is None:
                 return False
-            stamps = {}
-            for sub in ("new", "cur"):
-                try:
-                    stamps[sub] = os.stat(os.path.join(self.folderPath, sub)).st_mtime_ns
-                except FileNotFoundError:
-                    return False  # the folder is gone: nothing to settle
-            if stamps != self._stamps:
+            known = dict(self._stamps)
+        listed = {}
+        for sub in ("new", "cur"):
+            directory = os.path.join(self.folderPath, sub)
+            try:
+                before = os.stat(directory).st_mtime_ns
+                if before != known[sub] or not before:
+                    listedAt = self._clock.seconds()
+                    listed[sub] = (before, os.listdir(directory), listedAt)
+            except FileNotFoundError:
+                return False  # the folder is gone: nothing to settle
+        with self._lock:
+            if listed:
+                self._prelisted = listed
                 try:
                     self._refresh()
                 except MailboxGone:
                     return False
+                finally:
+                    self._prelisted = {}
             if self._dirty and (
                 self._unsaved >= SAVE_CHANGES // 2 or self._clock.seconds() - self._lastSave >= SAVE_INTERVAL / 2
             ):
@@ -804,6 +820,13 @@ class FolderIndex:
             return [], 0, False
         if before and before == self._stamps[sub]:
             return None, before, True
+        listed = self._prelisted.get(sub)
+        if listed is not None and listed[0] == before:
+            # Listed by settle() without the lock, and unchanged since: a
+            # change after that listing would have moved the mtime, unless
+            # it came within the settling time, when it is not trusted.
+            _, names, listedAt = listed
+            return names, before, listedAt - before / 1e9 > SETTLE_SECONDS
         try:
             names = os.listdir(directory)
         except FileNotFoundError:

@@ -1076,6 +1076,27 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertNotEqual(os.stat(path).st_mtime_ns, before)
         self.assertEqual(self.index(clock=clock).newUIDs(), [])
 
+    def test_settleListsWithoutTheLock(self) -> None:
+        """
+        A listing L{FolderIndex.settle} made before taking the lock is used
+        only while the directory's mtime is what it was then, and judged
+        settled by the time of that listing.
+        """
+        self.deliver()
+        clock = clockAt(time.time() + 100)
+        index = self.index(clock=clock)
+        index.refresh()
+        mtime = os.stat(os.path.join(self.folder, "new")).st_mtime_ns
+        real = sorted(os.listdir(os.path.join(self.folder, "new")))
+        index._stamps["new"] = 0
+        index._prelisted = {"new": (mtime, ["listed-before"], mtime / 1e9 + 0.5)}
+        self.assertEqual(index._listing("new"), (["listed-before"], mtime, False))
+        index._prelisted = {"new": (mtime, ["listed-before"], mtime / 1e9 + 5)}
+        self.assertEqual(index._listing("new"), (["listed-before"], mtime, True))
+        index._prelisted = {"new": (mtime - 1, ["stale"], mtime / 1e9 + 5)}
+        names, stamp, settled = index._listing("new")
+        self.assertEqual((sorted(names), stamp, settled), (real, mtime, True))
+
     def test_iterUIDs(self) -> None:
         uids = [2, 5, 9, 10, 40]
         self.assertEqual(list(iterUIDs(uids, [(1, 5), (4, 9), (11, 39)])), [(1, 2), (2, 5), (3, 9)])
