@@ -81,6 +81,32 @@ class FolderIndexTests(SynchronousTestCase):
         kwargs.setdefault("hostname", HOST)
         return FolderIndex(self.folder, **kwargs)
 
+    def settledIndex(self, count: int) -> tuple[Clock, FolderIndex]:
+        """
+        C{count} new messages, and an index that refreshed with a clock well
+        past the directories' changes (so their listings are settled).
+        """
+        for _ in range(count):
+            self.deliver()
+        clock = clockAt(time.time() + 100)
+        index = self.index(clock=clock)
+        index.refresh()
+        return clock, index
+
+    def recordListings(self) -> list[str]:
+        """
+        From now on, the names of the directories the index lists.
+        """
+        listed: list[str] = []
+        realListdir = os.listdir
+
+        def listdir(path):
+            listed.append(os.path.basename(path))
+            return realListdir(path)
+
+        self.patch(indexModule.os, "listdir", listdir)
+        return listed
+
     def deliver(self, content: bytes | None = None, sub: str = "new", info: str = "", base: str | None = None) -> str:
         self.counter += 1
         if content is None:
@@ -895,19 +921,8 @@ class FolderIndexTests(SynchronousTestCase):
         A refresh lists a directory only if its mtime changed since a
         listing made after it had settled.
         """
-        for _ in range(3):
-            self.deliver()
-        clock = clockAt(time.time() + 100)
-        index = self.index(clock=clock)
-        index.refresh()
-        listed: list[str] = []
-        realListdir = os.listdir
-
-        def listdir(path):
-            listed.append(os.path.basename(path))
-            return realListdir(path)
-
-        self.patch(indexModule.os, "listdir", listdir)
+        clock, index = self.settledIndex(3)
+        listed = self.recordListings()
         self.assertEqual(index.refresh(), Changes())
         self.assertEqual(listed, [])
         os.utime(os.path.join(self.folder, "new"), ns=(time.time_ns(), time.time_ns() - 10**10))
@@ -928,14 +943,7 @@ class FolderIndexTests(SynchronousTestCase):
         clock.advance(200)
         index.refresh()
         index.close()
-        listed: list[str] = []
-        realListdir = os.listdir
-
-        def listdir(path):
-            listed.append(os.path.basename(path))
-            return realListdir(path)
-
-        self.patch(indexModule.os, "listdir", listdir)
+        listed = self.recordListings()
         second = self.index(clock=clock)
         self.assertEqual(second.refresh(), Changes())
         self.assertEqual(list(second.uids()), [1, 2])
@@ -1033,20 +1041,9 @@ class FolderIndexTests(SynchronousTestCase):
         does nothing for settled, unchanged directories, and says so while
         a directory is still too fresh.
         """
-        for _ in range(3):
-            self.deliver()
-        clock = clockAt(time.time() + 100)
-        index = self.index(clock=clock)
-        index.refresh()
+        clock, index = self.settledIndex(3)
         self.assertFalse(index.settle())
-        listed: list[str] = []
-        realListdir = os.listdir
-
-        def listdir(path):
-            listed.append(os.path.basename(path))
-            return realListdir(path)
-
-        self.patch(indexModule.os, "listdir", listdir)
+        listed = self.recordListings()
         self.assertEqual(index.claimNew(), [1, 2, 3])
         clock.advance(-100 + 0.5)  # the directories changed half a second ago
         self.assertTrue(index.settle())
@@ -1082,10 +1079,7 @@ class FolderIndexTests(SynchronousTestCase):
         only while the directory's mtime is what it was then, and judged
         settled by the time of that listing.
         """
-        self.deliver()
-        clock = clockAt(time.time() + 100)
-        index = self.index(clock=clock)
-        index.refresh()
+        clock, index = self.settledIndex(1)
         mtime = os.stat(os.path.join(self.folder, "new")).st_mtime_ns
         real = sorted(os.listdir(os.path.join(self.folder, "new")))
         index._stamps["new"] = 0
