@@ -56,7 +56,13 @@ B{Refresh} (L{FolderIndex.refresh}) costs, with nothing changed, one
 C{stat} of C{new/}, of C{cur/} and of the UID list.  A directory whose
 mtime is what it was at the last listing, and was already older than
 L{SETTLE_SECONDS} then, is not listed again (Dovecot's rule: a directory
-changed within the same clock tick could change again unnoticed); so N new
+changed within the same clock tick could change again unnoticed).  When
+this index's own claim of C{new/} (L{FolderIndex.claimNew}) renamed into a
+C{cur/} it knew, C{cur/}'s new mtime is taken as known too, provisionally:
+another process's change in that same moment could hide behind it, so
+such a directory is listed by the next L{FolderIndex.settle} (which the
+IMAP server runs a little over a second after a command) and saved as
+unknown.  So N new
 deliveries cost a listing of C{new/} and O(N) work here, and the UID list
 is handed only the new and gone names (L{UIDList.assign}: O(N), the new
 records appended).  Only when the UID list changed on disk in a way this
@@ -627,6 +633,9 @@ class FolderIndex:
         #: (Until the first change after a load, where the index file is
         #: mapped: see L{_loadHead}.)
         self._uids: Sequence[int] = array(_UID_TYPE)
+        #: Directories whose stamp comes of this index's own renames, not
+        #: of a listing (see L{claimNew}): listed by the next L{settle}.
+        self._unverified: set[str] = set()
         #: sub -> (mtime, names, when) listed by L{settle} for the refresh
         #: it makes (see L{_listing}).
         self._prelisted: dict[str, tuple[int, list[str], float]] = {}
@@ -776,18 +785,21 @@ class FolderIndex:
             if not self._loaded or self._pending is not None or self.uidValidity is None:
                 return False
             known = dict(self._stamps)
+            unverified = set(self._unverified)
         listed = {}
         for sub in ("new", "cur"):
             directory = os.path.join(self.folderPath, sub)
             try:
                 before = os.stat(directory).st_mtime_ns
-                if before != known[sub] or not before:
+                if before != known[sub] or not before or sub in unverified:
                     listedAt = self._clock.seconds()
                     listed[sub] = (before, os.listdir(directory), listedAt)
             except FileNotFoundError:
                 return False  # the folder is gone: nothing to settle
         with self._lock:
             if listed:
+                for sub in self._unverified & set(listed):
+                    self._stamps[sub] = 0  # listed now, whatever its mtime
                 self._prelisted = listed
                 try:
                     self._refresh()
@@ -863,6 +875,9 @@ class FolderIndex:
             self._materialise()
         newNames, newStamp, newSettled = self._listing("new")
         curNames, curStamp, curSettled = self._listing("cur")
+        for sub, names in (("new", newNames), ("cur", curNames)):
+            if names is not None:
+                self._unverified.discard(sub)
         if not newStamp and not curStamp and not os.path.isdir(self.folderPath):
             # Deleted or renamed under us: the UID list cannot be kept.
             raise MailboxGone(self.folderPath)
@@ -1281,6 +1296,7 @@ class FolderIndex:
         self._pending = None
         self._entries, self._byBase, self._inNew, self._uids = {}, {}, set(), array(_UID_TYPE)
         self._stamps = {"new": 0, "cur": 0}
+        self._unverified = set()
         self._uidListStamp = None
         self._savedNextUID = 0
         self._cacheOffsets, self._cacheEnd = _noOffsets(), 0
@@ -1506,8 +1522,11 @@ class FolderIndex:
             # A CEILING of 0 makes the saved mod-sequences untrusted (see
             # "Mod-sequences" in the module docstring).
             ceiling = 0 if self._modseqFloor else self._modseqs.ceiling
+            # A stamp of the index's own renames is not saved as known: the
+            # next process lists that directory.
+            stamps = {sub: 0 if sub in self._unverified else stamp for sub, stamp in self._stamps.items()}
             header = (
-                f"{_MAGIC} {_VERSION} {self.uidValidity} {self._stamps['new']} {self._stamps['cur']} "
+                f"{_MAGIC} {_VERSION} {self.uidValidity} {stamps['new']} {stamps['cur']} "
                 f"{len(found)} {uidListStamp} {self.nextUID} {cacheStamp} {self.highestModseq} {ceiling} "
                 f"{len(self._inNew)} {zlib.crc32(block)} {zlib.crc32(body)}\n"
             )
@@ -1534,7 +1553,7 @@ class FolderIndex:
             self._modseqs.retire()
             self._batchModseq = None
             self._savedCacheEnd = self._cacheEnd
-            self._savedStamps = dict(self._stamps)
+            self._savedStamps = dict(stamps)
 
     def _saveQuietly(self) -> None:
         try:
@@ -1784,7 +1803,10 @@ class FolderIndex:
             first): the messages that are C{\\\\Recent} to the caller.
         """
         with self._lock:
-            claimed = []
+            claimed: list[int] = []
+            if not self._inNew:
+                return claimed
+            curBefore = self._mtime("cur")
             for base in sorted(self._inNew, key=lambda b: self._byBase[b]):
                 found = self._entries[self._byBase[base]]
                 _, system, letters = parseFlags(found.name)
@@ -1797,7 +1819,27 @@ class FolderIndex:
                 self._dirty = True
                 claimed.append(found.uid)
             self._inNew.difference_update(self._entries[u].base for u in claimed)
+            if claimed and curBefore and curBefore == self._stamps["cur"]:
+                # C{cur/} was as the index knew it, and changed by these
+                # renames: the next refresh need not list it (a large
+                # folder's C{cur/} is most of a refresh), but a change by
+                # another process in the same moment cannot be ruled out,
+                # so it is listed by the next settle() and not saved as
+                # known (see "Refresh" in the module docstring).
+                after = self._mtime("cur")
+                if after:
+                    self._stamps["cur"] = after
+                    self._unverified.add("cur")
             return claimed
+
+    def _mtime(self, sub: str) -> int:
+        """
+        The directory's mtime (nanoseconds), 0 if it is gone.
+        """
+        try:
+            return os.stat(os.path.join(self.folderPath, sub)).st_mtime_ns
+        except FileNotFoundError:
+            return 0
 
     # -- changes ------------------------------------------------------------------
 

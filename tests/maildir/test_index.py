@@ -1073,6 +1073,41 @@ class FolderIndexTests(SynchronousTestCase):
         self.assertNotEqual(os.stat(path).st_mtime_ns, before)
         self.assertEqual(self.index(clock=clock).newUIDs(), [])
 
+    def test_claimKeepsCurKnown(self) -> None:
+        """
+        A claim of C{new/} into a C{cur/} the index knew leaves C{cur/}
+        known (the next refresh lists C{new/} only), provisionally: it is
+        saved as unknown, and listed by the next settle, which finds a
+        change another process made behind the claim's mtime.
+        """
+        clock, index = self.settledIndex(3)
+        self.assertEqual(index.claimNew(), [1, 2, 3])
+        clock.advance(5)
+        index.refresh()  # lists new/ (the claim emptied it), not cur/
+        listed = self.recordListings()
+        self.deliver()
+        self.assertEqual(index.refresh().added, (4,))
+        self.assertEqual(listed, ["new"])
+        self.assertEqual(index._unverified, {"cur"})
+        index.save()
+        with open(os.path.join(self.folder, INDEX_NAME), "rb") as f:
+            self.assertEqual(f.readline().split(b" ")[4], b"0")
+        # Another process marks a message \Seen in the same moment.
+        cur = os.path.join(self.folder, "cur")
+        stamp = os.stat(cur).st_mtime_ns
+        name = index.entry(2).name
+        os.rename(os.path.join(cur, name), os.path.join(cur, name + "S"))
+        os.utime(cur, ns=(stamp, stamp))
+        del listed[:]
+        self.assertEqual(index.refresh().flagsChanged, ())
+        self.assertEqual(listed, [])
+        generation = index.generation
+        self.assertFalse(index.settle())
+        self.assertEqual(listed, ["cur"])
+        self.assertEqual(index._unverified, set())
+        self.assertEqual(index.flags(2), ["\\Seen"])
+        self.assertEqual(index.changesSince(generation).flagsChanged, (2,))
+
     def test_settleListsWithoutTheLock(self) -> None:
         """
         A listing L{FolderIndex.settle} made before taking the lock is used
