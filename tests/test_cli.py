@@ -675,7 +675,7 @@ class QueueCommandTests(CLITestCase):
         """
         self.enqueue("00000000000001")
         with open(os.path.join(self.queueDir, "00000000000002.env"), "w") as f:
-            f.write("{")
+            f.write("{}")
         status, out, err = self.queueRun("list")
         self.assertEqual((status, err), (0, ""))
         lines = out.splitlines()

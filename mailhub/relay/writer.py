@@ -1,19 +1,19 @@
 # -*- test-case-name: tests.relay.test_writer -*-
 """
 The relay queue's writer thread: new entries are added, and delivered ones
-removed, in batches around shared syncs, pipelined.
+removed, in batches around shared syncs.
 
-An add needs two syncs in order (DESIGN.md, "Queue"): its files' data and
-its message's name durable before its envelope is renamed into place, and
-that rename durable before the client hears C{250}.  One thread runs every
-add that queued up while it was busy as one batch, and each sync does
-double duty: it makes the batch staged now durable B{and} the renames of
-the batch staged one round before.  In steady load that is one sync per
-round for everything in flight, instead of two per add; each add waits
-for two rounds, and the reactor hears of a whole round's results in one
-call.  Removals of delivered entries ride along: they are unlinked in the
-next round and made durable by its sync (nobody waits for that, see
-L{mailhub.relay.manager}).
+An add needs one sync (DESIGN.md, "Queue"; L{mailhub.relay.queue}): its
+files written and renamed into place, then a sync before the client hears
+C{250}; a crash before that sync leaves at most a torn entry, which the
+next load recognises by its checksums and removes.  One thread runs every
+add that queued up while it was busy as one round: stage them all, one
+C{syncfs} for all of them, and the reactor hears of the whole round's
+results in one call.  In steady load that is one sync per round for
+everything in flight, and each add waits for the round it joins and at
+most the one running when it came.  Removals of delivered entries ride
+along: they are unlinked in a round and made durable by its sync, or by
+the next one (nobody waits for that, see L{mailhub.relay.manager}).
 
 The other queue steps (an attempt's record, a deferral, the commands) are
 rarer and run on the thread pool with the queue's own shared sync.
@@ -67,8 +67,8 @@ class _Remove:
 
 class QueueWriter:
     """
-    Adds and removes relay queue entries on one thread, in pipelined
-    batches (see the module's description).
+    Adds and removes relay queue entries on one thread, in batches around
+    shared syncs (see the module's description).
 
     @param reactor: results are reported through it, on its thread.
     @param queue: the queue; it must have group sync (C{syncfs}).
@@ -153,10 +153,7 @@ class QueueWriter:
             job.d.errback(Failure(OSError(errno.ESHUTDOWN, "the queue writer is stopping")))
             return
         if not self._threaded:
-            results, synced = self._round([job], [])
-            more, left = self._round([], synced)
-            assert not left
-            self._report(results + more)
+            self._report(self._round([job]))
             return
         if self._thread is None:
             self.start()
@@ -165,42 +162,33 @@ class QueueWriter:
     # The thread
 
     def _work(self) -> None:
-        synced: list[_Add] = []
-        stop = False
         while True:
-            jobs: list[Any] = []
-            if not synced and not stop:
-                jobs.append(self._jobs.get())
+            jobs: list[Any] = [self._jobs.get()]
             while True:
                 try:
                     jobs.append(self._jobs.get_nowait())
                 except queueModule.Empty:
                     break
-            if _STOP in jobs:
-                stop = True
+            stop = _STOP in jobs
+            if stop:
                 jobs = [j for j in jobs if j is not _STOP]
             try:
-                results, synced = self._round(jobs, synced)
+                results = self._round(jobs)
             except BaseException as e:  # never lose a caller's Deferred
                 self.log.failure("queue writer round failed")
-                results = [(job, e) for job in jobs + synced]
-                synced = []
+                results = [(job, e) for job in jobs]
             if results:
                 self._reactor.callFromThread(self._report, results)
-            if stop and not synced:
+            if stop:
                 self._reactor.callFromThread(self._finished)
                 return
 
-    def _round(
-        self, jobs: Sequence[_Add | _Remove], synced: list[_Add]
-    ) -> tuple[list[tuple[Any, Any]], list[_Add]]:
+    def _round(self, jobs: Sequence[_Add | _Remove]) -> list[tuple[Any, Any]]:
         """
-        One round: stage the new adds, run the removals, publish the adds
-        staged one round before (their data is durable), then one sync for
-        all of it.
+        One round: stage the adds, run the removals, then one sync for all
+        of it.
 
-        @return: the results to report (C{(job, value or exception)}) and
-            the adds staged in this round, durable now but not published.
+        @return: the results to report (C{(job, value or exception)}).
         """
         queue = self.queue
         self.rounds += 1
@@ -217,43 +205,32 @@ class QueueWriter:
                 continue
             if job.claim:
                 try:
-                    job.received = countReceived(originalHeaders(queue.messagePath(job.entry.id)))
+                    job.received = self._countReceived(job)
                 except Exception as e:
-                    queue.abandon(job.staged, published=False)
+                    queue.abandon(job.staged)
                     results.append((job, e))
                     continue
             staged.append(job)
-        published: list[_Add] = []
-        for job in synced:
-            assert job.staged is not None
-            try:
-                queue.publish(job.staged)
-            except Exception as e:
-                queue.abandon(job.staged, published=False)
-                results.append((job, e))
-                continue
-            published.append(job)
-        if staged or published:
+        if staged:
             try:
                 queue.sync()
                 self.syncs += 1
             except Exception as e:
                 # Not known to be durable: take every one of them back (the
                 # clients hear 451 and send again).
-                for job in published:
-                    assert job.staged is not None
-                    queue.abandon(job.staged, published=True)
-                    results.append((job, e))
                 for job in staged:
                     assert job.staged is not None
-                    queue.abandon(job.staged, published=False)
+                    queue.abandon(job.staged)
                     results.append((job, e))
-                return results, []
-        for job in published:
+                return results
+        for job in staged:
             assert job.staged is not None
             queue.finish(job.staged)
             results.append((job, job.received))
-        return results, staged
+        return results
+
+    def _countReceived(self, job: _Add) -> int:
+        return countReceived(originalHeaders(self.queue.messagePath(job.entry.id)))
 
     def _removeOne(self, queueId: str) -> BaseException | None:
         try:
