@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.relay.test_writer -*-
 """
-The relay queue's writer thread: new entries are added, and delivered ones
-removed, in batches around shared syncs.
+The relay queue's writer threads: new entries are added in batches around
+shared syncs, and delivered ones removed, in batches too.
 
 An add needs one sync (DESIGN.md, "Queue"; L{mailhub.relay.queue}): its
 files written and renamed into place, then a sync before the client hears
@@ -11,9 +11,12 @@ add that queued up while it was busy as one round: stage them all, one
 C{syncfs} for all of them, and the reactor hears of the whole round's
 results in one call.  In steady load that is one sync per round for
 everything in flight, and each add waits for the round it joins and at
-most the one running when it came.  Removals of delivered entries ride
-along: they are unlinked in a round and made durable by its sync, or by
-the next one (nobody waits for that, see L{mailhub.relay.manager}).
+most the one running when it came.  Removals of delivered entries run on
+a second thread, since unlinking a message (its blocks freed) costs more
+than writing one and adds must not wait behind it; they are made durable
+by the next add round's sync, which covers the whole file system, or by
+the kernel's write-back (nobody waits for that, see
+L{mailhub.relay.manager}).
 
 The other queue steps (an attempt's record, a deferral, the commands) are
 rarer and run on the thread pool with the queue's own shared sync.
@@ -67,8 +70,8 @@ class _Remove:
 
 class QueueWriter:
     """
-    Adds and removes relay queue entries on one thread, in batches around
-    shared syncs (see the module's description).
+    Adds and removes relay queue entries on two threads, in batches, the
+    adds around shared syncs (see the module's description).
 
     @param reactor: results are reported through it, on its thread.
     @param queue: the queue; it must have group sync (C{syncfs}).
@@ -83,7 +86,9 @@ class QueueWriter:
         self.queue = queue
         self._threaded = threaded
         self._jobs: queueModule.SimpleQueue[object] = queueModule.SimpleQueue()
+        self._removals: queueModule.SimpleQueue[object] = queueModule.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._remover: threading.Thread | None = None
         self._stopped: Deferred[None] | None = None
         self._stopping = False
         #: Rounds run, and syncs made (for tests and benchmarks).
@@ -94,22 +99,29 @@ class QueueWriter:
 
     def start(self) -> None:
         """
-        Start the thread (a no-op when not threaded).
+        Start the threads (a no-op when not threaded).
         """
         self._stopping = False
         if self._threaded and self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="mailhub-queue-writer", daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, args=(self._jobs,), name="mailhub-queue-writer", daemon=True
+            )
+            self._remover = threading.Thread(
+                target=self._work, args=(self._removals,), name="mailhub-queue-remover", daemon=True
+            )
             self._thread.start()
+            self._remover.start()
 
     def stop(self) -> Deferred[None]:
         """
-        Finish every operation already submitted, then stop the thread.
+        Finish every operation already submitted, then stop the threads.
         """
         self._stopping = True
         if self._thread is None:
             return succeed(None)
         self._stopped = Deferred()
         self._jobs.put(_STOP)
+        self._removals.put(_STOP)
         return self._stopped
 
     # Operations, called on the reactor thread
@@ -139,7 +151,9 @@ class QueueWriter:
         """
         Remove a delivered entry and give back its in-flight marker,
         without waiting for the removal to be durable (the next round's
-        sync makes it so).
+        sync makes it so).  Removals have a thread of their own: unlinking
+        a message (its blocks freed) costs more than writing one, and adds
+        must not wait behind them.
 
         @return: fires once the files are gone (an entry that was already
             gone is no error).
@@ -157,16 +171,16 @@ class QueueWriter:
             return
         if self._thread is None:
             self.start()
-        self._jobs.put(job)
+        (self._removals if isinstance(job, _Remove) else self._jobs).put(job)
 
-    # The thread
+    # The threads
 
-    def _work(self) -> None:
+    def _work(self, source: queueModule.SimpleQueue[object]) -> None:
         while True:
-            jobs: list[Any] = [self._jobs.get()]
+            jobs: list[Any] = [source.get()]
             while True:
                 try:
-                    jobs.append(self._jobs.get_nowait())
+                    jobs.append(source.get_nowait())
                 except queueModule.Empty:
                     break
             stop = _STOP in jobs
@@ -180,7 +194,7 @@ class QueueWriter:
             if results:
                 self._reactor.callFromThread(self._report, results)
             if stop:
-                self._reactor.callFromThread(self._finished)
+                self._reactor.callFromThread(self._finished, threading.current_thread())
                 return
 
     def _round(self, jobs: Sequence[_Add | _Remove]) -> list[tuple[Any, Any]]:
@@ -253,8 +267,13 @@ class QueueWriter:
             else:
                 job.d.callback(value)
 
-    def _finished(self) -> None:
-        self._thread = None
+    def _finished(self, thread: threading.Thread) -> None:
+        if thread is self._thread:
+            self._thread = None
+        elif thread is self._remover:
+            self._remover = None
+        if self._thread is not None or self._remover is not None:
+            return
         stopped, self._stopped = self._stopped, None
         if stopped is not None:
             stopped.callback(None)

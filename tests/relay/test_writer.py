@@ -213,18 +213,25 @@ class WriterTests(WriterTestCase):
 
     def test_threaded(self) -> None:
         """
-        On its thread: results reach the reactor thread; C{stop} finishes
-        what was submitted first.
+        On their threads (adds on one, removals on the other): results
+        reach the reactor thread; C{stop} finishes what was submitted
+        first, on both.
         """
+        self.queue.add(makeEntry("OLD"), MESSAGE, claim=True)
         writer = self.writer(threaded=True)
         writer.start()
         results: list[object] = []
+        removed: list[object] = []
         for n in range(5):
             writer.add(makeEntry(f"A{n}", **FRESH), MESSAGE, None, 0).addBoth(results.append)
+        writer.remove("OLD").addBoth(removed.append)
         stopped = writer.stop()
         while not stopped.called:
             self.reactor.runOne()
         self.assertEqual(results, [0] * 5)
+        self.assertEqual(removed, [None])
         self.assertEqual(self.queue.ids(), [f"A{n}" for n in range(5)])
+        self.assertFalse(self.queue.inFlight("OLD"))
         self.assertLessEqual(writer.syncs, 5)
         self.assertIsNone(writer._thread)
+        self.assertIsNone(writer._remover)
