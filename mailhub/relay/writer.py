@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailhub.relay.bounce import originalHeaders
+from mailhub.relay.bounce import headersOf, originalHeaders
 from mailhub.relay.manager import countReceived
 from mailhub.relay.queue import Queue, StagedEntry
 from mailhub.relay.values import QueueEntry
@@ -244,6 +244,8 @@ class QueueWriter:
         return results
 
     def _countReceived(self, job: _Add) -> int:
+        if job.content is not None:
+            return countReceived(headersOf(job.content))
         return countReceived(originalHeaders(self.queue.messagePath(job.entry.id)))
 
     def _removeOne(self, queueId: str) -> BaseException | None:

@@ -194,13 +194,18 @@ class WriterTests(WriterTestCase):
 
     def test_spool(self) -> None:
         """
-        The message can come from a spool file.
+        The message can come from a spool file (its Received: fields
+        counted from the queued file, its CRC-32 from the spool's first
+        C{size} bytes).
         """
         spool = self.write(MESSAGE + b"trailing", "spool", old=False)
         writer = self.writer()
-        self.successResultOf(writer.add(makeEntry("A", **FRESH), None, spool, len(MESSAGE)))
+        self.assertEqual(
+            self.successResultOf(writer.add(makeEntry("A", **FRESH), None, spool, len(MESSAGE), claim=True)), 1
+        )
         with open(self.queue.messagePath("A"), "rb") as f:
             self.assertEqual(f.read(), MESSAGE)
+        self.assertEqual(self.queue.get("A"), evolve(makeEntry("A", **FRESH), size=len(MESSAGE)))
 
     def test_stoppedRefuses(self) -> None:
         """
