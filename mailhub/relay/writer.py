@@ -150,7 +150,7 @@ class QueueWriter:
     def remove(self, queueId: str) -> Deferred[None]:
         """
         Remove a delivered entry and give back its in-flight marker,
-        without waiting for the removal to be durable (the next round's
+        without waiting for the removal to be durable (the next add round's
         sync makes it so).  Removals have a thread of their own: unlinking
         a message (its blocks freed) costs more than writing one, and adds
         must not wait behind them.
