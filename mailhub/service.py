@@ -454,7 +454,7 @@ def _relay(
     # (group commit) where the kernel has a reliable syncfs.
     groupSync = GroupSync(fs, paths.queue) if fs.canSyncFilesystem else None
     queue = Queue(paths.queue, fs, clock=reactor, groupSync=groupSync)
-    # New entries and removals in pipelined batches on one thread.
+    # New entries and removals in batches around shared syncs, on one thread.
     writer = QueueWriter(reactor, queue, threaded=threaded) if groupSync is not None else None
     if hasattr(reactor, "suggestThreadPoolSize"):
         # Queue steps block on a shared sync: enough threads for every

@@ -675,13 +675,29 @@ class QueueCommandTests(CLITestCase):
         """
         self.enqueue("00000000000001")
         with open(os.path.join(self.queueDir, "00000000000002.env"), "w") as f:
-            f.write("{")
+            f.write("{}")
         status, out, err = self.queueRun("list")
         self.assertEqual((status, err), (0, ""))
         lines = out.splitlines()
         self.assertEqual(lines[1], "1 entry, 1 recipient pending")
         self.assertEqual(
             lines[2], f"1 unreadable record set aside in {os.path.join(self.queueDir, 'corrupt')}/"
+        )
+
+    def test_listTorn(self) -> None:
+        """
+        A torn entry (what a crash before an add's sync leaves: here an
+        empty record) is removed, not listed and not set aside.
+        """
+        self.enqueue("00000000000001")
+        self.enqueue("00000000000002")
+        with open(os.path.join(self.queueDir, "00000000000002.env"), "w"):
+            pass
+        status, out, err = self.queueRun("list")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out.splitlines()[1:], ["1 entry, 1 recipient pending"])
+        self.assertEqual(
+            sorted(os.listdir(self.queueDir)), ["00000000000001.env", "00000000000001.msg", "tmp"]
         )
 
     def test_show(self) -> None:

@@ -92,7 +92,14 @@ def originalHeaders(messagePath: str, limit: int = HEADERS_LIMIT) -> bytes:
         # Two bytes more than the limit see an empty line that starts
         # just past it, and tell a header of exactly C{limit} bytes from a
         # longer one.
-        data = f.read(limit + 2)
+        return headersOf(f.read(limit + 2), limit)
+
+
+def headersOf(message: bytes, limit: int = HEADERS_LIMIT) -> bytes:
+    """
+    L{originalHeaders} of a message in memory.
+    """
+    data = message[: limit + 2]
     if data.startswith((b"\n", b"\r\n")):
         return b""
     ends = [i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]

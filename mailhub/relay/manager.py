@@ -358,7 +358,7 @@ class RelayManager(Service):
             if entry.done:
                 if self.writer is not None:
                     # The slot is free as soon as the outcome is known; the
-                    # removal rides on the writer's next round.
+                    # removal runs on the writer's removal thread.
                     self._settled.add(queueId)
                     self._schedule()
                     await self.writer.remove(queueId)

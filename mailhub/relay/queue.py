@@ -6,16 +6,42 @@ One entry per accepted message, two files:
 
     - C{ID.msg}: the message as it will be sent (CRLF lines, with our
       C{Received:} header, without C{Return-Path:});
-    - C{ID.env}: the envelope, compact JSON: C{"v"} (the format version)
-      and every L{QueueEntry} field.
+    - C{ID.env}: the envelope record: compact JSON (C{"v"}, the format
+      version, and every L{QueueEntry} field), then a line with the
+      CRC-32 of that JSON in hex, which is also its end marker.
 
-Each is written atomically: a temporary file in C{tmp/}, fsynced, renamed
-into place, the directory fsynced.  The C{.env} file's existence makes the
-entry exist, and it is renamed into place only after the C{.msg} is
-durable there, so a crash leaves a complete entry or an orphan C{.msg}
-(removed by L{Queue.scan}), never an envelope without its message.  An
-envelope that cannot be read is moved aside to C{corrupt/} with a log line:
-not deleted, not retried forever.
+The C{.env} file's existence makes the entry exist.  An add is made
+durable with one sync (L{Queue.stage}): both files are written in C{tmp/},
+renamed into place, and then one C{syncfs} (or, without group sync, each
+temporary file is fsynced before the renames and the directory once
+after) makes all of it durable before the client hears C{250}.  A crash
+before that sync may leave either rename without the other, and, with
+group sync, files whose blocks never reached the disk.  Such an entry was
+never acknowledged, so its record says how to recognise it: the record of
+an add carries its message's size (C{"size"}) and CRC-32 (C{"crc32"}),
+and its own checksum line.  On reading (L{Queue.get}, L{Queue.scan}) an
+entry is I{torn}, and removed with a log line, when:
+
+    - its record is empty, cut short (no end marker: a prefix of a
+      version 2 record), or has NUL bytes (blocks that were never written:
+      JSON escapes every NUL, so a record we wrote has none); or
+    - its record carries C{"crc32"} and its message is missing, or of
+      another size, or of another CRC-32 with a block of zeros in it.
+
+What a crash leaves is never anything else, so anything else is damage
+after the fact, not a torn add, and may be mail that was acknowledged: a
+record that is complete but cannot be used (its own checksum does not
+match, an unknown version, a bad field, too large), a record without
+C{"crc32"} whose message is missing, a message of the right size whose
+CRC-32 does not match though no block of it is zeros.  Then both files are
+moved aside to C{corrupt/} with a log line: not deleted, not sent, not
+retried forever.
+
+L{Queue.update} replaces a record only once the message is durable (a
+sync before the rename), so its records drop C{"crc32"}: an entry that has
+been updated once is never checked against its message again, and loading
+a big deferred queue reads no messages.  Version 1 records (plain JSON,
+written with two syncs, never torn) are still read.
 
 C{ID.lock} marks an entry "in flight": whoever reads, changes and writes
 back an entry (the manager during an attempt, C{mailhub queue flush} and
@@ -36,6 +62,7 @@ import re
 import secrets
 import signal
 import threading
+import zlib
 from typing import Any, Iterator
 
 from attrs import evolve, frozen
@@ -47,8 +74,24 @@ from mailhub.fs import FileSystem
 from mailhub.locks import pidAlive
 from mailhub.relay.values import FAILED, PENDING, SENT, QueuedRecipient, QueueEntry
 
-#: The envelope format this code writes and reads.
-VERSION = 1
+#: The envelope format this code writes (it reads version 1 too).
+VERSION = 2
+
+#: How a version 2 record starts (C{"v"} is its first key): a torn record
+#: is empty, a prefix of this, or starts with it and has no end marker.
+_HEAD = b'{"v":2,'
+
+#: A version 2 record's last line: the CRC-32 of the JSON before it.
+_TRAILER = re.compile(rb"\n([0-9a-f]{8})\n\Z")
+
+#: Read a message to check it in pieces of this size (a multiple of any
+#: block size, so that no block straddles two pieces).
+_CHUNK = 1 << 20
+
+#: A disk block that was never written reads as zeros: a message of the
+#: right size with a run of this many zero bytes and the wrong CRC-32 is
+#: torn (mail never has one); without it, it is damage (L{Queue.get}).
+_ZERO_BLOCK = b"\0" * 512
 
 #: Files this much older than the scan that nothing claims are leftovers
 #: of a crash: an orphan C{.msg}, a temporary file, an unreadable marker.
@@ -150,17 +193,15 @@ class GroupSync:
 
 class StagedEntry:
     """
-    An entry on its way in (L{Queue.stage}): its message in place, its
-    envelope still in C{tmp/}.
+    An entry on its way in (L{Queue.stage}): both files in place, not yet
+    known to be durable.
 
     @ivar entry: the entry (with its size).
-    @ivar tmpEnvelope: the envelope's temporary file.
     @ivar claimed: whether its in-flight marker was taken.
     """
 
-    def __init__(self, entry: QueueEntry, tmpEnvelope: str) -> None:
+    def __init__(self, entry: QueueEntry) -> None:
         self.entry = entry
-        self.tmpEnvelope = tmpEnvelope
         self.claimed = False
 
 
@@ -172,7 +213,17 @@ class NoSuchEntry(MailhubError, LookupError):
 
 class _Unreadable(Exception):
     """
-    An envelope record that cannot be parsed; the message says why.
+    An envelope record that cannot be parsed, or an entry that cannot be
+    sent, though nothing says a crash cut it short: damage, moved aside to
+    C{corrupt/}.  The message says why.
+    """
+
+
+class _Torn(Exception):
+    """
+    An entry that an add was writing when the system crashed, before the
+    sync that would have made it durable (so it was never acknowledged):
+    removed.  The message says why.
     """
 
 
@@ -202,11 +253,16 @@ class Flushed:
     busy: tuple[str, ...]
 
 
-def encode(entry: QueueEntry) -> bytes:
+def encode(entry: QueueEntry, crc32: int | None = None) -> bytes:
     """
-    The C{.env} record of C{entry}: compact JSON, ASCII.
+    The C{.env} record of C{entry}: compact JSON, ASCII, then the line
+    with its CRC-32.
+
+    @param crc32: the CRC-32 of the message, for the record an add writes
+        (checked on reading, see the module's description); C{None} for
+        a record that replaces another.
     """
-    document = {
+    document: dict[str, Any] = {
         "v": VERSION,
         "id": entry.id,
         "sender": entry.sender,
@@ -226,7 +282,10 @@ def encode(entry: QueueEntry) -> bytes:
         "warned": entry.warned,
         "size": entry.size,
     }
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("ascii")
+    if crc32 is not None:
+        document["crc32"] = crc32
+    body = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return body + b"\n%08x\n" % zlib.crc32(body)
 
 
 def _rejectConstant(name: str) -> Any:
@@ -249,17 +308,37 @@ def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], de
 
 def decode(data: bytes, queueId: str) -> QueueEntry:
     """
-    Parse a C{.env} record, checking every field.
+    Parse a C{.env} record (version 2, or version 1), checking every field.
 
+    @raise _Torn: it is what a crash leaves of a record being written.
     @raise _Unreadable: it is not a record of entry C{queueId}.
     """
+    return _decode(data, queueId)[0]
+
+
+def _decode(data: bytes, queueId: str) -> tuple[QueueEntry, int | None]:
+    """
+    L{decode}, and the CRC-32 of the message the record carries, if any.
+    """
+    if b"\0" in data:
+        raise _Torn("the record has blocks that were never written")
+    trailer = _TRAILER.search(data)
+    if trailer is not None:
+        body = data[: trailer.start()]
+        if zlib.crc32(body) != int(trailer.group(1), 16):
+            raise _Unreadable("the record's checksum does not match")
+        version = VERSION
+    elif _HEAD.startswith(data) or data.startswith(_HEAD):
+        raise _Torn("the record is cut short")
+    else:
+        body, version = data, 1
     try:
-        document = json.loads(data, parse_constant=_rejectConstant)
+        document = json.loads(body, parse_constant=_rejectConstant)
     except (ValueError, RecursionError) as e:
         raise _Unreadable(f"not JSON: {e}") from None
     if not isinstance(document, dict):
         raise _Unreadable("not a JSON object")
-    if document.get("v") != VERSION:
+    if document.get("v") != version:
         raise _Unreadable(f"unknown version {document.get('v')!r}")
     if document.get("id") != queueId:
         raise _Unreadable("the id does not match the file name")
@@ -286,7 +365,12 @@ def decode(data: bytes, queueId: str) -> QueueEntry:
     size = _field(document, "size", int, 0)
     if attempts < 0 or size < 0:
         raise _Unreadable("a count is negative")
-    return QueueEntry(
+    crc32 = None
+    if version > 1 and "crc32" in document:
+        crc32 = _field(document, "crc32", int)
+        if not 0 <= crc32 <= 0xFFFFFFFF:
+            raise _Unreadable("crc32 is out of range")
+    entry = QueueEntry(
         id=queueId,
         sender=_field(document, "sender", str),
         recipients=tuple(recipients),
@@ -297,6 +381,23 @@ def decode(data: bytes, queueId: str) -> QueueEntry:
         warned=_field(document, "warned", bool, False),
         size=size,
     )
+    return entry, crc32
+
+
+def _checksum(fd: int, size: int) -> int:
+    """
+    The CRC-32 of the first C{size} bytes of the file open on C{fd}.
+
+    @raise OSError: it has fewer.
+    """
+    crc, offset = 0, 0
+    while offset < size:
+        chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
+        if not chunk:
+            raise OSError(errno.EIO, "short read: the file is shorter than its size")
+        crc = zlib.crc32(chunk, crc)
+        offset += len(chunk)
+    return crc
 
 
 class Queue:
@@ -368,22 +469,34 @@ class Queue:
 
     # Writing
 
-    def _writeTemporary(self, path: str, content: bytes | None, spoolPath: str | None, size: int) -> None:
+    def _writeTemporary(
+        self, path: str, content: bytes | None, spoolPath: str | None, size: int, checksum: bool = False
+    ) -> int | None:
         """
-        Write, fsync and close a new temporary file; on failure nothing of
-        it is left.
+        Write, fsync (without group sync) and close a new temporary file;
+        on failure nothing of it is left.
+
+        @param checksum: compute the CRC-32 of what is written.
+        @return: that CRC-32, or C{None} when not asked.
         """
         fs = self._fs
+        crc = None
         fd = fs.openExclusive(path)
         try:
             try:
                 if content is not None:
                     fs.write(fd, content)
+                    if checksum:
+                        crc = zlib.crc32(content)
                 else:
                     assert spoolPath is not None
                     source = fs.openRead(spoolPath)
                     try:
                         fs.copy(source, fd, size)
+                        if checksum:
+                            # Read back from the page cache; the copy
+                            # itself stays in the kernel.
+                            crc = _checksum(source, size)
                     finally:
                         fs.close(source)
                 if self._group is None:
@@ -393,6 +506,7 @@ class Queue:
         except BaseException:
             self._unlinkQuietly(path)
             raise
+        return crc
 
     def _syncDirectory(self) -> None:
         """
@@ -422,7 +536,8 @@ class Queue:
         """
         Store a new entry durably: when this returns, both files and their
         directory entries are on disk.  On failure the entry is not there
-        (a crash at any point leaves it complete or invisible).
+        (a crash at any point leaves it complete, or torn and removed on
+        the next read, see the module's description).
 
         @param entry: the envelope; its C{size} is recorded as the
             message's.
@@ -435,20 +550,15 @@ class Queue:
         @raise FileExistsError: an entry with this id exists.
         @raise OSError: the disk said no; nothing was added.
         """
-        queueId, entry, size = self._begin(entry, content, spoolPath, spoolSize, claim)
-        tmpMessage = self._tmpPath(queueId, "msg")
-        tmpEnvelope = self._tmpPath(queueId, "env")
+        staged = self._stageChecked(entry, content, spoolPath, spoolSize, claim)
         try:
-            if self._group is not None:
-                self._addGrouped(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
-            else:
-                self._addFsynced(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
+            self._syncDirectory()
         except BaseException:
-            if claim:
-                self.clearInFlight(queueId)
+            # Not known to be durable: take it back, so that the client
+            # hears 451 and sends again without our sending it twice.
+            self.abandon(staged)
             raise
-        finally:
-            _adding.discard(queueId)
+        self.finish(staged)
 
     def _begin(
         self, entry: QueueEntry, content: bytes | None, spoolPath: str | None, spoolSize: int, claim: bool
@@ -473,82 +583,7 @@ class Queue:
         _adding.add(queueId)
         return queueId, entry, size
 
-    def _addFsynced(
-        self,
-        queueId: str,
-        entry: QueueEntry,
-        content: bytes | None,
-        spoolPath: str | None,
-        size: int,
-        tmpMessage: str,
-        tmpEnvelope: str,
-    ) -> None:
-        """
-        L{add} with an fsync of each file and of the directory.
-        """
-        fs = self._fs
-        message, envelope = self._path(queueId, "msg"), self._path(queueId, "env")
-        self._writeTemporary(tmpMessage, content, spoolPath, size)
-        try:
-            self._writeTemporary(tmpEnvelope, encode(entry), None, 0)
-        except BaseException:
-            self._unlinkQuietly(tmpMessage)
-            raise
-        try:
-            fs.rename(tmpMessage, message)
-        except BaseException:
-            self._unlinkQuietly(tmpMessage)
-            self._unlinkQuietly(tmpEnvelope)
-            raise
-        try:
-            # The message must be durable in place before the envelope
-            # can name it: a crash may keep one rename and not the other.
-            fs.fsyncDirectory(self.directory)
-            fs.rename(tmpEnvelope, envelope)
-        except BaseException:
-            self._unlinkQuietly(tmpEnvelope)
-            self._unlinkQuietly(message)
-            raise
-        try:
-            fs.fsyncDirectory(self.directory)
-        except BaseException:
-            # Not known to be durable: take it back, so that the client
-            # hears 451 and sends again without our sending it twice.
-            self._unlinkQuietly(envelope)
-            self._unlinkQuietly(message)
-            raise
-
-    def _addGrouped(
-        self,
-        queueId: str,
-        entry: QueueEntry,
-        content: bytes | None,
-        spoolPath: str | None,
-        size: int,
-        tmpMessage: str,
-        tmpEnvelope: str,
-    ) -> None:
-        """
-        L{add} with group sync: L{stage}; one shared sync (both files'
-        data and the message's name durable); L{publish}; one more shared
-        sync.  A crash before the envelope's rename leaves at most an
-        orphan C{.msg}, which L{scan} removes.
-        """
-        staged = self._stage(queueId, entry, content, spoolPath, size, tmpMessage, tmpEnvelope)
-        published = False
-        try:
-            # The message must be durable in place before the envelope
-            # can name it.
-            self._syncDirectory()
-            self.publish(staged)
-            published = True
-            self._syncDirectory()
-        except BaseException:
-            # Not known to be durable: take it back (the client hears 451).
-            self._takeBack(staged, published)
-            raise
-
-    # The steps of a grouped add, for a writer that runs many adds at once
+    # The steps of an add, for a writer that runs many adds at once
     # around shared syncs (L{mailhub.relay.writer}).
 
     def stage(
@@ -562,21 +597,23 @@ class Queue:
     ) -> StagedEntry:
         """
         The first step of an add: the in-flight marker taken (with
-        C{claim}), both files written (not synced), the message renamed
-        into place; the entry does not exist yet.  Then a sync, L{publish},
-        a sync, and L{finish}; or L{abandon}.  Needs group sync.
+        C{claim}), both files written (not synced) and renamed into place;
+        the entry exists but is not durable.  Then L{sync} and L{finish},
+        or L{abandon}.  Needs group sync.
 
         @raise FileExistsError: an entry with this id exists, or its
             marker is held.
         @raise OSError: the disk said no; nothing of it is left.
         """
         assert self._group is not None, "staged adds need group sync"
+        return self._stageChecked(entry, content, spoolPath, spoolSize, claim)
+
+    def _stageChecked(
+        self, entry: QueueEntry, content: bytes | None, spoolPath: str | None, spoolSize: int, claim: bool
+    ) -> StagedEntry:
         queueId, entry, size = self._begin(entry, content, spoolPath, spoolSize, claim)
         try:
-            staged = self._stage(
-                queueId, entry, content, spoolPath, size,
-                self._tmpPath(queueId, "msg"), self._tmpPath(queueId, "env"),
-            )
+            staged = self._stage(queueId, entry, content, spoolPath, size)
         except BaseException:
             _adding.discard(queueId)
             if claim:
@@ -586,20 +623,20 @@ class Queue:
         return staged
 
     def _stage(
-        self,
-        queueId: str,
-        entry: QueueEntry,
-        content: bytes | None,
-        spoolPath: str | None,
-        size: int,
-        tmpMessage: str,
-        tmpEnvelope: str,
+        self, queueId: str, entry: QueueEntry, content: bytes | None, spoolPath: str | None, size: int
     ) -> StagedEntry:
+        """
+        Write both files in C{tmp/} (each fsynced, without group sync), the
+        record carrying the message's CRC-32, and rename them into place,
+        the message first (so that a reader who sees the record finds its
+        message whole, crashes aside).
+        """
         fs = self._fs
-        message = self._path(queueId, "msg")
-        self._writeTemporary(tmpMessage, content, spoolPath, size)
+        tmpMessage, tmpEnvelope = self._tmpPath(queueId, "msg"), self._tmpPath(queueId, "env")
+        message, envelope = self._path(queueId, "msg"), self._path(queueId, "env")
+        crc = self._writeTemporary(tmpMessage, content, spoolPath, size, checksum=True)
         try:
-            self._writeTemporary(tmpEnvelope, encode(entry), None, 0)
+            self._writeTemporary(tmpEnvelope, encode(entry, crc), None, 0)
         except BaseException:
             self._unlinkQuietly(tmpMessage)
             raise
@@ -609,33 +646,35 @@ class Queue:
             self._unlinkQuietly(tmpMessage)
             self._unlinkQuietly(tmpEnvelope)
             raise
-        return StagedEntry(entry, tmpEnvelope)
-
-    def publish(self, staged: StagedEntry) -> None:
-        """
-        Rename a staged entry's envelope into place, once a sync has made
-        its files durable: the entry exists (durably after the next sync).
-        """
-        self._fs.rename(staged.tmpEnvelope, self._path(staged.entry.id, "env"))
+        try:
+            fs.rename(tmpEnvelope, envelope)
+        except BaseException:
+            self._unlinkQuietly(tmpEnvelope)
+            self._unlinkQuietly(message)
+            raise
+        return StagedEntry(entry)
 
     def finish(self, staged: StagedEntry) -> None:
         """
-        A published entry is durable: the add is over (its marker, if
-        claimed, stays held).
+        A staged entry is durable (a sync after L{stage} succeeded): the
+        add is over (its marker, if claimed, stays held).
         """
         _adding.discard(staged.entry.id)
 
-    def abandon(self, staged: StagedEntry, published: bool) -> None:
+    def abandon(self, staged: StagedEntry) -> None:
         """
-        Take back a staged (or published but not known durable) entry:
-        its files and its marker removed.
+        Take back a staged entry not known to be durable: its files and
+        its marker removed.
         """
+        queueId = staged.entry.id
         try:
-            self._takeBack(staged, published)
+            # The record first: the entry no longer exists.
+            self._unlinkQuietly(self._path(queueId, "env"))
+            self._unlinkQuietly(self._path(queueId, "msg"))
         finally:
-            _adding.discard(staged.entry.id)
+            _adding.discard(queueId)
             if staged.claimed:
-                self.clearInFlight(staged.entry.id)
+                self.clearInFlight(queueId)
 
     def sync(self) -> None:
         """
@@ -644,41 +683,52 @@ class Queue:
         """
         self._syncDirectory()
 
-    def _takeBack(self, staged: StagedEntry, published: bool) -> None:
-        queueId = staged.entry.id
-        if published:
-            self._unlinkQuietly(self._path(queueId, "env"))
-        self._unlinkQuietly(staged.tmpEnvelope)
-        self._unlinkQuietly(self._path(queueId, "msg"))
-
     def update(self, entry: QueueEntry) -> None:
         """
-        Replace an entry's envelope atomically (temporary file, fsync,
-        rename, directory fsync).  Hold the entry's in-flight marker
-        around the read and the update.
+        Replace an entry's envelope atomically (temporary file, sync,
+        rename, sync).  Hold the entry's in-flight marker around the read
+        and the update.
+
+        The message is made durable before the new record replaces the
+        old (the shared sync does it; without group sync the message is
+        fsynced), since the new record does not carry the message's CRC-32
+        (see the module's description): an add that another process has
+        not yet synced can be updated (C{mailhub queue flush}) without
+        making its entry one that a crash could tear unnoticed.
 
         @raise NoSuchEntry: the entry is gone (no C{.env} or C{.msg}).
         """
         queueId = checkId(entry.id)
-        envelope = self._path(queueId, "env")
-        if not (os.path.exists(envelope) and os.path.exists(self._path(queueId, "msg"))):
+        envelope, message = self._path(queueId, "env"), self._path(queueId, "msg")
+        if not (os.path.exists(envelope) and os.path.exists(message)):
             raise NoSuchEntry(f"no queue entry {queueId}")
         self._prepare()
         tmp = self._tmpPath(queueId, "env")
         self._writeTemporary(tmp, encode(entry), None, 0)
-        if self._group is not None:
-            try:
-                # The new record's data durable before it replaces the old.
+        try:
+            if self._group is not None:
+                # The new record's data (and the message) durable before
+                # it replaces the old.
                 self._group.sync()
-            except BaseException:
-                self._unlinkQuietly(tmp)
-                raise
+            else:
+                self._fsyncFile(message)
+        except BaseException:
+            self._unlinkQuietly(tmp)
+            raise
         try:
             self._fs.rename(tmp, envelope)
         except BaseException:
             self._unlinkQuietly(tmp)
             raise
         self._syncDirectory()
+
+    def _fsyncFile(self, path: str) -> None:
+        fs = self._fs
+        fd = fs.openRead(path)
+        try:
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
 
     def remove(self, queueId: str, *, durable: bool = True) -> None:
         """
@@ -707,11 +757,14 @@ class Queue:
 
     def get(self, queueId: str) -> QueueEntry | None:
         """
-        Read one entry.
+        Read one entry; an entry an add wrote and nothing updated since is
+        checked against its message (its size and CRC-32).
 
-        @return: the entry, or C{None} if there is none, or if its record
-            is unreadable or its message missing: then both are moved aside
-            to C{corrupt/} and a line is logged.
+        @return: the entry, or C{None} if there is none; or if it is torn
+            (a crash before its add's sync): then both files are removed
+            and a line is logged; or if its record is unreadable or its
+            message missing: then both are moved aside to C{corrupt/} and
+            a line is logged.  (See the module's description.)
         """
         envelope = self._path(queueId, "env")
         try:
@@ -722,13 +775,71 @@ class Queue:
         try:
             if len(data) > MAX_ENVELOPE:
                 raise _Unreadable("too large")
-            entry = decode(data, queueId)
-            if not os.path.exists(self._path(queueId, "msg")):
+            entry, crc = _decode(data, queueId)
+            if crc is not None:
+                self._checkMessage(entry, crc)
+            elif not os.path.exists(self._path(queueId, "msg")):
                 raise _Unreadable("its message file is missing")
+        except _Torn as e:
+            if queueId not in _adding:
+                self._removeTorn(queueId, str(e))
+            return None
         except _Unreadable as e:
             self._moveAside(queueId, str(e))
             return None
         return entry
+
+    def _checkMessage(self, entry: QueueEntry, crc: int) -> None:
+        """
+        @raise _Torn: the message is missing, cut short or too long, or of
+            the right size but with a block of zeros and the wrong CRC-32.
+        @raise _Unreadable: it is of the right size, has no block of zeros,
+            and has the wrong CRC-32: damage after it was written, not
+            something a crash leaves.
+        """
+        fs = self._fs
+        try:
+            fd = fs.openRead(self._path(entry.id, "msg"))
+        except FileNotFoundError:
+            raise _Torn("its message file is missing") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size != entry.size:
+                raise _Torn(f"its message file has {size} bytes, not {entry.size}")
+            actual, offset, zeros = 0, 0, False
+            while offset < size:
+                chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
+                if not chunk:
+                    raise _Torn("its message file is cut short")
+                actual = zlib.crc32(chunk, actual)
+                zeros = zeros or _ZERO_BLOCK in chunk
+                offset += len(chunk)
+        finally:
+            fs.close(fd)
+        if actual != crc:
+            if zeros:
+                raise _Torn("its message file has blocks that were never written")
+            raise _Unreadable("its message file's checksum does not match")
+
+    def _removeTorn(self, queueId: str, reason: str) -> None:
+        """
+        Remove a torn entry (the record first) and log it.  Not made
+        durable: should another crash bring it back, it is torn again.
+        """
+        removed = False
+        for extension in ("env", "msg"):
+            try:
+                self._fs.unlink(self._path(queueId, extension))
+            except FileNotFoundError:
+                continue
+            removed = True
+        if removed:
+            self.log.warn(
+                "queue: removed torn entry id={id} ({reason}): a crash came before it was"
+                " durable, so it was never acknowledged",
+                id=queueId,
+                reason=reason,
+            )
 
     def _names(self) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
         """
@@ -753,11 +864,12 @@ class Queue:
     def scan(self) -> list[tuple[float, str]]:
         """
         Load the queue: C{(nextAttempt, id)} of every valid entry, sorted,
-        reading one envelope at a time.  On the way, clean up what a crash
-        left: unreadable envelopes and envelopes without a message are
-        moved aside to C{corrupt/} (logged); orphan C{.msg} files,
-        temporary files and in-flight markers of dead processes are
-        removed.  Safe to call while the server runs: files of an add or
+        reading one envelope at a time (and the message of an entry not
+        updated since its add, to check it).  On the way, clean up what a
+        crash left: torn entries (L{get}) are removed (logged); unreadable
+        envelopes and updated envelopes without a message are moved aside
+        to C{corrupt/} (logged); orphan C{.msg} files, temporary files and
+        in-flight markers of dead processes are removed.  Safe to call while the server runs: files of an add or
         an attempt in progress are left alone.
         """
         now = self._now()

@@ -1,18 +1,21 @@
 # -*- test-case-name: tests.relay.test_writer -*-
 """
-The relay queue's writer thread: new entries are added, and delivered ones
-removed, in batches around shared syncs, pipelined.
+The relay queue's writer threads: new entries are added in batches around
+shared syncs, and delivered ones removed, in batches too.
 
-An add needs two syncs in order (DESIGN.md, "Queue"): its files' data and
-its message's name durable before its envelope is renamed into place, and
-that rename durable before the client hears C{250}.  One thread runs every
-add that queued up while it was busy as one batch, and each sync does
-double duty: it makes the batch staged now durable B{and} the renames of
-the batch staged one round before.  In steady load that is one sync per
-round for everything in flight, instead of two per add; each add waits
-for two rounds, and the reactor hears of a whole round's results in one
-call.  Removals of delivered entries ride along: they are unlinked in the
-next round and made durable by its sync (nobody waits for that, see
+An add needs one sync (DESIGN.md, "Queue"; L{mailhub.relay.queue}): its
+files written and renamed into place, then a sync before the client hears
+C{250}; a crash before that sync leaves at most a torn entry, which the
+next load recognises by its checksums and removes.  One thread runs every
+add that queued up while it was busy as one round: stage them all, one
+C{syncfs} for all of them, and the reactor hears of the whole round's
+results in one call.  In steady load that is one sync per round for
+everything in flight, and each add waits for the round it joins and at
+most the one running when it came.  Removals of delivered entries run on
+a second thread, since unlinking a message (its blocks freed) costs more
+than writing one and adds must not wait behind it; they are made durable
+by the next add round's sync, which covers the whole file system, or by
+the kernel's write-back (nobody waits for that, see
 L{mailhub.relay.manager}).
 
 The other queue steps (an attempt's record, a deferral, the commands) are
@@ -31,7 +34,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailhub.relay.bounce import originalHeaders
+from mailhub.relay.bounce import headersOf, originalHeaders
 from mailhub.relay.manager import countReceived
 from mailhub.relay.queue import Queue, StagedEntry
 from mailhub.relay.values import QueueEntry
@@ -67,8 +70,8 @@ class _Remove:
 
 class QueueWriter:
     """
-    Adds and removes relay queue entries on one thread, in pipelined
-    batches (see the module's description).
+    Adds and removes relay queue entries on two threads, in batches, the
+    adds around shared syncs (see the module's description).
 
     @param reactor: results are reported through it, on its thread.
     @param queue: the queue; it must have group sync (C{syncfs}).
@@ -83,7 +86,9 @@ class QueueWriter:
         self.queue = queue
         self._threaded = threaded
         self._jobs: queueModule.SimpleQueue[object] = queueModule.SimpleQueue()
+        self._removals: queueModule.SimpleQueue[object] = queueModule.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._remover: threading.Thread | None = None
         self._stopped: Deferred[None] | None = None
         self._stopping = False
         #: Rounds run, and syncs made (for tests and benchmarks).
@@ -94,22 +99,29 @@ class QueueWriter:
 
     def start(self) -> None:
         """
-        Start the thread (a no-op when not threaded).
+        Start the threads (a no-op when not threaded).
         """
         self._stopping = False
         if self._threaded and self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="mailhub-queue-writer", daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, args=(self._jobs,), name="mailhub-queue-writer", daemon=True
+            )
+            self._remover = threading.Thread(
+                target=self._work, args=(self._removals,), name="mailhub-queue-remover", daemon=True
+            )
             self._thread.start()
+            self._remover.start()
 
     def stop(self) -> Deferred[None]:
         """
-        Finish every operation already submitted, then stop the thread.
+        Finish every operation already submitted, then stop the threads.
         """
         self._stopping = True
         if self._thread is None:
             return succeed(None)
         self._stopped = Deferred()
         self._jobs.put(_STOP)
+        self._removals.put(_STOP)
         return self._stopped
 
     # Operations, called on the reactor thread
@@ -138,8 +150,10 @@ class QueueWriter:
     def remove(self, queueId: str) -> Deferred[None]:
         """
         Remove a delivered entry and give back its in-flight marker,
-        without waiting for the removal to be durable (the next round's
-        sync makes it so).
+        without waiting for the removal to be durable (the next add round's
+        sync makes it so).  Removals have a thread of their own: unlinking
+        a message (its blocks freed) costs more than writing one, and adds
+        must not wait behind them.
 
         @return: fires once the files are gone (an entry that was already
             gone is no error).
@@ -153,54 +167,42 @@ class QueueWriter:
             job.d.errback(Failure(OSError(errno.ESHUTDOWN, "the queue writer is stopping")))
             return
         if not self._threaded:
-            results, synced = self._round([job], [])
-            more, left = self._round([], synced)
-            assert not left
-            self._report(results + more)
+            self._report(self._round([job]))
             return
         if self._thread is None:
             self.start()
-        self._jobs.put(job)
+        (self._removals if isinstance(job, _Remove) else self._jobs).put(job)
 
-    # The thread
+    # The threads
 
-    def _work(self) -> None:
-        synced: list[_Add] = []
-        stop = False
+    def _work(self, source: queueModule.SimpleQueue[object]) -> None:
         while True:
-            jobs: list[Any] = []
-            if not synced and not stop:
-                jobs.append(self._jobs.get())
+            jobs: list[Any] = [source.get()]
             while True:
                 try:
-                    jobs.append(self._jobs.get_nowait())
+                    jobs.append(source.get_nowait())
                 except queueModule.Empty:
                     break
-            if _STOP in jobs:
-                stop = True
+            stop = _STOP in jobs
+            if stop:
                 jobs = [j for j in jobs if j is not _STOP]
             try:
-                results, synced = self._round(jobs, synced)
+                results = self._round(jobs)
             except BaseException as e:  # never lose a caller's Deferred
                 self.log.failure("queue writer round failed")
-                results = [(job, e) for job in jobs + synced]
-                synced = []
+                results = [(job, e) for job in jobs]
             if results:
                 self._reactor.callFromThread(self._report, results)
-            if stop and not synced:
-                self._reactor.callFromThread(self._finished)
+            if stop:
+                self._reactor.callFromThread(self._finished, threading.current_thread())
                 return
 
-    def _round(
-        self, jobs: Sequence[_Add | _Remove], synced: list[_Add]
-    ) -> tuple[list[tuple[Any, Any]], list[_Add]]:
+    def _round(self, jobs: Sequence[_Add | _Remove]) -> list[tuple[Any, Any]]:
         """
-        One round: stage the new adds, run the removals, publish the adds
-        staged one round before (their data is durable), then one sync for
-        all of it.
+        One round: stage the adds, run the removals, then one sync for all
+        of it.
 
-        @return: the results to report (C{(job, value or exception)}) and
-            the adds staged in this round, durable now but not published.
+        @return: the results to report (C{(job, value or exception)}).
         """
         queue = self.queue
         self.rounds += 1
@@ -217,43 +219,34 @@ class QueueWriter:
                 continue
             if job.claim:
                 try:
-                    job.received = countReceived(originalHeaders(queue.messagePath(job.entry.id)))
+                    job.received = self._countReceived(job)
                 except Exception as e:
-                    queue.abandon(job.staged, published=False)
+                    queue.abandon(job.staged)
                     results.append((job, e))
                     continue
             staged.append(job)
-        published: list[_Add] = []
-        for job in synced:
-            assert job.staged is not None
-            try:
-                queue.publish(job.staged)
-            except Exception as e:
-                queue.abandon(job.staged, published=False)
-                results.append((job, e))
-                continue
-            published.append(job)
-        if staged or published:
+        if staged:
             try:
                 queue.sync()
                 self.syncs += 1
             except Exception as e:
                 # Not known to be durable: take every one of them back (the
                 # clients hear 451 and send again).
-                for job in published:
-                    assert job.staged is not None
-                    queue.abandon(job.staged, published=True)
-                    results.append((job, e))
                 for job in staged:
                     assert job.staged is not None
-                    queue.abandon(job.staged, published=False)
+                    queue.abandon(job.staged)
                     results.append((job, e))
-                return results, []
-        for job in published:
+                return results
+        for job in staged:
             assert job.staged is not None
             queue.finish(job.staged)
             results.append((job, job.received))
-        return results, staged
+        return results
+
+    def _countReceived(self, job: _Add) -> int:
+        if job.content is not None:
+            return countReceived(headersOf(job.content))
+        return countReceived(originalHeaders(self.queue.messagePath(job.entry.id)))
 
     def _removeOne(self, queueId: str) -> BaseException | None:
         try:
@@ -276,8 +269,13 @@ class QueueWriter:
             else:
                 job.d.callback(value)
 
-    def _finished(self) -> None:
-        self._thread = None
+    def _finished(self, thread: threading.Thread) -> None:
+        if thread is self._thread:
+            self._thread = None
+        elif thread is self._remover:
+            self._remover = None
+        if self._thread is not None or self._remover is not None:
+            return
         stopped, self._stopped = self._stopped, None
         if stopped is not None:
             stopped.callback(None)

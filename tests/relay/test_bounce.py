@@ -18,6 +18,7 @@ from mailhub.relay.bounce import (
     DIAGNOSTIC_LIMIT,
     HEADERS_LIMIT,
     MAX_LINE,
+    headersOf,
     makeReport,
     originalHeaders,
     recipientStatus,
@@ -529,6 +530,7 @@ class OriginalHeadersTests(SynchronousTestCase):
             (b"", b""),
         ]
         self.assertEqual([(data, originalHeaders(self.write(data))) for data, _ in rows], rows)
+        self.assertEqual([(data, headersOf(data)) for data, _ in rows], rows)
 
     def test_limit(self) -> None:
         rows = [
@@ -542,6 +544,7 @@ class OriginalHeadersTests(SynchronousTestCase):
         self.assertEqual(
             [(d, n, originalHeaders(self.write(d), n)) for d, n, _ in rows], rows
         )
+        self.assertEqual([(d, n, headersOf(d, n)) for d, n, _ in rows], rows)
 
     def test_bounded(self) -> None:
         """

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import signal
+import zlib
 
 from attrs import evolve
 from twisted.internet.task import Clock
@@ -35,6 +36,22 @@ MESSAGE = b"Received: from a by b\r\nSubject: hello\r\n\r\n" + b"line\r\n" * 500
 
 #: Well after any file the tests write (their mtimes are the real time).
 LATER = 4_000_000_000.0
+
+
+def seal(body: bytes) -> bytes:
+    """
+    A version 2 record of C{body}: it with its checksum line.
+    """
+    return body + b"\n%08x\n" % zlib.crc32(body)
+
+
+def body(record: bytes) -> dict:
+    """
+    The JSON document of a version 2 record (its checksum line checked).
+    """
+    data, crc, end = record.rsplit(b"\n", 2)
+    assert end == b"" and int(crc, 16) == zlib.crc32(data), record
+    return json.loads(data)
 
 
 def makeEntry(queueId: str = "0123456789ABCD", **changes: object) -> QueueEntry:
@@ -114,19 +131,40 @@ class AddTests(QueueTestCase):
 
     def test_compactJSON(self) -> None:
         """
-        The envelope is compact JSON with a version and every field.
+        The envelope is compact JSON with a version and every field, and
+        the message's CRC-32, then a line with the JSON's CRC-32; an update
+        writes the record without the message's CRC-32.
         """
         entry = makeEntry()
         self.queue.add(entry, MESSAGE)
         data = self.read(entry.id + ".env")
-        document = json.loads(data)
-        self.assertEqual(data, json.dumps(document, separators=(",", ":")).encode())
-        self.assertEqual(document["v"], 1)
-        self.assertEqual(
-            set(document),
-            {"v", "id", "sender", "recipients", "created", "nextAttempt", "attempts", "lastError", "warned", "size"},
-        )
+        document = body(data)
+        self.assertEqual(data, seal(json.dumps(document, separators=(",", ":")).encode()))
+        self.assertTrue(data.startswith(b'{"v":2,'))
+        fields = {"v", "id", "sender", "recipients", "created", "nextAttempt", "attempts", "lastError", "warned", "size"}
+        self.assertEqual(set(document), fields | {"crc32"})
+        self.assertEqual((document["size"], document["crc32"]), (len(MESSAGE), zlib.crc32(MESSAGE)))
         self.assertEqual(decode(encode(entry), entry.id), entry)
+        self.queue.update(evolve(entry, attempts=2))
+        self.assertEqual(set(body(self.read(entry.id + ".env"))), fields)
+
+    def test_oldFormat(self) -> None:
+        """
+        A version 1 record (plain JSON, no checksums) still loads; its
+        message is not checked, and one that is missing sets it aside.
+        """
+        entry = makeEntry("OLD")
+        document = body(encode(entry))
+        document["v"] = 1
+        old = json.dumps(document, separators=(",", ":")).encode()
+        self.write(old, "OLD.env")
+        self.write(b"anything", "OLD.msg")
+        self.assertEqual(decode(old, "OLD"), entry)
+        self.assertEqual(self.queue.scan(), [(entry.nextAttempt, "OLD")])
+        self.assertEqual(self.queue.get("OLD"), entry)
+        os.unlink(self.path("OLD.msg"))
+        self.assertIsNone(self.queue.get("OLD"))
+        self.assertEqual(self.listing("corrupt"), ["OLD.env"])
 
     def test_exists(self) -> None:
         """
@@ -145,8 +183,8 @@ class AddTests(QueueTestCase):
     def test_durableOrder(self) -> None:
         """
         Both temporary files are fsynced before any rename; the message is
-        renamed into place and the directory fsynced before the envelope is
-        renamed, and the directory is fsynced again after it.
+        renamed into place, then the envelope, and the directory is fsynced
+        once after both.
         """
         fs = ScriptedFileSystem()
         queue = Queue(self.directory, fs, clock=self.clock)
@@ -163,7 +201,6 @@ class AddTests(QueueTestCase):
                 ("fsync", "msg"),
                 ("fsync", "env"),
                 ("rename", "msg"),
-                ("fsyncDirectory", ""),
                 ("rename", "env"),
                 ("fsyncDirectory", ""),
             ],
@@ -392,19 +429,29 @@ class ScanTests(QueueTestCase):
 
     def test_corrupt(self) -> None:
         """
-        Unreadable envelopes (not JSON, wrong version, wrong id, bad
-        fields) are moved aside to C{corrupt/} with their message and a
-        log line; the good entry stays.
+        Unreadable envelopes that are complete (a record whose checksum
+        line does not match, not JSON, wrong version, wrong id, bad
+        fields; an old-format record that is not JSON) are moved aside to
+        C{corrupt/} with their message and a log line; the good entry
+        stays.
         """
         self.queue.add(makeEntry("GOOD"), MESSAGE)
-        good = json.loads(encode(makeEntry("X")))
+        good = body(encode(makeEntry("X")))
+
+        def sealed(**changes: object) -> bytes:
+            return seal(json.dumps(dict(good, **changes), separators=(",", ":")).encode())
+
         bad = {
             "NOTJSON": b"{\"v\":1,",
-            "VERSION": json.dumps(dict(good, v=2, id="VERSION")).encode(),
-            "WRONGID": json.dumps(dict(good, id="OTHER")).encode(),
-            "STATE": json.dumps(dict(good, id="STATE", recipients=[{"address": "a@b", "state": "lost"}])).encode(),
-            "NAN": encode(makeEntry("NAN")).replace(b'"created":1700000000.5', b'"created":NaN'),
-            "BOOL": json.dumps(dict(good, id="BOOL", attempts=True)).encode(),
+            "VERSION": sealed(v=3, id="VERSION"),
+            "SEALEDV1": sealed(v=1, id="SEALEDV1"),
+            "WRONGID": sealed(id="OTHER"),
+            "STATE": sealed(id="STATE", recipients=[{"address": "a@b", "state": "lost"}]),
+            "NAN": seal(encode(makeEntry("NAN")).split(b"\n")[0].replace(b'"created":1700000000.5', b'"created":NaN')),
+            "BOOL": sealed(id="BOOL", attempts=True),
+            "CRC": sealed(id="CRC", crc32="0"),
+            "CHECKSUM": encode(makeEntry("CHECKSUM")).replace(b'"attempts":1', b'"attempts":7'),
+            "UNSEALED": json.dumps(dict(good, id="UNSEALED")).encode(),
             "LIST": b"[]",
             "BINARY": b"\xff\xfe",
         }
@@ -440,8 +487,9 @@ class ScanTests(QueueTestCase):
 
     def test_envelopeWithoutMessage(self) -> None:
         """
-        An envelope whose message is missing cannot be sent: it is moved
-        to C{corrupt/}, and C{get} says there is no entry.
+        An updated envelope (without the message's CRC-32: its add was
+        durable) whose message is missing cannot be sent: it is moved to
+        C{corrupt/}, and C{get} says there is no entry.
         """
         self.write(encode(makeEntry("LONELY")), "LONELY.env")
         with capturedLogs() as events:
@@ -502,6 +550,119 @@ class ScanTests(QueueTestCase):
             [n for n in self.listing() if n.endswith(".lock")],
             ["FRESH.lock", "LIVE.lock", "MINE.lock"],
         )
+
+
+class TornTests(QueueTestCase):
+    """
+    What a crash before an add's sync can leave (files whose blocks never
+    reached the disk, one rename without the other) is a torn entry: it
+    was never acknowledged, so loading removes it with a log line; it is
+    not loaded, and not moved to C{corrupt/}.
+    """
+
+    def added(self, queueId: str) -> bytes:
+        """
+        Add an entry as an add does, and return its record.
+        """
+        self.queue.add(makeEntry(queueId), MESSAGE)
+        return self.read(queueId + ".env")
+
+    def assertRemoved(self, torn: set[str], good: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        with capturedLogs() as events:
+            pairs = self.queue.scan()
+        self.assertEqual({queueId for _, queueId in pairs}, good)
+        self.assertEqual(
+            self.listing(), sorted([f"{q}.{e}" for q in good for e in ("env", "msg")] + ["tmp"])
+        )
+        logged = {e.get("id") for e in events if "torn" in e.get("log_format", "")}
+        self.assertEqual(logged, torn)
+        for queueId in torn:
+            self.assertIsNone(self.queue.get(queueId))
+
+    def test_tornMessage(self) -> None:
+        """
+        A record an add wrote whose message is missing, empty, cut short,
+        or of the right size with other bytes (zeros where a block was
+        never written) is torn; a whole entry beside them loads.
+        """
+        for queueId in ("GOOD", "MISSING", "EMPTY", "SHORT", "ZEROS"):
+            self.added(queueId)
+        os.unlink(self.path("MISSING.msg"))
+        self.write(b"", "EMPTY.msg")
+        half = len(MESSAGE) // 2
+        self.write(MESSAGE[:half], "SHORT.msg")
+        self.write(MESSAGE[:half] + b"\0" * (len(MESSAGE) - half), "ZEROS.msg")
+        self.assertRemoved({"MISSING", "EMPTY", "SHORT", "ZEROS"}, {"GOOD"})
+        self.assertEqual(self.queue.get("GOOD"), makeEntry("GOOD"))
+
+    def test_damagedMessage(self) -> None:
+        """
+        A message of the right size with the wrong CRC-32 but no block of
+        zeros is not what a crash leaves: damage to an entry that may have
+        been acknowledged, moved aside to C{corrupt/}, not removed.
+        """
+        self.added("DAMAGED")
+        self.write(MESSAGE.replace(b"hello", b"HELLO"), "DAMAGED.msg")
+        with capturedLogs() as events:
+            self.assertEqual(self.queue.scan(), [])
+        self.assertEqual(self.listing("corrupt"), ["DAMAGED.env", "DAMAGED.msg"])
+        self.assertEqual([e["id"] for e in events if "unreadable" in e.get("log_format", "")], ["DAMAGED"])
+
+    def test_tornRecord(self) -> None:
+        """
+        A record that is empty, cut short (a prefix of a version 2 record,
+        or without its last line end) or has NUL bytes (blocks never
+        written) is torn, with or without its message.
+        """
+        records = {queueId: self.added(queueId) for queueId in ("EMPTY", "HEAD", "HALF", "NOEND", "ZEROS", "BLOCK")}
+        self.write(b"", "EMPTY.env")
+        self.write(b'{"v":', "HEAD.env")
+        self.write(records["HALF"][:60], "HALF.env")
+        self.write(records["NOEND"][:-1], "NOEND.env")
+        self.write(b"\0" * len(records["ZEROS"]), "ZEROS.env")
+        record = records["BLOCK"]
+        self.write(record[:20] + b"\0" * 20 + record[40:], "BLOCK.env")
+        os.unlink(self.path("HALF.msg"))
+        self.assertRemoved(set(records))
+
+    def test_updatedNotChecked(self) -> None:
+        """
+        Once updated (the message was made durable first), an entry is
+        not checked against its message any more.
+        """
+        entry = makeEntry("UPDATED")
+        self.queue.add(entry, MESSAGE)
+        self.queue.update(evolve(entry, attempts=2))
+        self.write(b"changed", "UPDATED.msg")
+        self.assertEqual(self.queue.get("UPDATED"), evolve(entry, attempts=2))
+
+    def test_addingNotRemoved(self) -> None:
+        """
+        An entry this process is adding right now is never removed as
+        torn (its files are as the add left them so far).
+        """
+        self.added("BUSY")
+        self.write(b"", "BUSY.msg")
+        queueModule._adding.add("BUSY")
+        self.addCleanup(queueModule._adding.discard, "BUSY")
+        self.assertEqual(self.queue.scan(), [])
+        self.assertEqual(self.listing(), ["BUSY.env", "BUSY.msg", "tmp"])
+
+    def test_updateMakesMessageDurable(self) -> None:
+        """
+        Without group sync, C{update} fsyncs the message before the new
+        record (without the message's CRC-32) replaces the old one.
+        """
+        entry = makeEntry()
+        self.queue.add(entry, MESSAGE)
+        fs = ScriptedFileSystem()
+        Queue(self.directory, fs, clock=self.clock).update(evolve(entry, attempts=2))
+        steps = [
+            (op, os.path.basename(s or "").split(".")[1])
+            for (op, _), s in zip(fs.calls, fs.subjects)
+            if op in ("fsync", "rename")
+        ]
+        self.assertEqual(steps, [("fsync", "env"), ("fsync", "msg"), ("rename", "env")])
 
 
 class InFlightTests(QueueTestCase):
@@ -650,9 +811,8 @@ class GroupSyncTests(QueueTestCase):
 
     def test_addOrder(self) -> None:
         """
-        Both files are written without an fsync each; the message is renamed
-        into place before the first sync, the envelope after it, and a
-        second sync follows.
+        Both files are written without an fsync each and renamed into
+        place, the message first; then one sync.
         """
         fs = ScriptedFileSystem(canSyncFilesystem=True)
         os.makedirs(self.path("tmp"))
@@ -665,14 +825,14 @@ class GroupSyncTests(QueueTestCase):
             for (op, _), subject in zip(fs.calls, fs.subjects)
             if op in ("fsync", "rename", "fsyncDirectory", "syncfs")
         ]
-        self.assertEqual(steps, [("rename", "msg"), ("syncfs", ""), ("rename", "env"), ("syncfs", "")])
+        self.assertEqual(steps, [("rename", "msg"), ("rename", "env"), ("syncfs", "")])
         self.assertEqual(queue.get(makeEntry().id), evolve(makeEntry(), size=len(MESSAGE)))
 
     def test_syncFailureTakesBack(self) -> None:
         """
-        A failed sync after the envelope's rename takes the entry back.
+        A failed sync after the renames takes the entry back.
         """
-        fs = ScriptedFileSystem(failOp="syncfs", failAt=2, canSyncFilesystem=True)
+        fs = ScriptedFileSystem(failOp="syncfs", failAt=1, canSyncFilesystem=True)
         os.makedirs(self.path("tmp"))
         group = queueModule.GroupSync(fs, self.directory)
         self.addCleanup(group.close)

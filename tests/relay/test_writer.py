@@ -13,9 +13,11 @@ from typing import Any, Callable
 
 from attrs import evolve
 from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailhub.relay import queue as relayQueue
 from mailhub.relay.queue import GroupSync, Queue
 from mailhub.relay.writer import QueueWriter, _Add, _Remove
 from tests.relay.test_queue import MESSAGE, QueueTestCase, makeEntry
@@ -58,35 +60,33 @@ class WriterTestCase(QueueTestCase):
         return _Add(makeEntry(queueId, **FRESH), MESSAGE, None, 0, claim, Deferred())
 
 
-class RoundTests(WriterTestCase):
+class Crash(BaseException):
     """
-    One round stages the new adds and publishes those staged a round
-    before, with one sync for both.
+    The system stops here (no clean-up runs).
     """
 
-    def test_pipelined(self) -> None:
+
+class RoundTests(WriterTestCase):
+    """
+    One round stages the adds (files written and renamed into place), with
+    one sync for all of them.
+    """
+
+    def test_oneSync(self) -> None:
         """
-        An add is staged (message in place, no envelope) in one round and
-        published and reported in the next; each round makes one sync.
+        Adds are staged, synced and reported in one round, with one sync.
         """
         writer = self.writer()
         a, b = self.addJob("A"), self.addJob("B", claim=True)
-        results, synced = writer._round([a, b], [])
-        self.assertEqual(results, [])
-        self.assertEqual(synced, [a, b])
-        self.assertEqual(self.queue.ids(), [])
-        self.assertTrue(os.path.exists(self.path("A.msg")))
-        self.assertTrue(self.queue.inFlight("B"))
-        self.assertEqual(self.group.syncs, 1)
-        c = self.addJob("C")
-        results, synced = writer._round([c], synced)
+        results = writer._round([a, b])
         self.assertEqual(results, [(a, 0), (b, 1)])
-        self.assertEqual(synced, [c])
         self.assertEqual(self.queue.ids(), ["A", "B"])
+        self.assertTrue(self.queue.inFlight("B"))
         self.assertEqual(self.queue.get("B"), evolve(makeEntry("B", **FRESH), size=len(MESSAGE)))
-        self.assertEqual(self.group.syncs, 2)
-        # The order of steps: C's files written before the second sync, A's
-        # and B's envelopes renamed into place before it too.
+        self.assertEqual(self.group.syncs, 1)
+        self.assertEqual(writer.syncs, 1)
+        # The order of steps: every file renamed into place, each message
+        # before its envelope, then the one sync.
         steps = [
             (op, os.path.basename(s or "")[:5] if op == "rename" else "")
             for (op, _), s in zip(self.fs.calls, self.fs.subjects)
@@ -94,10 +94,7 @@ class RoundTests(WriterTestCase):
         ]
         self.assertEqual(
             steps,
-            [
-                ("rename", "A.msg"), ("rename", "B.msg"), ("syncfs", ""),
-                ("rename", "C.msg"), ("rename", "A.env"), ("rename", "B.env"), ("syncfs", ""),
-            ],
+            [("rename", "A.msg"), ("rename", "A.env"), ("rename", "B.msg"), ("rename", "B.env"), ("syncfs", "")],
         )
 
     def test_oneFailureAlone(self) -> None:
@@ -107,26 +104,61 @@ class RoundTests(WriterTestCase):
         self.queue.add(makeEntry("A"), MESSAGE)
         writer = self.writer()
         a, b = self.addJob("A"), self.addJob("B")
-        results, synced = writer._round([a, b], [])
-        self.assertEqual([(job, type(e)) for job, e in results], [(a, FileExistsError)])
-        self.assertEqual(synced, [b])
+        results = writer._round([a, b])
+        self.assertEqual(
+            [(job, type(e) if isinstance(e, Exception) else e) for job, e in results],
+            [(a, FileExistsError), (b, 0)],
+        )
 
     def test_syncFailureTakesEverythingBack(self) -> None:
         """
-        A failed sync fails the adds it was for, published or staged:
-        nothing of them is left, markers given back.
+        A failed sync fails the adds it was for: nothing of them is left,
+        markers given back.
         """
         writer = self.writer()
-        a = self.addJob("A", claim=True)
-        _, synced = writer._round([a], [])
-        self.fs.failOp, self.fs.failAt = "syncfs", self.fs.counts.get("syncfs", 0) + 1
-        b = self.addJob("B", claim=True)
-        results, synced = writer._round([b], synced)
-        self.assertEqual(sorted(job.entry.id for job, _ in results), ["A", "B"])
+        self.fs.failOp, self.fs.failAt = "syncfs", 1
+        a, b = self.addJob("A", claim=True), self.addJob("B")
+        results = writer._round([a, b])
+        self.assertEqual([job for job, _ in results], [a, b])
         self.assertTrue(all(isinstance(e, OSError) for _, e in results))
-        self.assertEqual(synced, [])
         self.assertEqual(self.listing(), ["tmp"])
         self.assertEqual(self.listing("tmp"), [])
+
+    def test_crashBeforeSync(self) -> None:
+        """
+        A crash before the round's sync, nothing acknowledged: what the
+        disk kept of its entries is loaded only where it is whole; torn
+        entries (a message cut short or never written, a record never
+        written) are removed by the next start's scan, and none is set
+        aside as corrupt.
+        """
+
+        class Crashing(ScriptedFileSystem):
+            def syncfs(self, fd: int) -> None:
+                raise Crash()
+
+        self.fs = Crashing(canSyncFilesystem=True)
+        self.group = GroupSync(self.fs, os.path.dirname(self.directory))
+        self.addCleanup(self.group.close)
+        self.queue = Queue(self.directory, self.fs, clock=self.clock, groupSync=self.group)
+        jobs = [self.addJob(queueId) for queueId in ("WHOLE", "SHORT", "EMPTY", "NORECORD")]
+        for job in jobs:
+            self.addCleanup(relayQueue._adding.discard, job.entry.id)
+        self.assertRaises(Crash, self.writer()._round, jobs)
+        self.assertEqual([job.d.called for job in jobs], [False] * 4)
+        # What the disk kept: some blocks and names never written.
+        self.write(MESSAGE[:100], "SHORT.msg")
+        self.write(b"", "EMPTY.env")
+        self.write(b"", "NORECORD.env")
+        # The next start: a new process, so none of them is being added.
+        self.patch(relayQueue, "_adding", set())
+        with capturedLogs() as events:
+            pairs = Queue(self.directory, clock=self.clock).scan()
+        self.assertEqual([queueId for _, queueId in pairs], ["WHOLE"])
+        self.assertEqual(self.listing(), ["WHOLE.env", "WHOLE.msg", "tmp"])
+        self.assertEqual(
+            sorted(e["id"] for e in events if "torn" in e.get("log_format", "")), ["EMPTY", "NORECORD", "SHORT"]
+        )
 
     def test_remove(self) -> None:
         """
@@ -137,7 +169,7 @@ class RoundTests(WriterTestCase):
         writer = self.writer()
         before = self.group.syncs
         ra, rz = _Remove("A", Deferred()), _Remove("Z", Deferred())
-        results, synced = writer._round([ra, rz], [])
+        results = writer._round([ra, rz])
         self.assertEqual(results, [(ra, None), (rz, None)])
         self.assertEqual(self.group.syncs, before)
         self.assertEqual(self.queue.ids(), [])
@@ -162,13 +194,18 @@ class WriterTests(WriterTestCase):
 
     def test_spool(self) -> None:
         """
-        The message can come from a spool file.
+        The message can come from a spool file (its Received: fields
+        counted from the queued file, its CRC-32 from the spool's first
+        C{size} bytes).
         """
         spool = self.write(MESSAGE + b"trailing", "spool", old=False)
         writer = self.writer()
-        self.successResultOf(writer.add(makeEntry("A", **FRESH), None, spool, len(MESSAGE)))
+        self.assertEqual(
+            self.successResultOf(writer.add(makeEntry("A", **FRESH), None, spool, len(MESSAGE), claim=True)), 1
+        )
         with open(self.queue.messagePath("A"), "rb") as f:
             self.assertEqual(f.read(), MESSAGE)
+        self.assertEqual(self.queue.get("A"), evolve(makeEntry("A", **FRESH), size=len(MESSAGE)))
 
     def test_stoppedRefuses(self) -> None:
         """
@@ -181,18 +218,25 @@ class WriterTests(WriterTestCase):
 
     def test_threaded(self) -> None:
         """
-        On its thread: results reach the reactor thread; C{stop} finishes
-        what was submitted first.
+        On their threads (adds on one, removals on the other): results
+        reach the reactor thread; C{stop} finishes what was submitted
+        first, on both.
         """
+        self.queue.add(makeEntry("OLD"), MESSAGE, claim=True)
         writer = self.writer(threaded=True)
         writer.start()
         results: list[object] = []
+        removed: list[object] = []
         for n in range(5):
             writer.add(makeEntry(f"A{n}", **FRESH), MESSAGE, None, 0).addBoth(results.append)
+        writer.remove("OLD").addBoth(removed.append)
         stopped = writer.stop()
         while not stopped.called:
             self.reactor.runOne()
         self.assertEqual(results, [0] * 5)
+        self.assertEqual(removed, [None])
         self.assertEqual(self.queue.ids(), [f"A{n}" for n in range(5)])
-        self.assertLessEqual(writer.syncs, 6)
+        self.assertFalse(self.queue.inFlight("OLD"))
+        self.assertLessEqual(writer.syncs, 5)
         self.assertIsNone(writer._thread)
+        self.assertIsNone(writer._remover)
