@@ -787,12 +787,18 @@ class FolderIndex:
             known = dict(self._stamps)
             unverified = set(self._unverified)
         listed = {}
+        fresh = False
         for sub in ("new", "cur"):
             directory = os.path.join(self.folderPath, sub)
             try:
                 before = os.stat(directory).st_mtime_ns
                 if before != known[sub] or not before or sub in unverified:
                     listedAt = self._clock.seconds()
+                    if listedAt - before / 1e9 <= SETTLE_SECONDS:
+                        # Not settled yet: a listing now would have to be
+                        # made again; later.
+                        fresh = True
+                        continue
                     listed[sub] = (before, os.listdir(directory), listedAt)
             except FileNotFoundError:
                 return False  # the folder is gone: nothing to settle
@@ -811,7 +817,7 @@ class FolderIndex:
                 self._unsaved >= SAVE_CHANGES // 2 or self._clock.seconds() - self._lastSave >= SAVE_INTERVAL / 2
             ):
                 self._saveQuietly()
-            return not all(self._stamps.values())
+            return fresh or not all(self._stamps.values()) or bool(self._unverified)
 
     def _ensureLoaded(self) -> None:
         if not self._loaded:
