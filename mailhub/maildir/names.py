@@ -12,9 +12,29 @@ the wire, so the physical size C{S} and the RFC 822 size C{W} are the same.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 
 from twisted.internet.interfaces import IReactorTime
+
+
+_UNIQUE = re.compile(r"(?:M(\d{1,9}))?(?:P\d+)?(?:Q(\d{1,12}))?")
+
+
+def deliveryOrder(name: str) -> tuple[int, int, int, int, str]:
+    """
+    A sort key putting Maildir names in delivery order: the leading seconds,
+    then the microseconds and the counter of a C{SECONDS.MmicrosPpidQn.host}
+    name as numbers (they are not zero-padded, so as text C{M99999} would
+    sort after C{M100000}), then the name; names of another form last.
+    """
+    head, _, rest = name.partition(".")
+    if not (head.isdigit() and len(head) <= 12):
+        return (1, 0, 0, 0, name)
+    found = _UNIQUE.match(rest.partition(".")[0])
+    micros = found.group(1) if found else None
+    counter = found.group(2) if found else None
+    return (0, int(head), int(micros) if micros else -1, int(counter) if counter else -1, name)
 
 
 def _safeHost(hostname: str) -> str:

@@ -68,6 +68,7 @@ from twisted.python.runtime import seconds as _wallSeconds
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
 from mailhub.locks import breakStaleLock, pidAlive
+from mailhub.maildir.names import deliveryOrder
 
 #: The list's file name, in the folder's Maildir (Dovecot's name).
 UIDLIST_NAME = "dovecot-uidlist"
@@ -296,14 +297,6 @@ class DotLock:
             self._fs.unlink(path)
         except OSError:
             pass
-
-
-def _deliveryOrder(name: str) -> tuple[int, int, str]:
-    # Delivery time is the leading seconds of a Maildir name.
-    head = name.split(".", 1)[0]
-    if head.isdigit() and len(head) <= 12:
-        return (0, int(head), name)
-    return (1, 0, name)
 
 
 def baseName(filename: str) -> str:
@@ -804,7 +797,7 @@ class UIDList:
         for name in gone:
             del uids[name]
             self._extensions.pop(name, None)
-        fresh.sort(key=_deliveryOrder)
+        fresh.sort(key=deliveryOrder)
         uid = self.nextUID
         for name in fresh:
             uids[name] = uid

@@ -8,7 +8,8 @@ What a session sees and does:
   - B{Snapshot.}  The messages are listed once, when the session opens
     (RFC 1939 §4: the maildrop is fixed for the session); mail delivered
     later appears in the next session.  They are numbered in delivery
-    order (the leading seconds of the name, then the name), so numbers are
+    order (the leading seconds of the name, its microseconds and counter,
+    then the name: L{mailhub.maildir.names.deliveryOrder}), so numbers are
     stable within a session.  Nothing is read at login: a size comes from
     the name (C{,W=} the size with CRLF line ends, else C{,S=}), or a stat
     when the name has neither.
@@ -60,6 +61,7 @@ from zope.interface import implementer
 from mailhub.errors import MailhubError
 from mailhub.fs import FileSystem
 from mailhub.locks import breakStaleLock, pidAlive
+from mailhub.maildir.names import deliveryOrder
 
 #: The lock file's name, in the Maildir's root.
 LOCK_NAME = "mailhub-pop3.lock"
@@ -197,11 +199,8 @@ def sizesFromName(base: str) -> tuple[int | None, int | None]:
     return (int(s) if s else None), (int(w) if w else None)
 
 
-def _sortKey(message: _Message) -> tuple[int, int, str]:
-    head = message.base.split(".", 1)[0]
-    if head.isdigit() and len(head) <= 12:
-        return (0, int(head), message.base)
-    return (1, 0, message.base)
+def _sortKey(message: _Message) -> tuple[int, int, int, int, str]:
+    return deliveryOrder(message.base)
 
 
 def _withSeen(flags: str) -> str:

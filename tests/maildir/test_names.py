@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailhub.maildir.names import QueueIds, UniqueNames
+from mailhub.maildir.names import QueueIds, UniqueNames, deliveryOrder
 
 #: SECONDS.MMICROSPPIDQN.HOST,S=SIZE,W=SIZE (the form Dovecot writes).
 NAME = re.compile(
@@ -134,3 +134,47 @@ class QueueIdsTests(SynchronousTestCase):
         made = [ids.make(), ids.make()]
         self.assertEqual([m for m in made if not QUEUE_ID.match(m)], [])
         self.assertEqual([m[8:] for m in made], ["FFFFFF", "000000"])
+
+
+class DeliveryOrderTests(SynchronousTestCase):
+    def test_numbersNotText(self) -> None:
+        """
+        Names of one second sort by their microseconds, then their counter,
+        as numbers (neither is zero-padded); Dovecot's form (no counter)
+        too; names without leading seconds go last.
+        """
+        names = [
+            "1700000000.M100001P5Q10.host",
+            "x.y",
+            "1700000000.M99999P5Q1.host",
+            "1700000000.M100001P5Q2.host",
+            "1700000000.M7P9V0000000000000801I00000000000A3E5C.host",
+            "1699999999.M999999P1Q1.host",
+            "1700000001.host",
+        ]
+        self.assertEqual(
+            sorted(names, key=deliveryOrder),
+            [
+                "1699999999.M999999P1Q1.host",
+                "1700000000.M7P9V0000000000000801I00000000000A3E5C.host",
+                "1700000000.M99999P5Q1.host",
+                "1700000000.M100001P5Q2.host",
+                "1700000000.M100001P5Q10.host",
+                "1700000001.host",
+                "x.y",
+            ],
+        )
+
+    def test_madeNamesInOrder(self) -> None:
+        """
+        Names L{UniqueNames} makes across a microsecond digit boundary sort
+        in the order they were made.
+        """
+        clock = Clock()
+        clock.advance(1700000000.099998)
+        names = UniqueNames(clock, "host")
+        made = []
+        for _ in range(4):
+            made.append(names.make(10))
+            clock.advance(0.000001)
+        self.assertEqual(sorted(made, key=deliveryOrder), made)
