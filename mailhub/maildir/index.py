@@ -789,19 +789,21 @@ class FolderIndex:
         listed = {}
         fresh = False
         for sub in ("new", "cur"):
-            directory = os.path.join(self.folderPath, sub)
-            try:
-                before = os.stat(directory).st_mtime_ns
-                if before != known[sub] or not before or sub in unverified:
-                    listedAt = self._clock.seconds()
-                    if listedAt - before / 1e9 <= SETTLE_SECONDS:
-                        # Not settled yet: a listing now would have to be
-                        # made again; later.
-                        fresh = True
-                        continue
-                    listed[sub] = (before, os.listdir(directory), listedAt)
-            except FileNotFoundError:
+            before = self._mtime(sub)
+            if not before:
                 return False  # the folder is gone: nothing to settle
+            if before == known[sub] and sub not in unverified:
+                continue
+            listedAt = self._clock.seconds()
+            if listedAt - before / 1e9 <= SETTLE_SECONDS:
+                # Not settled yet: a listing now would have to be made
+                # again; later.
+                fresh = True
+                continue
+            try:
+                listed[sub] = (before, os.listdir(os.path.join(self.folderPath, sub)), listedAt)
+            except FileNotFoundError:
+                return False
         with self._lock:
             if listed:
                 for sub in self._unverified & set(listed):
@@ -858,10 +860,7 @@ class FolderIndex:
         UID list as the index file has them (three C{stat}s, no listing).
         """
         for sub in ("new", "cur"):
-            try:
-                if os.stat(os.path.join(self.folderPath, sub)).st_mtime_ns != self._stamps[sub] or not self._stamps[sub]:
-                    return False
-            except FileNotFoundError:
+            if not self._stamps[sub] or self._mtime(sub) != self._stamps[sub]:
                 return False
         return (
             self._uidList._statStamp() == self._uidListStamp
@@ -1388,11 +1387,8 @@ class FolderIndex:
     def __getattr__(self, name: str) -> object:
         # Only called for attributes not set: the columns L{_loadHead} left
         # on disk.  Reading them may find the file bad, and rebuild.
-        pending = self.__dict__.get("_pending")
-        if name in _LAZY and pending is not None:
-            with self._lock:
-                if self._pending is not None and not self._materialise():
-                    self._refresh()
+        if name in _LAZY and self.__dict__.get("_pending") is not None:
+            self.materialise()
             return self.__dict__[name]
         raise AttributeError(name)
 
@@ -1427,7 +1423,8 @@ class FolderIndex:
         assert pending is not None
         self._pending = None
         try:
-            self._parseColumns(pending.mapped[pending.offset :], pending)
+            with memoryview(pending.mapped)[pending.offset :] as columns:
+                self._parseColumns(columns, pending)
             # The UIDs of their own: the mapping goes once the sessions'
             # views have moved on to these.
             self._uids = _uidArray(self._uids)
@@ -1442,7 +1439,7 @@ class FolderIndex:
             pass  # read when it is needed, and failed then
         return True
 
-    def _parseColumns(self, data: bytes, pending: "_Pending") -> None:
+    def _parseColumns(self, data: memoryview, pending: "_Pending") -> None:
         """
         The index file's text columns (see the module docstring): turned
         into numbers and names with one C{split} each, then an entry per
@@ -1454,7 +1451,7 @@ class FolderIndex:
             raise ValueError("checksum mismatch")
         count = pending.count
         uids = self._uids
-        columns = data.decode("utf-8", "surrogateescape").split("\n", _COLUMNS)
+        columns = str(data, "utf-8", "surrogateescape").split("\n", _COLUMNS)
         if len(columns) != _COLUMNS + 1:
             raise ValueError("truncated")
         sizes, dates = _fromHex(columns[0]), _fromHex(columns[1])
