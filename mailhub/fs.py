@@ -15,6 +15,23 @@ import os
 import platform
 
 
+def stampOf(st: os.stat_result) -> tuple[int, int, int]:
+    """
+    A file's signature for "has it changed since": inode, size, mtime.
+    """
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def statStamp(path: str) -> tuple[int, int, int] | None:
+    """
+    L{stampOf} of C{path}, or C{None} if there is no such file.
+    """
+    try:
+        return stampOf(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
 def _findSyncfs():
     """
     Linux's C{syncfs(2)}, if it reports write-back errors (Linux 5.8 and

@@ -29,7 +29,7 @@ import string
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mailhub.fs import FileSystem
+from mailhub.fs import FileSystem, stampOf
 from mailhub.maildir.uidlist import (
     DotLock,
     LockBusy,
@@ -168,7 +168,7 @@ class Keywords:
         except FileNotFoundError:
             self._byIndex, self._byName, self._stamp = {}, {}, None
             return
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        stamp = stampOf(st)
         if stamp == self._stamp:
             return
         try:

@@ -46,7 +46,7 @@ from typing import Callable
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mailhub.fs import FileSystem
+from mailhub.fs import FileSystem, statStamp
 from mailhub.maildir.uidlist import DotLock, LockBusy, readFile, writeAtomically
 
 #: The state file's name, in the folder's directory.
@@ -117,11 +117,7 @@ class ModseqCounter:
         self.ceiling = 0
 
     def _statStamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+        return statStamp(self.path)
 
     def read(self) -> int:
         """

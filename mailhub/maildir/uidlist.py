@@ -66,7 +66,7 @@ from twisted.logger import Logger
 from twisted.python.runtime import seconds as _wallSeconds
 
 from mailhub.errors import MailhubError
-from mailhub.fs import FileSystem
+from mailhub.fs import FileSystem, stampOf, statStamp
 from mailhub.locks import breakStaleLock, pidAlive
 from mailhub.maildir.names import deliveryOrder
 
@@ -422,11 +422,7 @@ class UIDList:
     # Reading
 
     def _statStamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+        return statStamp(self.path)
 
     def _load(self) -> bool:
         """
@@ -466,7 +462,7 @@ class UIDList:
             self.log.error("unreadable {path}: {problem}; starting a new list", path=self.path, problem=str(e))
             self._reset()
             return False
-        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._stamp = stampOf(st)
         return True
 
     def _readTail(self) -> bool:
@@ -520,7 +516,7 @@ class UIDList:
             self._lastLine = (self._readEnd + start, data[start : complete - 1])
         self._readEnd += complete
         self._partial = complete < len(data)
-        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._stamp = stampOf(st)
         return True
 
     def _sameHeader(self, header: bytes) -> bool:
