@@ -18,7 +18,6 @@ import mailbox
 import os
 import re
 import smtplib
-import ssl
 from typing import Any, Callable, NamedTuple, TypeVar
 
 from twisted.internet import reactor
@@ -38,6 +37,7 @@ from tests.functional.support import (
     SOCKET_GUARD,
     RunningServerTestCase,
     message,
+    unverified,
 )
 
 _T = TypeVar("_T")
@@ -55,16 +55,6 @@ REPLY_GUARD = 10.0
 #: and fail if a push takes longer.
 PUSH_WITHIN = 2.0
 
-
-def unverified() -> ssl.SSLContext:
-    """
-    A client TLS context that trusts anything (the stdlib clients talk to
-    the server's self-signed certificate).
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def untagged(data: list[Any]) -> list[bytes]:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import mailbox
 import os
+import poplib
 import re
 import smtplib
+import ssl
 from collections import deque
 from io import BytesIO
 from typing import Any, Callable, Mapping, NamedTuple, Sequence, TypeVar
@@ -51,6 +53,61 @@ _SIZE_IN_NAME = re.compile(r",S=([0-9]+)")
 
 #: The password of the users tests make.
 PASSWORD = "correct horse battery staple"
+
+def unverified() -> ssl.SSLContext:
+    """
+    A client TLS context that trusts anything (the stdlib clients talk to
+    the server's self-signed certificate, as MX-to-MX STARTTLS commonly
+    does).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def popSession(
+    ports: Mapping[str, int],
+    user: str,
+    work: Callable[[poplib.POP3], _T],
+    *,
+    implicit: bool = False,
+    login: bool = True,
+    starttls: bool = True,
+    quit: bool = True,
+) -> Deferred[_T]:
+    """
+    Run C{work(client)} with C{poplib} in a thread: on pop3 after STLS
+    (unless C{starttls} is false) or on pop3s, logged in as C{user} with
+    USER/PASS (unless C{login} is false), and QUIT afterwards (unless
+    C{quit} is false or the work did it).  The socket is closed whatever
+    happens.
+    """
+
+    def run() -> _T:
+        if implicit:
+            client: poplib.POP3 = poplib.POP3_SSL(
+                "127.0.0.1", ports["pop3s"], timeout=SOCKET_GUARD,
+                context=unverified(),
+            )
+        else:
+            client = poplib.POP3("127.0.0.1", ports["pop3"], timeout=SOCKET_GUARD)
+        try:
+            if starttls and not implicit:
+                client.stls(unverified())
+            if login:
+                client.user(user)
+                client.pass_(PASSWORD)
+            result = work(client)
+            if quit and client.sock is not None:
+                client.quit()
+            return result
+        finally:
+            if client.sock is not None:
+                client.close()
+
+    return deferToThread(run)
+
 
 _hashes: dict[str, str] = {}
 

@@ -10,7 +10,6 @@ import imaplib
 import os
 import poplib
 import smtplib
-import ssl
 from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -23,17 +22,12 @@ from tests.functional.support import (
     SENDER,
     SOCKET_GUARD,
     message,
+    unverified,
 )
 
 _T = TypeVar("_T")
 ALICE = f"alice@{DOMAIN}"
 
-
-def unverified() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class IMAPTests(IMAPTestCase):

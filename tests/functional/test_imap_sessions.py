@@ -37,7 +37,7 @@ from tests.functional.imapsupport import (
     parseValues,
     unverified,
 )
-from tests.functional.support import DOMAIN, PASSWORD, SOCKET_GUARD, message
+from tests.functional.support import DOMAIN, PASSWORD, SOCKET_GUARD, message, popSession
 
 
 async def startIdle(client: RawIMAP) -> Deferred[Reply]:
@@ -264,24 +264,10 @@ class POP3AndIMAPTests(IMAPTestCase):
 
     def pop(self, work: Any) -> Deferred[Any]:
         """
-        Run C{work(client)} with C{poplib} after STLS and login, in a
-        thread; QUIT afterwards (which commits).
+        Run C{work(client)} with C{poplib} after STLS and login as alice, in
+        a thread; QUIT afterwards (which commits).
         """
-
-        def run() -> Any:
-            client = poplib.POP3("127.0.0.1", self.server.ports["pop3"], timeout=SOCKET_GUARD)
-            try:
-                client.stls(unverified())
-                client.user(ALICE)
-                client.pass_(PASSWORD)
-                result = work(client)
-                client.quit()
-                return result
-            finally:
-                if client.sock is not None:
-                    client.close()
-
-        return deferToThread(run)
+        return popSession(self.server.ports, ALICE, work)
 
     async def test_popDeleteIsExpungeOverIMAP(self) -> None:
         """

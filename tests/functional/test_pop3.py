@@ -10,7 +10,6 @@ import base64
 import os
 import poplib
 import smtplib
-import ssl
 from typing import Any, Callable, TypeVar
 
 from tests.functional.support import (
@@ -21,24 +20,19 @@ from tests.functional.support import (
     SOCKET_GUARD,
     RunningServerTestCase,
     message,
+    popSession,
+    unverified,
 )
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.internet.ssl import CertificateOptions
-from twisted.internet.threads import deferToThread
 from twisted.mail.pop3 import AdvancedPOP3Client
 
 _T = TypeVar("_T")
 
 ALICE = f"alice@{DOMAIN}"
 
-
-def unverified() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def wholeMessage(lines: list[bytes]) -> bytes:
@@ -141,36 +135,11 @@ class POP3Tests(RunningServerTestCase):
         quit: bool = True,
     ) -> Deferred[_T]:
         """
-        Run C{work(client)} with C{poplib} in a thread: on pop3 after STLS
-        (unless C{starttls} is false) or on pop3s, logged in as alice with
-        USER/PASS (unless C{login} is false), and QUIT afterwards (unless
-        C{quit} is false or the work did it).  The socket is closed
-        whatever happens.
+        L{popSession} as alice on this test's server.
         """
-
-        def run() -> _T:
-            if implicit:
-                client: poplib.POP3 = poplib.POP3_SSL(
-                    "127.0.0.1", self.server.ports["pop3s"], timeout=SOCKET_GUARD,
-                    context=unverified(),
-                )
-            else:
-                client = poplib.POP3("127.0.0.1", self.server.ports["pop3"], timeout=SOCKET_GUARD)
-            try:
-                if starttls and not implicit:
-                    client.stls(unverified())
-                if login:
-                    client.user(ALICE)
-                    client.pass_(PASSWORD)
-                result = work(client)
-                if quit and client.sock is not None:
-                    client.quit()
-                return result
-            finally:
-                if client.sock is not None:
-                    client.close()
-
-        return deferToThread(run)
+        return popSession(
+            self.server.ports, ALICE, work, implicit=implicit, login=login, starttls=starttls, quit=quit
+        )
 
     # Tests
 

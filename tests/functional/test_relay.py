@@ -19,7 +19,6 @@ import email.policy
 import json
 import os
 import smtplib
-import ssl
 from typing import Any, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -39,6 +38,7 @@ from tests.functional.support import (
     message,
     startService,
     tomlValue,
+    unverified,
 )
 
 ALICE = f"alice@{DOMAIN}"
@@ -82,12 +82,6 @@ def writeRelayConfig(
         f.write("\n".join(lines) + "\n")
     return path
 
-
-def unverified() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class AttemptWatcher:

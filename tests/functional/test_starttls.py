@@ -13,18 +13,8 @@ from typing import Callable
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import SkipTest
 
-from tests.functional.support import DOMAIN, HOSTNAME, SENDER, RunningServerTestCase, message
+from tests.functional.support import DOMAIN, HOSTNAME, SENDER, RunningServerTestCase, message, unverified
 
-
-def unverifiedContext() -> ssl.SSLContext:
-    """
-    A client context that accepts any certificate (as MX-to-MX STARTTLS
-    commonly does).
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class StartTLSTests(RunningServerTestCase):
@@ -82,7 +72,7 @@ class StartTLSTests(RunningServerTestCase):
         version and cipher.
         """
         features, version, cipher, (code, reply), text = await self.smtp(
-            self.startTLSAndSend(unverifiedContext())
+            self.startTLSAndSend(unverified())
         )
         self.assertNotIn("starttls", features)
         self.assertIn("pipelining", features)
@@ -111,7 +101,7 @@ class StartTLSTests(RunningServerTestCase):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                context = unverifiedContext()
+                context = unverified()
                 context.minimum_version = ssl.TLSVersion.TLSv1_1
                 context.maximum_version = ssl.TLSVersion.TLSv1_1
                 # TLS 1.1 needs SHA-1, which security level 1 forbids.

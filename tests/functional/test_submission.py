@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import ssl
 
 from tests.functional.support import (
     CLIENT_NAME,
@@ -16,15 +15,10 @@ from tests.functional.support import (
     SOCKET_GUARD,
     RunningServerTestCase,
     message,
+    unverified,
 )
 from twisted.internet.threads import deferToThread
 
-
-def unverified() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 ALICE = f"alice@{DOMAIN}"
