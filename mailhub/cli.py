@@ -536,10 +536,13 @@ def queueFlush(arguments: argparse.Namespace, out: TextIO) -> None:
     """
     config = _config(arguments)
     queueId = _queueId(arguments) if arguments.id is not None else None
+    queue = _queue(config)
     try:
-        flushed = _queue(config).requestFlush(queueId)
+        flushed = queue.requestFlush(queueId)
     except NoSuchEntry:
         raise _Failed(f"no queue entry {queueId}") from None
+    finally:
+        queue.close()
     for busy in flushed.busy:
         out.write(f"{busy} is being tried now; left alone\n")
     if not flushed.ids:
@@ -574,6 +577,7 @@ def queueDelete(arguments: argparse.Namespace, out: TextIO) -> None:
             raise _Failed(f"no queue entry {queueId}") from None
     finally:
         queue.clearInFlight(queueId)
+        queue.close()
     recipients = ", ".join(_printable(r.address) for r in entry.recipients)
     out.write(f"deleted {queueId} from {_sender(entry)} to {recipients}\n")
 

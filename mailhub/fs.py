@@ -11,6 +11,7 @@ leaves nothing half-written where a reader can see it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 
@@ -56,6 +57,29 @@ def _findSyncfs():
 
 
 _syncfs = _findSyncfs()
+
+
+def _findRenameat2():
+    """
+    C{renameat2(2)} (glibc 2.28 and later), for a rename that never
+    replaces; otherwise C{None}.
+    """
+    if platform.system() != "Linux":
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _findRenameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+#: What renameat2 says where the file system or the kernel cannot do it.
+_NO_RENAMEAT2 = frozenset((errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP))
 
 
 class FileSystem:
@@ -129,6 +153,26 @@ class FileSystem:
         os.link(source, target)
 
     def rename(self, source: str, target: str) -> None:
+        os.rename(source, target)
+
+    def renameNoReplace(self, source: str, target: str) -> None:
+        """
+        Rename C{source} to C{target} unless C{target} exists, in one step
+        (C{renameat2} with C{RENAME_NOREPLACE}).  Where the file system
+        cannot, a check and a plain rename (not atomic: for callers whose
+        names no one else creates).
+
+        @raise FileExistsError: C{target} exists; nothing was changed.
+        """
+        function = _renameat2
+        if function is not None:
+            if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+                return
+            code = ctypes.get_errno()
+            if code not in _NO_RENAMEAT2:
+                raise OSError(code, os.strerror(code), source, None, target)
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), source, None, target)
         os.rename(source, target)
 
     def unlink(self, path: str) -> None:

@@ -760,6 +760,7 @@ class QueueCommandTests(CLITestCase):
         self.assertEqual(self.queue.get("00000000000001").nextAttempt, 0)  # type: ignore[union-attr]
         self.assertEqual(self.queue.get("00000000000002").nextAttempt, self.NOW + 240)  # type: ignore[union-attr]
         self.assertEqual(self.killed, [(4242, signal.SIGUSR1)])
+        self.assertEqual(os.listdir(os.path.join(self.queueDir, "tmp")), [])
 
     def test_flushAllNoServer(self) -> None:
         """
@@ -811,6 +812,8 @@ class QueueCommandTests(CLITestCase):
             sorted(os.listdir(self.queueDir)),
             ["00000000000002.env", "00000000000002.msg", "tmp"],
         )
+        # The command's owner file (its marker was a link to it) is gone.
+        self.assertEqual(os.listdir(os.path.join(self.queueDir, "tmp")), [])
 
     def test_deleteInFlight(self) -> None:
         """

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from mailhub import fs as fsModule
 from mailhub.fs import FileSystem
 
 
@@ -80,7 +81,7 @@ class ScriptedFileSystem(FileSystem):
             subject = self.fdPaths.get(args[0])
         elif op == "copy":
             subject = self.fdPaths.get(args[1])
-        elif op in ("link", "rename"):
+        elif op in ("link", "rename", "renameNoReplace"):
             subject = args[1]
         else:
             subject = args[0]
@@ -179,6 +180,11 @@ class ScriptedFileSystem(FileSystem):
         if self._step("rename", source, target):
             self._fail()
         FileSystem.rename(self, source, target)
+
+    def renameNoReplace(self, source: str, target: str) -> None:
+        if self._step("renameNoReplace", source, target):
+            self._fail()
+        FileSystem.renameNoReplace(self, source, target)
 
     def unlink(self, path: str) -> None:
         if self._step("unlink", path):
@@ -364,6 +370,34 @@ class FileSystemTests(SynchronousTestCase):
         self.fs.rename(source, target)
         self.assertFalse(os.path.exists(source))
         self.assertEqual(self.readBack(target), b"new")
+
+    def test_renameNoReplace(self) -> None:
+        """
+        renameNoReplace moves a file to a free name, and refuses a taken
+        one without changing either file.
+        """
+        source = self.writeFile("a", b"new")
+        target = self.writeFile("b", b"old")
+        self.assertRaises(FileExistsError, self.fs.renameNoReplace, source, target)
+        self.assertEqual(self.readBack(source), b"new")
+        self.assertEqual(self.readBack(target), b"old")
+        self.fs.renameNoReplace(source, self.path("c"))
+        self.assertFalse(os.path.exists(source))
+        self.assertEqual(self.readBack(self.path("c")), b"new")
+
+    def test_renameNoReplaceFallback(self) -> None:
+        """
+        Without renameat2 (or where the file system cannot do it), a check
+        and a rename, with the same answers.
+        """
+        self.patch(fsModule, "_renameat2", None)
+        self.test_renameNoReplace()
+
+    def test_renameNoReplaceOtherError(self) -> None:
+        """
+        Other errors are raised as they are.
+        """
+        self.assertRaises(FileNotFoundError, self.fs.renameNoReplace, self.path("missing"), self.path("b"))
 
     def test_unlink(self) -> None:
         """

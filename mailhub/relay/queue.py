@@ -11,12 +11,14 @@ One entry per accepted message, two files:
       CRC-32 of that JSON in hex, which is also its end marker.
 
 The C{.env} file's existence makes the entry exist.  An add is made
-durable with one sync (L{Queue.stage}): both files are written in C{tmp/},
-renamed into place, and then one C{syncfs} (or, without group sync, each
-temporary file is fsynced before the renames and the directory once
-after) makes all of it durable before the client hears C{250}.  A crash
-before that sync may leave either rename without the other, and, with
-group sync, files whose blocks never reached the disk.  Such an entry was
+durable with one sync (L{Queue.stage}): the message is written straight to
+C{ID.msg} (created exclusively: a message without its record is no entry),
+the record in C{tmp/} and renamed into place without replacing one, and
+then one C{syncfs} (or, without group sync, each file is fsynced before
+the rename and the directory once after) makes all of it durable before
+the client hears C{250}.  A crash before that sync may leave the message
+without its record, and, with group sync, files whose blocks never
+reached the disk.  Such an entry was
 never acknowledged, so its record says how to recognise it: the record of
 an add carries its message's size (C{"size"}) and CRC-32 (C{"crc32"}),
 and its own checksum line.  On reading (L{Queue.get}, L{Queue.scan}) an
@@ -45,8 +47,11 @@ written with two syncs, never torn) are still read.
 
 C{ID.lock} marks an entry "in flight": whoever reads, changes and writes
 back an entry (the manager during an attempt, C{mailhub queue flush} and
-C{delete}) holds it, taken with an exclusive create, so that two writers
-never overwrite each other's recipient states.
+C{delete}) holds it, so that two writers never overwrite each other's
+recipient states.  It is taken exclusively, as a hard link to the
+process's owner file C{tmp/owner.PID.TOKEN} (which says who holds it),
+or as a file of its own where there are no hard links
+(L{Queue.markInFlight}).
 
 Every method blocks on the disk: the server runs them on a thread.
 """
@@ -103,6 +108,14 @@ MAX_ENVELOPE = 16 * 1024 * 1024
 
 #: The pid file the running server writes in the data directory.
 PID_FILE = "mailhub.pid"
+
+#: How an owner file's name starts (C{tmp/owner.PID.TOKEN}, see
+#: L{Queue.markInFlight}).
+OWNER_PREFIX = "owner."
+
+#: What link(2) says where a file system has no hard links (or no more
+#: for that file): markers are then files of their own.
+_NO_LINKS = frozenset((errno.EPERM, errno.EXDEV, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP))
 
 _STATES = frozenset((PENDING, SENT, FAILED))
 _ID = re.compile(r"[0-9A-Za-z]{1,64}")
@@ -225,6 +238,25 @@ class _Torn(Exception):
     sync that would have made it durable (so it was never acknowledged):
     removed.  The message says why.
     """
+
+
+def _staleOwner(name: str) -> bool:
+    """
+    Whether the owner file C{name} (C{owner.PID.TOKEN}) belongs to a
+    process that is gone: not this one (by its token), and its pid dead or
+    ours (a crashed earlier server with our pid).  Markers linked to it
+    are stale by the same test (L{Queue._staleMarker}); removing it does
+    not remove them.
+    """
+    _, _, rest = name.partition(OWNER_PREFIX)
+    pid, _, token = rest.partition(".")
+    if token == _TOKEN:
+        return False
+    if not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return True
+    return not pidAlive(int(pid))
 
 
 def checkId(queueId: object) -> str:
@@ -431,6 +463,10 @@ class Queue:
         self._tmp = os.path.join(directory, "tmp")
         self._corrupt = os.path.join(directory, "corrupt")
         self._ready = False
+        #: This process's owner file (L{markInFlight}): its pid and path.
+        self._owner: tuple[int, str] | None = None
+        #: Whether markers are hard links (until the file system says no).
+        self._linkMarkers = True
 
     def _now(self) -> float:
         if self._clock is None:
@@ -575,9 +611,9 @@ class Queue:
         size = len(content) if content is not None else spoolSize
         entry = evolve(entry, size=size)
         self._prepare()
-        envelope = self._path(queueId, "env")
-        if os.path.lexists(envelope) or os.path.lexists(self._path(queueId, "msg")):
-            raise FileExistsError(errno.EEXIST, "queue entry exists", envelope)
+        # That no entry has this id is checked by the steps themselves:
+        # the message is created exclusively, the record renamed in
+        # without replacing (L{_stage}).
         if claim and not self.markInFlight(queueId):
             raise FileExistsError(errno.EEXIST, "queue entry is claimed", self._path(queueId, "lock"))
         _adding.add(queueId)
@@ -626,28 +662,27 @@ class Queue:
         self, queueId: str, entry: QueueEntry, content: bytes | None, spoolPath: str | None, size: int
     ) -> StagedEntry:
         """
-        Write both files in C{tmp/} (each fsynced, without group sync), the
-        record carrying the message's CRC-32, and rename them into place,
-        the message first (so that a reader who sees the record finds its
-        message whole, crashes aside).
+        Write the message straight to C{ID.msg} (created exclusively), and
+        the record, carrying the message's CRC-32, in C{tmp/}; each is
+        fsynced without group sync.  Then rename the record into place
+        without replacing one: the entry now exists, with its message
+        whole (crashes aside).  A message file without its record is no
+        entry (an orphan, see L{scan}), so it needs no rename of its own.
+
+        @raise FileExistsError: an entry with this id exists (or its
+            message or its record alone); nothing of it was changed.
         """
         fs = self._fs
-        tmpMessage, tmpEnvelope = self._tmpPath(queueId, "msg"), self._tmpPath(queueId, "env")
         message, envelope = self._path(queueId, "msg"), self._path(queueId, "env")
-        crc = self._writeTemporary(tmpMessage, content, spoolPath, size, checksum=True)
+        tmpEnvelope = self._tmpPath(queueId, "env")
+        crc = self._writeTemporary(message, content, spoolPath, size, checksum=True)
         try:
             self._writeTemporary(tmpEnvelope, encode(entry, crc), None, 0)
         except BaseException:
-            self._unlinkQuietly(tmpMessage)
+            self._unlinkQuietly(message)
             raise
         try:
-            fs.rename(tmpMessage, message)
-        except BaseException:
-            self._unlinkQuietly(tmpMessage)
-            self._unlinkQuietly(tmpEnvelope)
-            raise
-        try:
-            fs.rename(tmpEnvelope, envelope)
+            fs.renameNoReplace(tmpEnvelope, envelope)
         except BaseException:
             self._unlinkQuietly(tmpEnvelope)
             self._unlinkQuietly(message)
@@ -909,7 +944,10 @@ class Queue:
             return
         with entries:
             for dirent in entries:
-                if _TOKEN not in dirent.name and _age(dirent, now) > LEFTOVER_AGE:
+                if dirent.name.startswith(OWNER_PREFIX):
+                    if _staleOwner(dirent.name):
+                        self._removeLeftover(dirent.path, "owner file of a process that is gone")
+                elif _TOKEN not in dirent.name and _age(dirent, now) > LEFTOVER_AGE:
                     self._removeLeftover(dirent.path, "temporary file")
 
     def _moveAside(self, queueId: str, reason: str) -> None:
@@ -950,12 +988,35 @@ class Queue:
 
     def markInFlight(self, queueId: str) -> bool:
         """
-        Take C{queueId}'s marker (C{ID.lock}, created exclusively).
+        Take C{queueId}'s marker, C{ID.lock}: a hard link to this
+        process's owner file (C{tmp/owner.PID.TOKEN}, holding C{"PID
+        TOKEN"}), which makes the name without a new inode, so it costs
+        the file system less than a new file, and unlinking it frees no
+        inode.  Where the file system has no hard links, a new file with
+        the same text, created exclusively.  Either way, whoever reads a
+        marker reads who holds it.
 
         @return: C{True} if taken; C{False} if someone else holds it: then
             leave the entry alone and try again later.
         """
         path = self._path(queueId, "lock")
+        if self._linkMarkers:
+            for _ in range(2):
+                try:
+                    self._fs.link(self._ownerFile(), path)
+                    return True
+                except FileExistsError:
+                    return False
+                except FileNotFoundError:
+                    # Our owner file was removed (by hand): make it again.
+                    if not os.path.isdir(self._tmp):
+                        raise
+                    self._owner = None
+                except OSError as e:
+                    if e.errno not in _NO_LINKS:
+                        raise
+                    self._linkMarkers = False
+                    break
         try:
             fd = self._fs.openExclusive(path)
         except FileExistsError:
@@ -969,6 +1030,40 @@ class Queue:
             self._unlinkQuietly(path)
             raise
         return True
+
+    def _ownerFile(self) -> str:
+        """
+        This process's owner file, made (exclusively) the first time.
+        """
+        pid = os.getpid()
+        if self._owner is not None and self._owner[0] == pid:
+            return self._owner[1]
+        self._prepare()
+        path = os.path.join(self._tmp, f"{OWNER_PREFIX}{pid}.{_TOKEN}")
+        try:
+            fd = self._fs.openExclusive(path)
+        except FileExistsError:
+            pass  # another Queue object of this process made it
+        else:
+            try:
+                try:
+                    self._fs.write(fd, f"{pid} {_TOKEN}\n".encode("ascii"))
+                finally:
+                    self._fs.close(fd)
+            except BaseException:
+                self._unlinkQuietly(path)
+                raise
+        self._owner = (pid, path)
+        return path
+
+    def close(self) -> None:
+        """
+        Remove this process's owner file, if it made one (the markers it
+        still holds keep their text; they are stale once it is gone).
+        """
+        owner, self._owner = self._owner, None
+        if owner is not None and owner[0] == os.getpid():
+            self._unlinkQuietly(owner[1])
 
     def clearInFlight(self, queueId: str) -> None:
         """

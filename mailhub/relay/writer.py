@@ -276,6 +276,7 @@ class QueueWriter:
             self._remover = None
         if self._thread is not None or self._remover is not None:
             return
+        self.queue.close()
         stopped, self._stopped = self._stopped, None
         if stopped is not None:
             stopped.callback(None)

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailhub.relay import queue as queueModule
 from mailhub.relay.queue import (
     LEFTOVER_AGE,
+    OWNER_PREFIX,
     Flushed,
     NoSuchEntry,
     Queue,
@@ -176,35 +177,55 @@ class AddTests(QueueTestCase):
         self.assertEqual(self.queue.get(entry.id), entry)
         self.assertEqual(self.read(entry.id + ".msg"), MESSAGE)
 
+    def test_partsExist(self) -> None:
+        """
+        A message file alone (an add in progress, or an orphan) or a
+        record alone (damage) with the id makes the add fail, and neither
+        is touched: the message is created exclusively, the record renamed
+        in without replacing.
+        """
+        for existing in ("A.msg", "A.env"):
+            queue = Queue(os.path.abspath(self.mktemp()), clock=self.clock)
+            os.makedirs(os.path.join(queue.directory, "tmp"))
+            with open(os.path.join(queue.directory, existing), "wb") as f:
+                f.write(b"theirs")
+            self.assertRaises(FileExistsError, queue.add, makeEntry("A"), MESSAGE, claim=True)
+            self.assertEqual(sorted(os.listdir(queue.directory)), sorted([existing, "tmp"]), existing)
+            with open(os.path.join(queue.directory, existing), "rb") as f:
+                self.assertEqual(f.read(), b"theirs")
+            self.assertEqual(
+                [n for n in os.listdir(os.path.join(queue.directory, "tmp")) if not n.startswith(OWNER_PREFIX)], []
+            )
+
     def test_contentOrSpool(self) -> None:
         self.assertRaises(TypeError, self.queue.add, makeEntry())
         self.assertRaises(TypeError, self.queue.add, makeEntry(), b"x", spoolPath="/etc/passwd")
 
     def test_durableOrder(self) -> None:
         """
-        Both temporary files are fsynced before any rename; the message is
-        renamed into place, then the envelope, and the directory is fsynced
-        once after both.
+        The message is written in place and fsynced, then the envelope in
+        C{tmp/}; both are fsynced before the envelope is renamed into
+        place (without replacing), and the directory is fsynced once after.
         """
         fs = ScriptedFileSystem()
         queue = Queue(self.directory, fs, clock=self.clock)
         os.makedirs(self.path("tmp"))
         queue.add(makeEntry(), MESSAGE)
         steps = [
-            (op, os.path.basename(subject or "").split(".")[1] if op in ("fsync", "rename") else "")
+            (op, os.path.basename(subject or "").split(".")[1] if op in ("fsync", "renameNoReplace") else "")
             for (op, _), subject in zip(fs.calls, fs.subjects)
-            if op in ("fsync", "rename", "fsyncDirectory")
+            if op in ("fsync", "rename", "renameNoReplace", "fsyncDirectory")
         ]
         self.assertEqual(
             steps,
             [
                 ("fsync", "msg"),
                 ("fsync", "env"),
-                ("rename", "msg"),
-                ("rename", "env"),
+                ("renameNoReplace", "env"),
                 ("fsyncDirectory", ""),
             ],
         )
+        self.assertEqual(fs.subjectsOf("openExclusive")[0], self.path(makeEntry().id + ".msg"))
         self.assertEqual(fs.openFds, set())
 
 
@@ -262,7 +283,7 @@ class FailureTests(QueueTestCase):
         for spooled in (False, True):
             steps = self.steps(spooled)
             self.assertTrue(
-                {"openExclusive", "write" if not spooled else "copy", "fsync", "close", "rename", "fsyncDirectory"}
+                {"openExclusive", "write" if not spooled else "copy", "fsync", "close", "renameNoReplace", "fsyncDirectory"}
                 <= {op for op, _ in steps}
             )
             for op, nth in steps:
@@ -352,8 +373,12 @@ class UpdateRemoveTests(QueueTestCase):
         queue = Queue(self.directory, fs, clock=self.clock)
         queue.add(entry, MESSAGE, claim=True)
         self.assertTrue(queue.inFlight(entry.id))
-        names = [os.path.basename(s or "") for (op, _), s in zip(fs.calls, fs.subjects) if op in ("openExclusive", "rename")]
-        self.assertEqual(names[0], entry.id + ".lock")
+        names = [
+            os.path.basename(s or "")
+            for (op, _), s in zip(fs.calls, fs.subjects)
+            if op in ("link", "openExclusive", "renameNoReplace")
+        ]
+        self.assertEqual(names[:2], [os.path.basename(queue._ownerFile()), entry.id + ".lock"])
         self.assertFalse(queue.markInFlight(entry.id))
 
     def test_addClaimedFailure(self) -> None:
@@ -361,7 +386,7 @@ class UpdateRemoveTests(QueueTestCase):
         A failed claimed add leaves neither the entry nor the marker.
         """
         entry = makeEntry()
-        queue = Queue(self.directory, ScriptedFileSystem(failOp="rename"), clock=self.clock)
+        queue = Queue(self.directory, ScriptedFileSystem(failOp="renameNoReplace"), clock=self.clock)
         self.assertRaises(OSError, queue.add, entry, MESSAGE, claim=True)
         self.assertFalse(self.queue.inFlight(entry.id))
         self.assertIsNone(self.queue.get(entry.id))
@@ -500,8 +525,8 @@ class ScanTests(QueueTestCase):
 
     def test_orphanMessage(self) -> None:
         """
-        A message without an envelope (a crash between the renames) is
-        removed once it is a minute old; a newer one may be an add in
+        A message without an envelope (a crash before the envelope was
+        renamed in) is removed once it is a minute old; a newer one may be an add in
         progress and is kept.
         """
         self.write(MESSAGE, "OLD.msg")
@@ -521,6 +546,25 @@ class ScanTests(QueueTestCase):
         os.utime(new, (LATER - 1,) * 2)
         self.queue.scan()
         self.assertEqual(self.listing("tmp"), sorted(["B.msg.deadbeef.2", f"A.env.{queueModule._TOKEN}.3"]))
+
+    def test_ownerFiles(self) -> None:
+        """
+        C{scan} removes the owner files of processes that are gone (and
+        the markers linked to them, by their text); it keeps this
+        process's and a live process's, however old.
+        """
+        self.queue.add(makeEntry("MINE"), MESSAGE)
+        self.assertTrue(self.queue.markInFlight("MINE"))
+        mine = f"{OWNER_PREFIX}{os.getpid()}.{queueModule._TOKEN}"
+        os.utime(self.path("tmp", mine), (0, 0))
+        dead = self.write(b"999999999 feedface\n", "tmp", f"{OWNER_PREFIX}999999999.feedface")
+        os.link(dead, self.path("DEAD.lock"))
+        self.write(f"{os.getpid()} feedface\n".encode(), "tmp", f"{OWNER_PREFIX}{os.getpid()}.feedface")
+        self.write(f"{os.getppid()} feedface\n".encode(), "tmp", f"{OWNER_PREFIX}{os.getppid()}.feedface")
+        self.write(b"", "tmp", f"{OWNER_PREFIX}junk")
+        self.queue.scan()
+        self.assertEqual(self.listing("tmp"), sorted([mine, f"{OWNER_PREFIX}{os.getppid()}.feedface"]))
+        self.assertEqual([n for n in self.listing() if n.endswith(".lock")], ["MINE.lock"])
 
     def test_otherFilesIgnored(self) -> None:
         """
@@ -682,6 +726,76 @@ class InFlightTests(QueueTestCase):
         self.assertFalse(self.queue.inFlight(queueId))
         self.queue.clearInFlight(queueId)
 
+    def test_markerIsALink(self) -> None:
+        """
+        A marker is a hard link to this process's owner file in C{tmp/}:
+        no new inode per marker, and giving it back leaves the owner file.
+        """
+        for queueId in ("A", "B"):
+            self.queue.add(makeEntry(queueId), MESSAGE)
+            self.assertTrue(self.queue.markInFlight(queueId))
+        owner = self.path("tmp", f"{OWNER_PREFIX}{os.getpid()}.{queueModule._TOKEN}")
+        self.assertEqual(os.stat(owner).st_nlink, 3)
+        self.assertEqual(os.stat(self.path("A.lock")).st_ino, os.stat(owner).st_ino)
+        self.queue.clearInFlight("A")
+        self.queue.clearInFlight("B")
+        self.assertEqual(os.stat(owner).st_nlink, 1)
+
+    def test_markerOwnerRemoved(self) -> None:
+        """
+        An owner file removed by hand is made again at the next marker.
+        """
+        self.queue.add(makeEntry("A"), MESSAGE)
+        self.assertTrue(self.queue.markInFlight("A"))
+        owner = self.path("A.lock")
+        for name in os.listdir(self.path("tmp")):
+            os.unlink(self.path("tmp", name))
+        self.queue.add(makeEntry("B"), MESSAGE)
+        self.assertTrue(self.queue.markInFlight("B"))
+        self.assertEqual(self.read("B.lock"), f"{os.getpid()} {queueModule._TOKEN}\n".encode())
+        self.assertEqual(os.stat(owner).st_nlink, 1)
+
+    def test_close(self) -> None:
+        """
+        C{close} removes this process's owner file; a marker still held
+        keeps its text; the next marker makes the owner file again.
+        """
+        self.queue.close()
+        self.queue.add(makeEntry("A"), MESSAGE)
+        self.assertTrue(self.queue.markInFlight("A"))
+        self.queue.close()
+        self.assertEqual(self.listing("tmp"), [])
+        self.assertEqual(self.read("A.lock"), f"{os.getpid()} {queueModule._TOKEN}\n".encode())
+        self.queue.add(makeEntry("B"), MESSAGE)
+        self.assertTrue(self.queue.markInFlight("B"))
+        self.assertEqual(len(self.listing("tmp")), 1)
+
+    def test_markerWithoutLinks(self) -> None:
+        """
+        Where the file system has no hard links, a marker is a file of
+        its own with the same text, and the queue stops trying links.
+        """
+        self.queue.add(makeEntry("A"), MESSAGE)
+        self.queue.add(makeEntry("B"), MESSAGE)
+        fs = ScriptedFileSystem(linkErrno=errno.EPERM)
+        queue = Queue(self.directory, fs, clock=self.clock)
+        self.assertTrue(queue.markInFlight("A"))
+        self.assertTrue(queue.markInFlight("B"))
+        self.assertFalse(queue.markInFlight("B"))
+        self.assertEqual(len(fs.ops("link")), 1)
+        for queueId in ("A", "B"):
+            self.assertEqual(os.stat(self.path(queueId + ".lock")).st_nlink, 1)
+            self.assertEqual(self.read(queueId + ".lock"), f"{os.getpid()} {queueModule._TOKEN}\n".encode())
+
+    def test_markerLinkFails(self) -> None:
+        """
+        Any other error of the link is the caller's.
+        """
+        self.queue.add(makeEntry("A"), MESSAGE)
+        queue = Queue(self.directory, ScriptedFileSystem(failOp="link", failErrno=errno.EIO), clock=self.clock)
+        self.assertRaises(OSError, queue.markInFlight, "A")
+        self.assertFalse(self.queue.inFlight("A"))
+
     def test_markerWriteFails(self) -> None:
         """
         A marker that cannot be written is not left behind.
@@ -811,8 +925,8 @@ class GroupSyncTests(QueueTestCase):
 
     def test_addOrder(self) -> None:
         """
-        Both files are written without an fsync each and renamed into
-        place, the message first; then one sync.
+        Both files are written without an fsync each, the message in
+        place, and the envelope renamed into place; then one sync.
         """
         fs = ScriptedFileSystem(canSyncFilesystem=True)
         os.makedirs(self.path("tmp"))
@@ -821,11 +935,13 @@ class GroupSyncTests(QueueTestCase):
         queue = Queue(self.directory, fs, clock=self.clock, groupSync=group)
         queue.add(makeEntry(), MESSAGE)
         steps = [
-            (op, os.path.basename(subject or "").split(".")[1] if op == "rename" else "")
+            (op, os.path.basename(subject or "").split(".")[1] if op in ("openExclusive", "renameNoReplace") else "")
             for (op, _), subject in zip(fs.calls, fs.subjects)
-            if op in ("fsync", "rename", "fsyncDirectory", "syncfs")
+            if op in ("openExclusive", "fsync", "rename", "renameNoReplace", "fsyncDirectory", "syncfs")
         ]
-        self.assertEqual(steps, [("rename", "msg"), ("rename", "env"), ("syncfs", "")])
+        self.assertEqual(
+            steps, [("openExclusive", "msg"), ("openExclusive", "env"), ("renameNoReplace", "env"), ("syncfs", "")]
+        )
         self.assertEqual(queue.get(makeEntry().id), evolve(makeEntry(), size=len(MESSAGE)))
 
     def test_syncFailureTakesBack(self) -> None:

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.relay import queue as relayQueue
-from mailhub.relay.queue import GroupSync, Queue
+from mailhub.relay.queue import OWNER_PREFIX, GroupSync, Queue
 from mailhub.relay.writer import QueueWriter, _Add, _Remove
 from tests.relay.test_queue import MESSAGE, QueueTestCase, makeEntry
 from tests.test_fs import ScriptedFileSystem
@@ -85,16 +85,23 @@ class RoundTests(WriterTestCase):
         self.assertEqual(self.queue.get("B"), evolve(makeEntry("B", **FRESH), size=len(MESSAGE)))
         self.assertEqual(self.group.syncs, 1)
         self.assertEqual(writer.syncs, 1)
-        # The order of steps: every file renamed into place, each message
-        # before its envelope, then the one sync.
+        # The order of steps: each message written in place before its
+        # envelope is renamed into place, then the one sync.
         steps = [
-            (op, os.path.basename(s or "")[:5] if op == "rename" else "")
+            (op, os.path.basename(s or "")[:5] if op != "syncfs" else "")
             for (op, _), s in zip(self.fs.calls, self.fs.subjects)
-            if op in ("rename", "syncfs")
+            if op in ("rename", "renameNoReplace", "syncfs")
+            or (op == "openExclusive" and (s or "").endswith(".msg"))
         ]
         self.assertEqual(
             steps,
-            [("rename", "A.msg"), ("rename", "A.env"), ("rename", "B.msg"), ("rename", "B.env"), ("syncfs", "")],
+            [
+                ("openExclusive", "A.msg"),
+                ("renameNoReplace", "A.env"),
+                ("openExclusive", "B.msg"),
+                ("renameNoReplace", "B.env"),
+                ("syncfs", ""),
+            ],
         )
 
     def test_oneFailureAlone(self) -> None:
@@ -122,7 +129,7 @@ class RoundTests(WriterTestCase):
         self.assertEqual([job for job, _ in results], [a, b])
         self.assertTrue(all(isinstance(e, OSError) for _, e in results))
         self.assertEqual(self.listing(), ["tmp"])
-        self.assertEqual(self.listing("tmp"), [])
+        self.assertEqual([n for n in self.listing("tmp") if not n.startswith(OWNER_PREFIX)], [])
 
     def test_crashBeforeSync(self) -> None:
         """
