@@ -25,6 +25,7 @@ L{RoutingError} that says whether retrying can help:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random as _randomModule
 from typing import Any, Callable, Iterable, Sequence
@@ -91,12 +92,20 @@ def normalizeName(name: str | bytes) -> str:
     return name.strip().rstrip(".").lower()
 
 
-def _isAddress(text: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _canonicalAddress(text: str) -> str | None:
+    """
+    An IP address literal in its canonical text, or C{None} if C{text} is
+    none (remembered: the same few hosts come up for every message).
+    """
     try:
-        ipaddress.ip_address(text)
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _isAddress(text: str) -> bool:
+    return _canonicalAddress(text) is not None
 
 
 def _transient(what: str, failure: Failure) -> RoutingError:
@@ -247,8 +256,9 @@ async def resolveHost(resolver: IResolver, host: str) -> list[str]:
         lookup failed other than with NXDOMAIN.
     """
     literal = host.strip().removeprefix("[").removesuffix("]")
-    if _isAddress(literal):
-        return [str(ipaddress.ip_address(literal))]
+    canonical = _canonicalAddress(literal)
+    if canonical is not None:
+        return [canonical]
     host = normalizeName(host)
     addresses, failures = await _addresses(resolver, host)
     if not addresses and failures:
@@ -380,10 +390,8 @@ class MXResolver:
 
 def _normaliseLocal(name: str) -> str:
     literal = name.strip().removeprefix("[").removesuffix("]")
-    try:
-        return str(ipaddress.ip_address(literal))
-    except ValueError:
-        return normalizeName(name)
+    canonical = _canonicalAddress(literal)
+    return canonical if canonical is not None else normalizeName(name)
 
 
 def _parseServer(text: str) -> tuple[str, int]:

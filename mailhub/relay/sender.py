@@ -378,10 +378,13 @@ class _DotStuffer:
             self._heldCR = True
         if not chunk:
             return b""
-        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if chunk.count(b"\n") != chunk.count(b"\r\n"):
+            # A bare LF (never in what our server queued) becomes CRLF.
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         if self._atLineStart and chunk.startswith(b"."):
             chunk = b"." + chunk
-        chunk = chunk.replace(b"\r\n.", b"\r\n..")
+        if b"\r\n." in chunk:
+            chunk = chunk.replace(b"\r\n.", b"\r\n..")
         self._atLineStart = chunk.endswith(b"\r\n")
         return chunk
 

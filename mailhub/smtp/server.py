@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import functools
 import re
 from typing import Any, Callable
 
@@ -59,6 +60,31 @@ COMMAND, DATA, AUTH, CLOSED = "command", "data", "auth", "closed"
 MAX_PENDING_INPUT = 256 * 1024
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+@functools.lru_cache(maxsize=8)
+def _longLine(lineLength: int) -> re.Pattern[bytes]:
+    """
+    Finds a line of text longer than C{lineLength} octets without its
+    CRLF: a run of more than C{lineLength + 1} octets without LF (the CR
+    before the LF is part of the run).
+    """
+    return re.compile(rb"[^\n]{%d}" % (lineLength + 2))
+
+
+_dateCache: tuple[int, str] = (-1, "")
+
+
+def _rfc5322Date(seconds: float) -> str:
+    """
+    C{seconds} as an RFC 5322 date in UTC, made once per second.
+    """
+    global _dateCache
+    whole = int(seconds)
+    if _dateCache[0] != whole:
+        when = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc)
+        _dateCache = (whole, email.utils.format_datetime(when))
+    return _dateCache[1]
 _PARAM = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?\Z")
 _HTTP_VERBS = frozenset({b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS"})
 
@@ -470,8 +496,7 @@ class ESMTPServer(smtp.ESMTP):
             lines.append(f"\tfor <{self._recipients[0][0]}>;")
         else:
             lines[-1] += ";"
-        when = datetime.datetime.fromtimestamp(self.factory.clock.seconds(), datetime.timezone.utc)
-        lines.append("\t" + email.utils.format_datetime(when))
+        lines.append("\t" + _rfc5322Date(self.factory.clock.seconds()))
         return "\r\n".join(lines).encode("ascii", "replace") + b"\r\n"
 
     def do_RSET(self, arg: str) -> None:
@@ -632,7 +657,7 @@ class ESMTPServer(smtp.ESMTP):
         if self._dataError is not None:
             return
         limits = self.factory.limits
-        if len(text) > limits.lineLength + 2 and max(map(len, text.split(b"\n"))) > limits.lineLength + 1:
+        if len(text) > limits.lineLength + 2 and _longLine(limits.lineLength).search(text) is not None:
             self._dataFailed(R.LINE_TOO_LONG)
             return
         # RFC 5321 §4.5.2: remove the leading dot of every line.

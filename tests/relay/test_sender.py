@@ -116,6 +116,10 @@ class DotStufferTests(SynchronousTestCase):
         self.assertEqual(self.stuff(b"x\n.\ny"), b"x\r\n..\r\ny\r\n.\r\n")
         self.assertEqual(self.stuff(b"x\r"), b"x\r\n.\r\n")
         self.assertEqual(self.stuff(), b".\r\n")
+        # Clean CRLF text passes as it is; a bare LF anywhere in a chunk
+        # of CRLF lines is still made CRLF.
+        self.assertEqual(self.stuff(b"a\r\nb\r\n"), b"a\r\nb\r\n.\r\n")
+        self.assertEqual(self.stuff(b"a\r\nb\nc\r\n"), b"a\r\nb\r\nc\r\n.\r\n")
 
 
 # Unit tests: a scripted server.

@@ -663,6 +663,18 @@ class FramingTests(ServerTestsMixin, SynchronousTestCase):
         self.assertEqual(self.codes(b"\r\n.\r\n"), ["500"])
         self.assertEqual(os.listdir(self.spoolDir), [])
 
+    def test_lineLengthBoundary(self) -> None:
+        """
+        Among other lines, a line of exactly the limit (without its CRLF)
+        is accepted, one octet more is refused, wherever it is.
+        """
+        self.greet()
+        short = b"s" * 70 + b"\r\n"
+        exact = short * 3 + b"e" * 1000 + b"\r\n" + short * 3
+        self.assertEqual(self.transaction(exact + b".\r\n")[-1], "250")
+        for over in (b"o" * 1001 + b"\r\n" + short, short * 3 + b"o" * 1001 + b"\r\n"):
+            self.assertEqual(self.transaction(over + b".\r\n")[-1], "500")
+
     def test_lineUnderLimitAccepted(self) -> None:
         """
         A line longer than RFC 5321's 998 but under the limit is accepted.
