@@ -25,7 +25,7 @@ from mailhub.directory import Resolution
 from mailhub.envelope import Envelope, Session
 from mailhub.errors import DeliveryError
 from mailhub.smtp.delivery import IMailDelivery
-from mailhub.smtp.server import ESMTPServer, SMTPFactory
+from mailhub.smtp.server import ESMTPServer, SMTPFactory, _hasLongLine
 from mailhub.spool import Spool
 
 
@@ -674,6 +674,19 @@ class FramingTests(ServerTestsMixin, SynchronousTestCase):
         self.assertEqual(self.transaction(exact + b".\r\n")[-1], "250")
         for over in (b"o" * 1001 + b"\r\n" + short, short * 3 + b"o" * 1001 + b"\r\n"):
             self.assertEqual(self.transaction(over + b".\r\n")[-1], "500")
+
+    @given(
+        st.integers(min_value=1, max_value=60),
+        st.lists(st.integers(min_value=0, max_value=130), max_size=12),
+        st.booleans(),
+    )
+    def test_hasLongLine(self, lineLength: int, lengths: list[int], lastEnds: bool) -> None:
+        """
+        The long-line check says what splitting the text into lines says.
+        """
+        text = b"\n".join(b"x" * n for n in lengths) + (b"\n" if lastEnds else b"")
+        expected = max(map(len, text.split(b"\n"))) > lineLength + 1
+        self.assertEqual(_hasLongLine(text, lineLength), expected)
 
     def test_lineUnderLimitAccepted(self) -> None:
         """
