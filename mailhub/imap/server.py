@@ -1482,12 +1482,11 @@ class IMAP4Server(imap4.IMAP4Server):
             self._reply(tagBytes, "BAD", "Missing command")
             return
         verb, args = tokens[1].upper(), tokens[2:]
-        uid = False
         if verb == "UID":
             if not args or not isinstance(args[0], Atom) or args[0].upper() not in _UID_COMMANDS:
                 self._reply(tagBytes, "BAD", "Unknown UID command")
                 return
-            verb, args, uid = "UID " + args[0].upper(), args[1:], True
+            verb, args = "UID " + args[0].upper(), args[1:]
         entry = _COMMANDS.get(verb)
         if entry is None:
             self._reply(tagBytes, "BAD", "Unknown command")

@@ -546,7 +546,7 @@ class FolderTests(IMAPTestCase):
             check(client.append("INBOX", "(\\Seen)", None, message("seen")))
             inbox = parseValues(check(client.status("INBOX", "(MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN)"))[0])
             sent = parseValues(check(client.status("Sent", "(MESSAGES UIDNEXT UNSEEN)"))[0])
-            select = check(client.select("INBOX"))
+            check(client.select("INBOX"))
             validity = client.response("UIDVALIDITY")[1]
             return inbox, sent, validity, failure(client.status, "Nowhere", "(MESSAGES)"), failure(client.status, "INBOX", "(SIZE-OF-ALL)")
 

@@ -20,7 +20,6 @@ from mailhub.imap.mailbox import (
     MailboxInfo,
     MaildirAccount,
     MaildirIMAPMailbox,
-    MaildirMessage,
     parseInternalDate,
 )
 from mailhub.imap import mailbox as mailboxModule

@@ -37,7 +37,7 @@ from zope.interface.verify import verifyObject
 from mailhub.imap import server as S
 from mailhub.imap.server import IMAP4Server, IMAPFactory
 from mailhub.tls import ensureCertificate, serverContextFactory
-from tests.imap.fakes import FakeAccount, FakeInfo, FakeMailbox, FakeMessage, FakeRealm, makePortal
+from tests.imap.fakes import FakeAccount, FakeInfo, FakeMailbox, FakeMessage, makePortal
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 

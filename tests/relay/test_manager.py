@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.relay.manager import RelayManager
 from mailhub.relay.policy import RetryPolicy
-from mailhub.relay.values import FAILED, PENDING, SENT, Outcome, QueuedRecipient, QueueEntry
+from mailhub.relay.values import PENDING, Outcome, QueuedRecipient, QueueEntry
 
 MINUTE = 60.0
 HOUR = 3600.0

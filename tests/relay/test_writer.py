@@ -8,14 +8,11 @@ from __future__ import annotations
 import errno
 import os
 import queue as queueModule
-import threading
 from typing import Any, Callable
 
 from attrs import evolve
 from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.relay import queue as relayQueue
 from mailhub.relay.queue import OWNER_PREFIX, GroupSync, Queue

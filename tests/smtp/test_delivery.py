@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mailhub.address import Address, parsePath
+from mailhub.address import parsePath
 from mailhub.config import Limits
 from mailhub.directory import Directory, MaildirMailboxes
 from mailhub.envelope import Envelope, Session
