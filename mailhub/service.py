@@ -25,7 +25,8 @@ from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from mailhub import __version__, tls
 from mailhub.config import Config
@@ -173,6 +174,10 @@ class MailhubService(MultiService):
     #: tells C{mailhub queue flush} whom to signal.
     controlBySignal = False
 
+    #: Under twistd: the log observer to give its application (see
+    #: L{setServiceParent}), or C{None} to leave twistd's own.
+    logObserver: Any = None
+
     manager: Any = None
 
     def privilegedStartService(self) -> None:
@@ -214,6 +219,18 @@ class MailhubService(MultiService):
         for domain in self.config.domains:
             if f"postmaster@{domain}" not in self.config.aliases:
                 ensureMaildir(fs, os.path.join(self.paths.mail, domain, "postmaster"))
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is twistd's application, which has no log
+        observer of its own yet, give it L{logObserver}: twistd starts
+        logging after it has made the service, with the application's
+        observer if it has one (L{mailhub.logtext}).
+        """
+        if self.logObserver is not None and isinstance(parent, Componentized):
+            if parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
 
     def stopService(self) -> Deferred[None]:
         """

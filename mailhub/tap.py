@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from mailhub import config as configuration
 from mailhub.errors import ConfigError
+from mailhub.logtext import observerForTwistd
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
@@ -64,4 +65,7 @@ def makeService(options: Any) -> IService:
         raise SystemExit(1)
     service.exitOnListenError = True
     service.controlBySignal = True
+    # The same log lines as twistd's, faster, where twistd would write them
+    # to standard output.
+    service.logObserver = observerForTwistd(getattr(options, "parent", None))
     return service
