@@ -1017,6 +1017,16 @@ class Queue:
                         raise
                     self._linkMarkers = False
                     break
+        return self._createHolderFile(path)
+
+    def _createHolderFile(self, path: str) -> bool:
+        """
+        Create C{path} exclusively, holding C{"PID TOKEN"} of this process
+        (who holds a marker).
+
+        @return: C{False} if it exists.  On a failure nothing of it is
+            left.
+        """
         try:
             fd = self._fs.openExclusive(path)
         except FileExistsError:
@@ -1040,19 +1050,8 @@ class Queue:
             return self._owner[1]
         self._prepare()
         path = os.path.join(self._tmp, f"{OWNER_PREFIX}{pid}.{_TOKEN}")
-        try:
-            fd = self._fs.openExclusive(path)
-        except FileExistsError:
-            pass  # another Queue object of this process made it
-        else:
-            try:
-                try:
-                    self._fs.write(fd, f"{pid} {_TOKEN}\n".encode("ascii"))
-                finally:
-                    self._fs.close(fd)
-            except BaseException:
-                self._unlinkQuietly(path)
-                raise
+        # Made already if another Queue object of this process made it.
+        self._createHolderFile(path)
         self._owner = (pid, path)
         return path
 
