@@ -154,6 +154,7 @@ TOP_FOLLOWS = Reply(True, "Top of message follows")
 MARKED_DELETED = Reply(True, "Message {number} deleted")
 RESET = Reply(True, "Reset")
 READ_FAILED = Reply(False, "Message cannot be read, try again later", "SYS/TEMP")
+MESSAGE_GONE = Reply(False, "Message {number} was removed by another session")
 COMMIT_FAILED = Reply(False, "Some deleted messages not removed, try again later", "SYS/TEMP")
 
 # Errors of the client
@@ -879,6 +880,14 @@ class POP3Server(pop3.POP3):
         try:
             source = mbox.getMessage(index)
             d = self._send(head, _messageChunks(source, _Encoder(bodyLines)))
+        except FileNotFoundError:
+            # An IMAP session (or another program) expunged it since this
+            # session's listing: nothing is wrong with the server.
+            self.log.warn(
+                "message {number} of {user} was removed by another session", number=index + 1, user=self._loggedIn
+            )
+            self.reply(MESSAGE_GONE.format(number=index + 1))
+            return None
         except OSError:
             self.log.failure("cannot read message {number} of {user}", number=index + 1, user=self._loggedIn)
             self.reply(READ_FAILED)

@@ -21,6 +21,7 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import LoginDenied
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.address import IPv4Address
+from twisted.logger import capturedLogs, formatEvent
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IPullProducer, ITLSTransport
 from twisted.internet.task import Clock
@@ -731,13 +732,29 @@ class TransactionTests(ServerTestsMixin, SynchronousTestCase):
         """
         Regression: when C{getMessage} fails (here: another client removed
         the message since login) Twisted sends no reply at all and the
-        client waits for ever.  It is C{-ERR [SYS/TEMP]}, and the session
-        goes on.
+        client waits for ever.  It is C{-ERR}, saying so, with a log line
+        (no traceback), and the session goes on.
         """
         os.unlink(os.path.join(self.maildir, "new", self.names[0]))
+        with capturedLogs() as events:
+            self.assertEqual(self.send(b"RETR 2\r\n"), ["-ERR Message 2 was removed by another session"])
+            self.assertEqual(self.send(b"TOP 2 0\r\n"), ["-ERR Message 2 was removed by another session"])
+        self.assertEqual(self.send(b"NOOP\r\n"), ["+OK"])
+        self.assertEqual([e.get("log_failure") for e in events], [None, None])
+        self.assertIn("removed by another session", formatEvent(events[0]))
+
+    def test_unreadableMessage(self) -> None:
+        """
+        A message that cannot be read for any other reason is
+        C{-ERR [SYS/TEMP]}, logged with its traceback.
+        """
+        def denied(path: str) -> int:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+        self.patch(self.server.mbox._fs, "openRead", denied)
         self.assertEqual(self.send(b"RETR 2\r\n"), ["-ERR [SYS/TEMP] Message cannot be read, try again later"])
         self.assertEqual(self.send(b"NOOP\r\n"), ["+OK"])
-        self.flushLoggedErrors(FileNotFoundError)
+        self.assertEqual(len(self.flushLoggedErrors(PermissionError)), 1)
 
     def test_pipelined(self) -> None:
         """
