@@ -155,9 +155,12 @@ class RelayManager(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._loading = self.runBlocking(self.queue.scan)
+        self._loading = self.runBlocking(self._readForFlush)
 
-        def loaded(pairs: list[tuple[float, str]]) -> None:
+        def loaded(result: tuple[bool, list[tuple[float, str]]]) -> None:
+            # A flush request left while no server ran has been honoured
+            # already: the entries are due at their recorded times.
+            _, pairs = result
             self._loading = None
             for when, queueId in pairs:
                 self._push(when, queueId)
@@ -257,23 +260,45 @@ class RelayManager(Service):
 
     def flush(self) -> Deferred[None]:
         """
-        Make every deferred entry due now (C{SIGUSR1}, C{mailhub queue
-        flush}): the queue is re-read, since the command may have changed
-        entries on disk.
-        """
-        d = self.runBlocking(self.queue.scan)
+        Look at the queue again (C{SIGUSR1}): it is re-read, since a
+        command may have changed entries on disk.  After C{mailhub queue
+        flush [ID]}, which rewrote the next attempt of the entries it
+        flushed and left a request saying so (L{Queue.requestFlush}), each
+        entry is due at its recorded time: only those it flushed are due
+        now.  A bare signal makes every entry due now.
 
-        def rescanned(pairs: list[tuple[float, str]]) -> None:
+        Entries scheduled meanwhile (a new entry accepted while the queue
+        was read, one whose attempt just ended) keep their place, or take
+        the earlier time of the two.
+        """
+        d = self.runBlocking(self._readForFlush)
+
+        def rescanned(result: tuple[bool, list[tuple[float, str]]]) -> None:
+            recorded, pairs = result
             now = self.clock.seconds()
-            self._due = []
-            self._queued = set()
-            for _, queueId in pairs:
-                if queueId not in self._inFlight:
-                    self._push(now, queueId)
-            self.log.info("relay queue flushed: {count} entries due", count=len(self._due))
+            times = {queueId: when for when, queueId in self._due}
+            for when, queueId in pairs:
+                if queueId in self._inFlight:
+                    continue
+                when = min(when, now) if not recorded else when
+                times[queueId] = min(when, times.get(queueId, when))
+            self._due = [(when, queueId) for queueId, when in times.items()]
+            heapq.heapify(self._due)
+            self._queued = set(times)
+            due = sum(1 for when in times.values() if when <= now)
+            self.log.info("relay queue flushed: {count} entries due", count=due)
             self._schedule()
 
         return d.addCallback(rescanned)
+
+    def _readForFlush(self) -> tuple[bool, list[tuple[float, str]]]:
+        """
+        Take the command's flush request, if any, then read the queue (in
+        that order: a request made after it was taken comes with a signal
+        of its own).
+        """
+        recorded = self.queue.takeFlushRequest()
+        return recorded, self.queue.scan()
 
     def _push(self, when: float, queueId: str) -> None:
         if queueId in self._queued or queueId in self._inFlight:

@@ -109,6 +109,10 @@ MAX_ENVELOPE = 16 * 1024 * 1024
 #: The pid file the running server writes in the data directory.
 PID_FILE = "mailhub.pid"
 
+#: The request C{mailhub queue flush} leaves for the server with its
+#: signal (L{Queue.requestFlush}).
+FLUSH_REQUEST = "flush.request"
+
 #: How an owner file's name starts (C{tmp/owner.PID.TOKEN}, see
 #: L{Queue.markInFlight}).
 OWNER_PREFIX = "owner."
@@ -1133,7 +1137,30 @@ class Queue:
                 due.append(candidate)
             finally:
                 self.clearInFlight(candidate)
+        self._leaveFlushRequest()
         return Flushed(tuple(due), tuple(busy))
+
+    def _leaveFlushRequest(self) -> None:
+        """
+        Tell the server that the next attempts on disk say what to flush
+        (C{DATA/queue/flush.request}; L{takeFlushRequest}), so that its
+        C{SIGUSR1} makes only those entries due.
+        """
+        self._prepare()
+        with open(os.path.join(self.directory, FLUSH_REQUEST), "w") as f:
+            f.write("due at the recorded next attempt\n")
+
+    def takeFlushRequest(self) -> bool:
+        """
+        Take (remove) the request L{requestFlush} leaves.
+
+        @return: whether there was one.
+        """
+        try:
+            self._fs.unlink(os.path.join(self.directory, FLUSH_REQUEST))
+        except FileNotFoundError:
+            return False
+        return True
 
 
 def _age(dirent: os.DirEntry[str], now: float) -> float:

@@ -44,6 +44,12 @@ class MemoryQueue:
     def scan(self) -> list[tuple[float, str]]:
         return [(e.nextAttempt, e.id) for e in self.entries.values()]
 
+    flushRequested = False
+
+    def takeFlushRequest(self) -> bool:
+        requested, self.flushRequested = self.flushRequested, False
+        return requested
+
     def get(self, queueId: str) -> QueueEntry | None:
         return self.entries.get(queueId)
 
@@ -330,6 +336,55 @@ class ManagerTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.sender.calls), 2)
         self.assertEqual(self.queue.entries, {})
+
+    def test_flushRecorded(self) -> None:
+        """
+        After C{mailhub queue flush ID} (the next attempt of that entry
+        rewritten on disk, and its request left), only that entry is due
+        now; the others keep their times.
+        """
+        self.start()
+        self.sender.script["a.test"] = [TEMP, OK]
+        self.sender.script["b.test"] = [TEMP, OK]
+        self.manager.enqueued(self.entry("Q1", "u@a.test"))
+        self.manager.enqueued(self.entry("Q2", "u@b.test"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 2)
+        self.queue.entries["Q1"] = evolve(self.queue.entries["Q1"], nextAttempt=0.0)
+        self.queue.flushRequested = True
+        self.successResultOf(self.manager.flush())
+        self.clock.advance(0)
+        self.assertEqual([domain for _, domain, _ in self.sender.calls], ["a.test", "b.test", "a.test"])
+        self.assertEqual(sorted(self.queue.entries), ["Q2"])
+        self.assertFalse(self.queue.flushRequested)
+        # Q2 is still tried at its own time.
+        self.clock.advance(self.queue.entries["Q2"].nextAttempt - self.clock.seconds())
+        self.assertEqual(len(self.sender.calls), 4)
+
+    def test_flushKeepsWhatCameMeanwhile(self) -> None:
+        """
+        A new entry accepted while the flush reads the queue, waiting for
+        a free slot, stays scheduled (and its first attempt comes).
+        """
+        self.manager = self.makeManager(concurrency=1)
+        self.start()
+        self.sender.hold = True
+        self.manager.enqueued(self.entry("Q1", "u@a.test"))
+        self.clock.advance(0)
+        scan = self.queue.scan
+
+        def scanWhileMailArrives() -> list[tuple[float, str]]:
+            pairs = scan()
+            self.manager.enqueued(self.entry("Q2", "u@b.test"))
+            return pairs
+
+        self.queue.scan = scanWhileMailArrives  # type: ignore[method-assign]
+        self.successResultOf(self.manager.flush())
+        self.queue.scan = scan  # type: ignore[method-assign]
+        self.assertEqual(len(self.sender.calls), 1)
+        self.sender.held[0].callback({"u@a.test": OK})
+        self.clock.advance(0)
+        self.assertEqual([domain for _, domain, _ in self.sender.calls], ["a.test", "b.test"])
 
     def test_stopLeavesNothingScheduled(self) -> None:
         """

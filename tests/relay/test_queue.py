@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.relay import queue as queueModule
 from mailhub.relay.queue import (
+    FLUSH_REQUEST,
     LEFTOVER_AGE,
     OWNER_PREFIX,
     Flushed,
@@ -866,6 +867,21 @@ class FlushTests(QueueTestCase):
         self.assertEqual(self.queue.get("A"), makeEntry("A"))
         self.assertEqual(self.queue.get("B").nextAttempt, 0.0)  # type: ignore[union-attr]
         self.assertRaises(NoSuchEntry, self.queue.requestFlush, "Z")
+
+    def test_request(self) -> None:
+        """
+        A flush leaves its request for the server, which takes it once;
+        the request is no entry and the scan leaves it alone.
+        """
+        self.assertFalse(self.queue.takeFlushRequest())
+        self.queue.add(makeEntry("A"), MESSAGE)
+        self.queue.requestFlush("A")
+        self.assertIn(FLUSH_REQUEST, self.listing())
+        self.assertEqual(self.queue.scan(), [(0.0, "A")])
+        self.assertIn(FLUSH_REQUEST, self.listing())
+        self.assertTrue(self.queue.takeFlushRequest())
+        self.assertFalse(self.queue.takeFlushRequest())
+        self.assertNotIn(FLUSH_REQUEST, self.listing())
 
 
 class SignalTests(SynchronousTestCase):
