@@ -58,6 +58,7 @@ _REPLY = re.compile(r"([2-5])[0-5][0-9](?:[ -]|$)")
 # ... at the start of a response, or after a note ending in ": ".
 _REPLY_IN = re.compile(r"(?:^|:\s+)([2-5][0-5][0-9](?:[ -].*)?)$", re.DOTALL)
 # ... and RFC 2034 §4 / RFC 3463 §2: class.subject.detail after it.
+_LOCAL_STATUS = re.compile(r"(?:^|:\s+)([45]\.[0-9]{1,3}\.[0-9]{1,3})(?:\s|$)")
 _ENHANCED = re.compile(r"[2-5][0-5][0-9][ -]([45]\.[0-9]{1,3}\.[0-9]{1,3})(?:\s|$)")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*|\[[A-Za-z0-9.:\-]+\]")
@@ -343,18 +344,26 @@ def recipientStatus(response: str, action: str) -> str:
     The RFC 3463 status code of a recipient for its report: the enhanced
     code of its SMTP reply (L{remoteReply}) if it has one
     (C{"550 5.1.1 ..."}), else the class of the reply code (C{"550 ..."}
-    gives C{"5.0.0"}), else the default of C{action} (L{DEFAULT_STATUS}).
+    gives C{"5.0.0"}), else the enhanced code our own reason starts with
+    (C{"5.1.10 ... has a null MX"}), else the default of C{action}
+    (L{DEFAULT_STATUS}).
 
     @param response: the recipient's last response.
     @param action: C{"failed"} or C{"delayed"}.
     """
-    response = remoteReply(response)
-    enhanced = _ENHANCED.match(response)
+    remote = remoteReply(response)
+    enhanced = _ENHANCED.match(remote)
     if enhanced is not None:
         return enhanced.group(1)
-    reply = _REPLY.match(response)
+    reply = _REPLY.match(remote)
     if reply is not None and reply.group(1) in "45":
         return f"{reply.group(1)}.0.0"
+    # Our own reason for a failure no remote answered (no such domain, a
+    # null MX, a route back to us): it starts with its enhanced code
+    # (L{mailhub.relay.manager.describe}).
+    local = _LOCAL_STATUS.search(response.strip())
+    if local is not None:
+        return local.group(1)
     return DEFAULT_STATUS[action]
 
 
