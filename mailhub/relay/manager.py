@@ -37,7 +37,7 @@ from typing import Any, Awaitable, Callable
 
 from attrs import evolve
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -500,10 +500,19 @@ class RelayManager(Service):
         return entry
 
     async def _sendAll(self, entry: QueueEntry, path: str) -> dict[str, Outcome]:
+        """
+        One transaction per domain, at once.  When one ends with
+        recipients accepted while others are still going, they are
+        recorded as sent before waiting for the rest: a crash meanwhile
+        does not send them again (the window between a remote's C{250}
+        and its record stays one transaction long).
+        """
         byDomain: dict[str, list[str]] = {}
         for recipient in entry.pending:
             byDomain.setdefault(recipient.domain, []).append(recipient.address)
         results: dict[str, Outcome] = {}
+        total = len(entry.pending)
+        progress = _Progress(entry)
 
         async def one(domain: str, addresses: list[str]) -> None:
             semaphore = self._domains.setdefault(domain, DeferredSemaphore(self.perDomain))
@@ -523,11 +532,34 @@ class RelayManager(Service):
                 if not semaphore.waiting and semaphore.tokens == semaphore.limit:
                     self._domains.pop(domain, None)
             results.update(outcomes)
+            sent = {a: o for a, o in outcomes.items() if self.policy.classify(o) == "sent"}
+            if sent and len(results) < total:
+                await self._recordSent(progress, sent)
 
         await DeferredList(
             [Deferred.fromCoroutine(one(d, a)) for d, a in byDomain.items()], consumeErrors=True
         )
         return results
+
+    async def _recordSent(self, progress: "_Progress", sent: dict[str, Outcome]) -> None:
+        """
+        Record recipients as sent while the attempt goes on (under the
+        entry's marker, which the attempt holds); the writes of one
+        attempt are made one after another, each of everything known.
+        """
+        for address, outcome in sent.items():
+            recipient = next(r for r in progress.entry.recipients if r.address == address)
+            progress.entry = progress.entry.withRecipient(
+                evolve(recipient, state=SENT, response=describe(outcome), remoteMTA=outcome.remoteMTA)
+            )
+        await progress.lock.acquire()
+        try:
+            await self.runBlocking(self.queue.update, progress.entry)
+        except Exception:
+            # The final record of the attempt says it all again.
+            self.log.failure("recording the recipients sent so far of id={id} failed", id=progress.entry.id)
+        finally:
+            progress.lock.release()
 
     async def _report(self, entry: QueueEntry, recipients: list[QueuedRecipient], action: str) -> None:
         try:
@@ -554,6 +586,16 @@ class RelayManager(Service):
             self.log.info(
                 "report id={id} action={action} to=<{to}>", id=entry.id, action=action, to=entry.sender
             )
+
+
+class _Progress:
+    """
+    What one attempt has recorded so far (L{RelayManager._recordSent}).
+    """
+
+    def __init__(self, entry: QueueEntry) -> None:
+        self.entry = entry
+        self.lock = DeferredLock()
 
 
 def _asDeferred(result: Any) -> Deferred[Any]:

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.relay.manager import RelayManager
 from mailhub.relay.policy import RetryPolicy
-from mailhub.relay.values import PENDING, Outcome, QueuedRecipient, QueueEntry
+from mailhub.relay.values import PENDING, SENT, Outcome, QueuedRecipient, QueueEntry
 
 MINUTE = 60.0
 HOUR = 3600.0
@@ -90,10 +90,12 @@ class ScriptedSender:
         self.clock: Clock | None = None
         self.held: list[Deferred[Any]] = []
         self.hold = False
+        #: Domains whose answers are held (as C{hold} for all).
+        self.holdDomains: set[str] = set()
 
     def deliver(self, domain, route, sender, recipients, messagePath, size, queueId=""):
         self.calls.append((self.clock.seconds(), domain, tuple(recipients)))
-        if self.hold:
+        if self.hold or domain in self.holdDomains:
             d: Deferred[Any] = Deferred()
             self.held.append(d)
             return d
@@ -235,6 +237,42 @@ class ManagerTests(SynchronousTestCase):
             sorted((d, r) for _, d, r in self.sender.calls),
             [("other.test", ("c@other.test",)), ("remote.test", ("a@remote.test", "b@remote.test"))],
         )
+
+    def test_sentRecordedWhileOthersGoOn(self) -> None:
+        """
+        Recipients one domain accepted are recorded as sent while another
+        domain's transaction is still going: a crash then (a new manager
+        over the queue as it is on disk) sends only to the others.
+        """
+        self.start()
+        self.sender.script["a.test"] = [OK]
+        self.sender.holdDomains.add("b.test")
+        self.manager.enqueued(self.entry("Q1", "x@a.test", "y@b.test"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sender.calls), 2)
+        recorded = self.queue.entries["Q1"]
+        self.assertEqual([(r.address, r.state) for r in recorded.recipients], [("x@a.test", SENT), ("y@b.test", PENDING)])
+        self.assertEqual(recorded.recipients[0].response, "250 2.0.0 ok")
+        # The crash: nothing more of this attempt happens; its marker is
+        # stale.
+        self.queue.inFlight.clear()
+        self.sender.holdDomains.clear()
+        self.sender.script["b.test"] = [OK]
+        self.manager = self.makeManager()
+        self.start()
+        self.clock.advance(recorded.nextAttempt - self.clock.seconds())
+        self.assertEqual([d for _, d, _ in self.sender.calls], ["a.test", "b.test", "b.test"])
+        self.assertEqual(self.queue.entries, {})
+
+    def test_oneDomainNoExtraRecord(self) -> None:
+        """
+        A message to one domain is recorded once, at the end.
+        """
+        self.start()
+        self.sender.script["a.test"] = [TEMP]
+        self.manager.enqueued(self.entry("Q1", "x@a.test", "z@a.test"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.queue.updates), 2)  # the attempt, then its outcome
 
     def test_delayWarningThenBounceAtLifetime(self) -> None:
         """
