@@ -559,6 +559,7 @@ def _relay(
         sender=sender,
         policy=RetryPolicy(
             firstRetry=settings.firstRetry,
+            factor=settings.retryFactor,
             maxRetry=settings.maxRetry,
             delayWarning=settings.delayWarning,
             lifetime=settings.lifetime,

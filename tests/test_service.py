@@ -92,6 +92,25 @@ class ServiceTests(SynchronousTestCase):
             self.assertFalse(mx.isListening("127.0.0.1", port), port)
         self.assertTrue(mx.isLocal("mx.example.test", ["192.0.2.7"], 25))
 
+    def test_retryPolicy(self) -> None:
+        """
+        The relay's retry policy is the configured one, C{retry_factor}
+        included: 60 s, then 180 s, 540 s, capped at 1000 s.
+        """
+        service = makeService(
+            self.config(
+                relay={"first_retry": 60, "retry_factor": 3, "max_retry": 1000, "delay_warning": 0, "lifetime": 86400}
+            ),
+            self.reactor,
+            threaded=False,
+        )
+        policy = service.manager.policy
+        self.assertEqual(
+            (policy.firstRetry, policy.factor, policy.maxRetry, policy.delayWarning, policy.lifetime),
+            (60.0, 3.0, 1000.0, None, 86400.0),
+        )
+        self.assertEqual([policy.retryDelay(n) for n in range(1, 5)], [60.0, 180.0, 540.0, 1000.0])
+
     def test_imapLimits(self) -> None:
         """
         Both IMAP listeners take the configured per-user and per-peer
