@@ -125,8 +125,10 @@ class Relay:
     Relaying mail to other domains.
 
     @ivar firstRetry: seconds before the first retry.
-    @ivar maxRetry: the longest wait between tries (the delay doubles up
-        to it).
+    @ivar retryFactor: each wait is this many times the one before (2.0:
+        doubling; 1.0: always C{firstRetry}).
+    @ivar maxRetry: the longest wait between tries (the delay grows up to
+        it).
     @ivar delayWarning: seconds after which the sender is told the message
         is delayed, or C{None} for never.
     @ivar lifetime: seconds after which an undelivered message is bounced.
@@ -147,6 +149,7 @@ class Relay:
     """
 
     firstRetry: float = 300.0
+    retryFactor: float = 2.0
     maxRetry: float = 1800.0
     delayWarning: float | None = 4 * 3600.0
     lifetime: float = 5 * 86400.0
@@ -316,6 +319,14 @@ class _Reader:
             raise self.fail(key, f"must be more than 0 seconds, not {value}")
         return float(value)
 
+    def factor(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"must be a number, not {_kind(value)}")
+        if not math.isfinite(value) or value < 1:
+            # Less than 1 would shrink the waits; inf and nan are no factor.
+            raise self.fail(key, f"must be a finite number of at least 1, not {value}")
+        return float(value)
+
     def networks(self, value: Any, key: str) -> tuple[IPNetwork, ...]:
         result = []
         for i, text in enumerate(self.strings(value, key)):
@@ -425,7 +436,7 @@ class _Reader:
             value,
             key,
             (
-                "first_retry", "max_retry", "delay_warning", "lifetime", "concurrency",
+                "first_retry", "retry_factor", "max_retry", "delay_warning", "lifetime", "concurrency",
                 "per_domain", "tls", "verify_domains", "smarthost", "smarthost_tls",
                 "smarthost_user", "smarthost_password", "transport", "dns_servers",
             ),
@@ -443,6 +454,8 @@ class _Reader:
         ):
             if name in table:
                 kwargs[attribute] = self.seconds(table[name], f"{key}.{name}")
+        if "retry_factor" in table:
+            kwargs["retryFactor"] = self.factor(table["retry_factor"], f"{key}.retry_factor")
         if "delay_warning" in table:
             value = table["delay_warning"]
             kwargs["delayWarning"] = (

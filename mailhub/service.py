@@ -14,7 +14,7 @@ import datetime
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from attrs import evolve, frozen
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -46,7 +46,7 @@ from mailhub.maildir.names import QueueIds, UniqueNames
 from mailhub.fs import FileSystem
 from mailhub.relay.enqueue import Relay, ReportSender
 from mailhub.relay.manager import RelayManager
-from mailhub.relay.mx import LazyResolver, makeResolver
+from mailhub.relay.mx import LazyResolver, MXResolver, interfaceAddresses, makeResolver
 from mailhub.relay.policy import RetryPolicy
 from mailhub.relay.queue import GroupSync, Queue
 from mailhub.relay.sender import Route, SMTPSender, parseRoute
@@ -289,6 +289,24 @@ class MailhubService(MultiService):
         """
         return self.getServiceNamed(name).port
 
+    def boundAddresses(self, names: tuple[str, ...]) -> list[tuple[str, int]]:
+        """
+        The C{(address, port)} each bound listener of the kinds C{names}
+        (like C{"smtp"}, which covers C{"smtp-1"}) listens on; a listener
+        not bound yet, or not on TCP, has none.
+        """
+        found = []
+        for child in self:
+            if not isinstance(child, ListenerService) or child.port is None:
+                continue
+            if not any(child.name == n or child.name.startswith(f"{n}-") for n in names):
+                continue
+            host = child.port.getHost()
+            address, port = getattr(host, "host", None), getattr(host, "port", None)
+            if isinstance(address, str) and isinstance(port, int):
+                found.append((address, port))
+        return found
+
 
 def makeService(
     config: Config,
@@ -333,7 +351,10 @@ def makeService(
         # Work that grows with a mailbox or the queue: off the reactor.
         return _offThread(reactor, function, *args)
 
-    relay = _relay(config, reactor, paths, runBlocking, queueIds, directory, committer, names, threaded)
+    relay = _relay(
+        config, reactor, paths, runBlocking, queueIds, directory, committer, names, threaded,
+        listening=lambda: top.boundAddresses(SMTP_LISTENERS),
+    )
     if relay.writer is not None:
         # Stopped after the manager and the sessions that use it.
         WorkerService(relay.writer).setServiceParent(top)
@@ -449,6 +470,11 @@ RELAY_CONNECTION_CACHE_TIME = 2.0
 #: Threads beyond the relay's concurrency, for the sessions' queue writes.
 RELAY_THREADS_EXTRA = 16
 
+#: The listeners that take mail by SMTP: relaying to where one of them is
+#: bound is a loop (the MX ones above all; the submission ones would take
+#: the message back into the queue too, or refuse it for want of AUTH).
+SMTP_LISTENERS = ("smtp", "submission", "submissions")
+
 
 def _relay(
     config: Config,
@@ -460,10 +486,15 @@ def _relay(
     committer: Committer,
     names: UniqueNames,
     threaded: bool,
+    listening: Callable[[], Iterable[tuple[str, int]]] | None = None,
 ) -> Relay:
     """
     The relay: durable queue, MX delivery (or smarthost and transport
     routes), the manager, and the report sender for bounces.
+
+    @param listening: gives the C{(address, port)} pairs of our SMTP
+        listeners: with our host name, what is ourselves to the relay
+        (never relayed to: a loop, bounced with C{5.4.6}).
     """
     settings = config.relay
     fs = FileSystem()
@@ -505,6 +536,9 @@ def _relay(
 
     servers = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in settings.dnsServers]
     resolver = LazyResolver(lambda: makeResolver(servers or None))
+    mx = MXResolver(
+        resolver, [config.hostname], listening=listening, hostAddresses=interfaceAddresses()
+    )
     sender = SMTPSender(
         reactor,
         resolver,
@@ -514,6 +548,7 @@ def _relay(
         # Like Postfix's smtp_connection_cache_time_limit: a connection
         # waits this long for the next message to the same host.
         connectionCacheTime=RELAY_CONNECTION_CACHE_TIME,
+        mxResolver=mx,
     )
     def sendBounce(to: str, message: bytes) -> Deferred[None]:
         return Deferred.fromCoroutine(reports(to, message))
@@ -524,6 +559,7 @@ def _relay(
         sender=sender,
         policy=RetryPolicy(
             firstRetry=settings.firstRetry,
+            factor=settings.retryFactor,
             maxRetry=settings.maxRetry,
             delayWarning=settings.delayWarning,
             lifetime=settings.lifetime,

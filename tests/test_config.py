@@ -819,6 +819,7 @@ class RelayConfigTests(SynchronousTestCase):
 
         config = load(os.path.join(os.path.dirname(__file__), "..", "etc", "mailhub.toml"))
         self.assertEqual(config.relay.firstRetry, 300.0)
+        self.assertEqual(config.relay.retryFactor, 2.0)
         self.assertEqual(config.relay.delayWarning, 14400.0)
         self.assertEqual(config.relay.verifyDomains, ("example.com",))
         self.assertEqual(config.relay.transport, {"partner.example": "smtp:[192.0.2.25]:2525"})
@@ -844,3 +845,28 @@ class RelayConfigTests(SynchronousTestCase):
         ):
             error = self.assertRaises(ConfigError, fromDocument, document)
             self.assertEqual(error.key, key)
+
+    def test_retryFactor(self) -> None:
+        """
+        C{retry_factor} is a number of at least 1 (an integer or not), 2 by
+        default; anything else names the key and says what it must be.
+        """
+        from mailhub.config import Relay, fromDocument
+        from mailhub.errors import ConfigError
+
+        self.assertEqual(Relay().retryFactor, 2.0)
+        self.assertEqual(fromDocument({}).relay.retryFactor, 2.0)
+        for value, expected in ((1, 1.0), (1.0, 1.0), (1.5, 1.5), (3, 3.0)):
+            factor = fromDocument({"relay": {"retry_factor": value}}).relay.retryFactor
+            self.assertEqual((factor, type(factor)), (expected, float), value)
+        for value, problem in (
+            (0.5, "must be a finite number of at least 1, not 0.5"),
+            (0, "must be a finite number of at least 1, not 0"),
+            (-2, "must be a finite number of at least 1, not -2"),
+            (float("inf"), "must be a finite number of at least 1, not inf"),
+            (float("nan"), "must be a finite number of at least 1, not nan"),
+            (True, "must be a number, not a boolean"),
+            ("2", "must be a number, not a string"),
+        ):
+            error = self.assertRaises(ConfigError, fromDocument, {"relay": {"retry_factor": value}})
+            self.assertEqual((error.key, error.problem), ("relay.retry_factor", problem), value)

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.config import fromDocument
 from mailhub.errors import ConfigError
-from mailhub.service import ListenError, makeService
+from mailhub.service import SMTP_LISTENERS, ListenError, makeService
 
 
 class ServiceTests(SynchronousTestCase):
@@ -56,6 +56,60 @@ class ServiceTests(SynchronousTestCase):
         d = service.stopService()
         self.successResultOf(d)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_relayKnowsItsListeners(self) -> None:
+        """
+        The relay's MX lookup takes the addresses and ports the SMTP
+        listeners (MX and submission) are bound to, once bound, as this
+        server, and the host name whatever the port; the POP3 and IMAP
+        listeners do not count.
+        """
+        service = makeService(
+            self.config(
+                hostname="mx.example.test",
+                listeners={"smtp": ["tcp:2525:interface=127.0.0.1", "tcp6:2526:interface=\\:\\:1"]},
+            ),
+            self.reactor,
+            threaded=False,
+        )
+        mx = service.manager.sender.mx
+        self.assertEqual(service.boundAddresses(SMTP_LISTENERS), [])
+        self.assertFalse(mx.isListening("127.0.0.1", 2525))
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        # The memory reactor reports every IPv4 listener on 0.0.0.0.
+        self.assertEqual(
+            service.boundAddresses(SMTP_LISTENERS),
+            [("0.0.0.0", 2525), ("::1", 2526), ("0.0.0.0", 2587), ("0.0.0.0", 2465)],
+        )
+        self.assertEqual(service.boundAddresses(("smtp",)), [("0.0.0.0", 2525), ("::1", 2526)])
+        for port in (2525, 2587, 2465):
+            self.assertTrue(mx.isListening("127.0.0.1", port), port)
+        self.assertTrue(mx.isListening("::1", 2526))
+        self.assertFalse(mx.isListening("127.0.0.1", 2526))
+        for port in (1110, 1995, 1143, 1993, 25):
+            self.assertFalse(mx.isListening("127.0.0.1", port), port)
+        self.assertTrue(mx.isLocal("mx.example.test", ["192.0.2.7"], 25))
+
+    def test_retryPolicy(self) -> None:
+        """
+        The relay's retry policy is the configured one, C{retry_factor}
+        included: 60 s, then 180 s, 540 s, capped at 1000 s.
+        """
+        service = makeService(
+            self.config(
+                relay={"first_retry": 60, "retry_factor": 3, "max_retry": 1000, "delay_warning": 0, "lifetime": 86400}
+            ),
+            self.reactor,
+            threaded=False,
+        )
+        policy = service.manager.policy
+        self.assertEqual(
+            (policy.firstRetry, policy.factor, policy.maxRetry, policy.delayWarning, policy.lifetime),
+            (60.0, 3.0, 1000.0, None, 86400.0),
+        )
+        self.assertEqual([policy.retryDelay(n) for n in range(1, 5)], [60.0, 180.0, 540.0, 1000.0])
 
     def test_imapLimits(self) -> None:
         """

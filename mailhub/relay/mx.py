@@ -12,7 +12,17 @@ none) and L{resolveHost} (the IPv6 and IPv4 addresses of one host).
 L{MXResolver} puts them together for the sender: it drops this server from
 the list (RFC 5321 section 5.1: ourselves and every less preferred host) and
 hosts without an address, and turns every DNS answer that means "no" into a
-L{RoutingError} that says whether retrying can help:
+L{RoutingError} that says whether retrying can help.
+
+"Ourselves" is, like Postfix's "mail for X loops back to myself": a host
+named by one of our names (the configured host name), or one whose address
+and port are where one of our SMTP listeners is bound.  The port counts: a
+relay to 127.0.0.1:2526 is no loop when we listen on 127.0.0.1:2525.  A
+listener bound to a wildcard address (C{0.0.0.0}, C{::}) is taken to answer
+on every loopback address, on the wildcard address itself, and on the
+host's own addresses as L{interfaceAddresses} finds them.
+
+The errors:
 
     - NXDOMAIN for the domain: permanent, C{5.1.2};
     - a null MX (RFC 7505): permanent, C{5.1.10};
@@ -28,6 +38,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import random as _randomModule
+import socket
 from typing import Any, Callable, Iterable, Sequence
 
 from attrs import frozen
@@ -47,6 +58,7 @@ __all__ = [
     "resolveHost",
     "makeResolver",
     "normalizeName",
+    "interfaceAddresses",
 ]
 
 _log = Logger()
@@ -272,6 +284,8 @@ class MXResolver:
 
     @ivar resolver: the DNS resolver.
     @ivar localNames: this server's host names (normalised) and addresses.
+    @ivar hostAddresses: the addresses a wildcard listener answers on
+        besides loopback (canonical text).
     """
 
     _log = Logger()
@@ -281,31 +295,96 @@ class MXResolver:
         resolver: IResolver,
         localNames: Iterable[str] = (),
         *,
+        listening: Callable[[], Iterable[tuple[str, int]]] | None = None,
+        hostAddresses: Iterable[str] = (),
         random: _randomModule.Random | None = None,
     ) -> None:
         """
         @param resolver: the DNS resolver (any L{IResolver}).
-        @param localNames: the names and addresses that are this server:
-            its host name, its other names, the addresses it listens on.
-            An MX host with one of them is ourselves.
+        @param localNames: the names and addresses that are this server
+            whatever the port: its host name, its other names.  An MX host
+            with one of them is ourselves.
+        @param listening: gives the C{(address, port)} pairs our SMTP
+            listeners are bound to; asked at each lookup, since a port is
+            known only once bound (port 0, systemd sockets).  A host with
+            one of those addresses, reached on that port, is ourselves.
+        @param hostAddresses: the addresses of this machine that a listener
+            bound to a wildcard address also answers on, besides the
+            loopback addresses (see L{interfaceAddresses}).
         @param random: the source of the shuffle of equal MX preferences.
         """
         self.resolver = resolver
         self.random = random
         self.localNames = frozenset(_normaliseLocal(n) for n in localNames)
+        self._listening = listening
+        self.hostAddresses = frozenset(
+            a for a in (_comparableAddress(h) for h in hostAddresses) if a is not None
+        )
 
-    def isLocal(self, name: str, addresses: Sequence[str] = ()) -> bool:
+    def isListening(self, address: str, port: int) -> bool:
         """
-        Whether a host is this server.
+        Whether connecting to C{address} on C{port} would reach one of our
+        own listeners.
+
+        @param address: an IP address literal.
+        @param port: the TCP port.
+        """
+        if self._listening is None:
+            return False
+        target = _comparableAddress(address)
+        if target is None:
+            return False
+        for boundAddress, boundPort in self._listening():
+            if boundPort != port:
+                continue
+            bound = _comparableAddress(boundAddress)
+            if bound is None:
+                continue
+            if bound == target:
+                return True
+            if ipaddress.ip_address(bound).is_unspecified:
+                # A wildcard listener answers on every address of the host.
+                ip = ipaddress.ip_address(target)
+                if ip.is_loopback or ip.is_unspecified or target in self.hostAddresses:
+                    return True
+        return False
+
+    def whyLocal(self, name: str, addresses: Sequence[str] = (), port: int | None = None) -> str | None:
+        """
+        Why a host is this server, or C{None} if it is not.
 
         @param name: its name or address literal.
         @param addresses: its addresses.
+        @param port: the port it would be reached on; C{None} to compare
+            names and addresses only (not the listeners).
+
+        @return: for people: C{"mx.example.com is this server's name"},
+            C{"mx.example.com [127.0.0.1]:2525 is where this server
+            listens"}.
         """
         if _normaliseLocal(name) in self.localNames:
-            return True
-        return any(_normaliseLocal(a) in self.localNames for a in addresses)
+            return f"{name} is this server's name"
+        for address in addresses:
+            if _normaliseLocal(address) in self.localNames:
+                return f"{name} [{address}] is this server's address"
+        if port is not None:
+            literal = _canonicalAddress(name.strip().removeprefix("[").removesuffix("]"))
+            for address in [*addresses, *([literal] if literal is not None else [])]:
+                if self.isListening(address, port):
+                    return f"{name} [{address}]:{port} is where this server listens"
+        return None
 
-    async def mxHosts(self, domain: str) -> list[MXHost]:
+    def isLocal(self, name: str, addresses: Sequence[str] = (), port: int | None = None) -> bool:
+        """
+        Whether a host is this server (see L{whyLocal}).
+
+        @param name: its name or address literal.
+        @param addresses: its addresses.
+        @param port: the port it would be reached on, or C{None}.
+        """
+        return self.whyLocal(name, addresses, port) is not None
+
+    async def mxHosts(self, domain: str, port: int | None = None) -> list[MXHost]:
         """
         The hosts that take mail for C{domain}, in the order to try them,
         each with its addresses; this server and the hosts less preferred
@@ -313,6 +392,8 @@ class MXResolver:
         without an address.
 
         @param domain: the mail domain.
+        @param port: the port the hosts will be reached on, to know one of
+            our listeners; C{None} for names and addresses only.
 
         @return: at least one host.
 
@@ -327,29 +408,28 @@ class MXResolver:
         results = await DeferredList(lookups, consumeErrors=True)
         found: list[tuple[int, MXHost]] = []
         failures: list[Failure] = []
-        looped = False
+        looped: str | None = None
         for (preference, name), (ok, value) in zip(ordered, results):
             if not ok:
                 failures.append(value)
                 continue
             addresses, failed = value
-            if self.isLocal(name, addresses):
+            looped = self.whyLocal(name, addresses, port)
+            if looped is not None:
                 # RFC 5321 §5.1: this server is an MX host of the domain: only
                 # the more preferred hosts may be tried.
-                looped = True
                 found = [(p, h) for p, h in found if p < preference]
                 break
             failures.extend(failed)
             if addresses:
                 found.append((preference, MXHost(name, tuple(addresses))))
         hosts = [h for _, h in found]
-        if looped and not hosts:
-            raise RoutingError(
-                True,
-                "5.4.6",
-                f"mail for {domain} loops back to myself: an MX host of it is "
-                f"this server (check the MX records and the local domains)",
+        if looped is not None and not hosts:
+            text = (
+                f"mail for {domain} loops back to myself: {looped} (check the MX "
+                f"records, the routes and the local domains)"
             )
+            raise RoutingError(True, "5.4.6", text)
         if not hosts:
             if failures:
                 raise _transient(f"the MX hosts of {domain}", failures[0])
@@ -362,11 +442,13 @@ class MXResolver:
             )
         return hosts
 
-    async def routeHost(self, host: str) -> MXHost:
+    async def routeHost(self, host: str, port: int | None = None) -> MXHost:
         """
         The addresses of a host named in a route (no MX lookup).
 
         @param host: a host name or address literal.
+        @param port: the port the host will be reached on, to know one of
+            our listeners; C{None} for names and addresses only.
 
         @return: the host with at least one address.
 
@@ -377,12 +459,10 @@ class MXResolver:
         literal = host.strip().removeprefix("[").removesuffix("]")
         name = literal if _isAddress(literal) else normalizeName(host)
         addresses = await resolveHost(self.resolver, name)
-        if self.isLocal(name, addresses):
-            raise RoutingError(
-                True,
-                "5.4.6",
-                f"the route to {name} loops back to myself: it is this server",
-            )
+        looped = self.whyLocal(name, addresses, port)
+        if looped is not None:
+            text = f"the route to {name} loops back to myself: {looped} (check the routes)"
+            raise RoutingError(True, "5.4.6", text)
         if not addresses:
             raise RoutingError(True, "5.4.4", f"host {name} has no address")
         return MXHost(name, tuple(addresses))
@@ -390,8 +470,54 @@ class MXResolver:
 
 def _normaliseLocal(name: str) -> str:
     literal = name.strip().removeprefix("[").removesuffix("]")
-    canonical = _canonicalAddress(literal)
+    canonical = _comparableAddress(literal)
     return canonical if canonical is not None else normalizeName(name)
+
+
+def _comparableAddress(text: str) -> str | None:
+    """
+    An address literal as two names of the same socket compare: canonical,
+    an IPv4-mapped IPv6 address (C{::ffff:192.0.2.1}) as its IPv4 address,
+    and without a zone (C{fe80::1%eth0}); C{None} if C{text} is no address.
+    """
+    canonical = _canonicalAddress(text.partition("%")[0])
+    if canonical is None:
+        return None
+    address = ipaddress.ip_address(canonical)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return canonical
+
+
+#: Where L{interfaceAddresses} asks the kernel for a route (documentation
+#: addresses, RFC 5737 and RFC 3849; nothing is sent to them).
+_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1"))
+
+
+def interfaceAddresses() -> list[str]:
+    """
+    This machine's main addresses, the ones a listener bound to a wildcard
+    address answers on from the outside, found without DNS or blocking: for
+    IPv4 and IPv6, the source address the kernel would use for a route to
+    the outside (a UDP socket is connected, which sends nothing).
+
+    A host with several interfaces has addresses this misses (so does one
+    behind NAT: its public address is not its own); a loop through one of
+    them is still stopped by the count of C{Received:} headers.
+
+    @return: zero, one or two addresses, canonical; never fails.
+    """
+    found: list[str] = []
+    for family, probe in _PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))
+                address = _comparableAddress(s.getsockname()[0])
+        except OSError:
+            continue
+        if address is not None and not ipaddress.ip_address(address).is_unspecified:
+            found.append(address)
+    return found
 
 
 def _parseServer(text: str) -> tuple[str, int]:

@@ -840,7 +840,8 @@ class SMTPSender:
             for the C{verified=} of other policies): a CA L{Certificate}
             or an L{IOpenSSLTrustRoot}; the platform's by default.
         @param mxResolver: the MX lookup (made from C{resolver} and
-            C{localNames} by default; tests give one with a seeded random).
+            C{localNames} by default; tests give one with a seeded random,
+            the service one that knows its listeners).
         @param port: the port of MX hosts.
         @param connectionCacheTime: keep a connection this many seconds
             after a transaction for the next message to the same host
@@ -946,11 +947,15 @@ class SMTPSender:
         return self.policies.get(normalizeName(domain), self.tlsPolicy)
 
     async def _hosts(self, domain: str, route: Route | None) -> list[tuple[MXHost, int]]:
+        """
+        The hosts to try for C{route} with their port; never one of our own
+        listeners (the port is given for the L{MXResolver} to tell).
+        """
         if route is None:
-            return [(h, self.port) for h in await self.mx.mxHosts(domain)]
+            return [(h, self.port) for h in await self.mx.mxHosts(domain, self.port)]
         if route.mxLookup:
-            return [(h, route.port) for h in await self.mx.mxHosts(route.host)]
-        return [(await self.mx.routeHost(route.host), route.port)]
+            return [(h, route.port) for h in await self.mx.mxHosts(route.host, route.port)]
+        return [(await self.mx.routeHost(route.host, route.port), route.port)]
 
     async def _deliverFile(
         self,
@@ -971,6 +976,11 @@ class SMTPSender:
                 hosts = await self._hosts(domain, route)
             except DeliveryError as e:
                 last = Outcome(e.code, e.text, e.permanent, "", e.enhanced)
+                if e.enhanced == "5.4.6":
+                    self._log.warn(
+                        "relay id={queueId} to=<{domain}> routing loop: {why}",
+                        queueId=queueId, domain=domain, why=e.text,
+                    )
                 continue
             policy = self._policyFor(domain, route)
             for host, port in hosts:

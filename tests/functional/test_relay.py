@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 
+from mailhub.relay.sender import parseRoute
 from tests.functional.remote import FakeMX
 from tests.functional.support import (
     CLIENT_NAME,
@@ -464,6 +465,48 @@ class DeliveryTests(RelayTestCase):
         self.assertIn(f"Final-Recipient: rfc822; {BOB_REMOTE}", text)
         self.assertIn("giving up after 1 attempts", text)
         self.assertIn("Status: 4.7.1", text)
+
+
+class LoopTests(RelayTestCase):
+    """
+    A route back to the server's own MX listener is a configuration error:
+    the message is bounced, not sent round in a loop.
+    """
+
+    async def test_routeToOwnListenerBounced(self) -> None:
+        """
+        With C{remote.test} routed to C{[127.0.0.1]:PORT}, PORT the server's
+        own SMTP listener, nothing is sent anywhere: the recipient is
+        bounced at the first attempt with a reason (C{5.4.6}) saying the
+        mail loops back to this server, and the queue is empty.  (The
+        listener's port is known only once bound, so the test sets the
+        route of the running manager, as C{[relay.transport]} would.)
+        """
+        remote = self.startRemote()
+        # Trusted, the MX listener would take the message back for relaying.
+        server = self.startRelayServer(remote, trustedNetworks=["127.0.0.0/8"])
+        loop = parseRoute(f"[127.0.0.1]:{server.port}")
+        manager = server.service.manager
+        original = manager.route
+        manager.route = lambda domain: loop if domain == REMOTE else original(domain)
+
+        await self.submit([BOB_REMOTE], message("round and round", to=BOB_REMOTE))
+        await self.attempts.wait(1)
+
+        self.assertEqual(remote.connections, 0)
+        self.assertQueueEmpty()
+        self.assertEqual(len(self.attempts.finished), 1)
+        [report] = server.messages("alice")
+        text = report.decode("ascii")
+        self.assertIn("Action: failed", text)
+        self.assertIn(f"Final-Recipient: rfc822; {BOB_REMOTE}", text)
+        self.assertIn(
+            f"<{BOB_REMOTE}>: 5.4.6 the route to 127.0.0.1 loops back to myself: "
+            f"127.0.0.1 [127.0.0.1]:{server.port} is where this server listens",
+            " ".join(text.split()),
+        )
+        # Nobody else got anything: not bob (a local mailbox) by a detour.
+        self.assertEqual(server.messages("bob"), [])
 
 
 class ReportingTests(RelayTestCase):

@@ -5,6 +5,7 @@ Tests for L{mailhub.relay.mx}, against a fake L{IResolver}.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from typing import Any, Coroutine, TypeVar
 
@@ -17,10 +18,12 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from mailhub.errors import DeliveryError
+from mailhub.relay import mx as mxModule
 from mailhub.relay.mx import (
     MXHost,
     MXResolver,
     RoutingError,
+    interfaceAddresses,
     lookupMX,
     makeResolver,
     resolveHost,
@@ -305,6 +308,143 @@ class MXResolverTests(SynchronousTestCase):
         self.assertEqual(failure(self, resolver.routeHost("192.0.2.1")).enhanced, "5.4.6")
         self.assertEqual(failure(self, resolver.routeHost("none.example.com")).enhanced, "5.4.4")
         self.assertNotIn(("example.com", dns.MX), r.queries)
+
+
+class ListenerLoopTests(SynchronousTestCase):
+    """
+    A host reached where one of our SMTP listeners is bound (address and
+    port) is this server, whatever its name.
+    """
+
+    def resolver(self) -> FakeResolver:
+        r = FakeResolver()
+        r.add("example.com", dns.MX, (10, "mx1.example.com"), (20, "mx2.example.com"))
+        r.add("mx1.example.com", dns.A, "192.0.2.1")
+        r.add("mx2.example.com", dns.A, "127.0.0.1")
+        r.add("loop.example.com", dns.MX, (10, "self.example.com"))
+        r.add("self.example.com", dns.A, "127.0.0.1")
+        return r
+
+    def mx(self, r: FakeResolver, *listening: tuple[str, int], hostAddresses: tuple[str, ...] = ()) -> MXResolver:
+        return MXResolver(
+            r, ["mail.mailhub.test"], listening=lambda: listening, hostAddresses=hostAddresses
+        )
+
+    def test_samePort(self) -> None:
+        """
+        An MX whose address and port are those of a listener is a loop:
+        permanent, C{5.4.6}, the text naming the host, address and port.
+        """
+        e = failure(self, self.mx(self.resolver(), ("127.0.0.1", 2525)).mxHosts("loop.example.com", 2525))
+        self.assertEqual((e.permanent, e.code, e.enhanced), (True, 0, "5.4.6"))
+        self.assertIn("mail for loop.example.com loops back to myself", e.text)
+        self.assertIn("self.example.com [127.0.0.1]:2525", e.text)
+
+    def test_otherPort(self) -> None:
+        """
+        The same address on another port is another server (the test MX
+        servers on loopback), and without a port only names count.
+        """
+        resolver = self.mx(self.resolver(), ("127.0.0.1", 2525))
+        expected = [MXHost("self.example.com", ("127.0.0.1",))]
+        self.assertEqual(run(self, resolver.mxHosts("loop.example.com", 2526)), expected)
+        self.assertEqual(run(self, resolver.mxHosts("loop.example.com")), expected)
+
+    def test_backupMX(self) -> None:
+        """
+        A less preferred MX that is one of our listeners: only the more
+        preferred hosts are tried (RFC 5321 section 5.1).
+        """
+        hosts = run(self, self.mx(self.resolver(), ("127.0.0.1", 25)).mxHosts("example.com", 25))
+        self.assertEqual(hosts, [MXHost("mx1.example.com", ("192.0.2.1",))])
+
+    def test_wildcard(self) -> None:
+        """
+        A listener on C{0.0.0.0} or C{::} answers on every loopback address,
+        on the wildcard itself and on the host's addresses, of either
+        family (an IPv4-mapped address is its IPv4 address), on its port
+        only.
+        """
+        for wildcard in ("0.0.0.0", "::"):
+            resolver = self.mx(FakeResolver(), (wildcard, 25), hostAddresses=("192.0.2.50", "2001:DB8::50"))
+            for address in ("127.0.0.1", "127.0.0.2", "::1", "0.0.0.0", "192.0.2.50", "2001:db8::50",
+                            "::ffff:192.0.2.50"):
+                self.assertTrue(resolver.isListening(address, 25), (wildcard, address))
+                self.assertFalse(resolver.isListening(address, 26), (wildcard, address))
+            for address in ("192.0.2.51", "2001:db8::51", "not an address"):
+                self.assertFalse(resolver.isListening(address, 25), (wildcard, address))
+
+    def test_specificAddress(self) -> None:
+        """
+        A listener bound to one address is reached only there: not on
+        another loopback address, nor on the host's other addresses.
+        """
+        resolver = self.mx(FakeResolver(), ("127.0.0.1", 25), ("2001:db8::50", 25), hostAddresses=("192.0.2.50",))
+        self.assertTrue(resolver.isListening("127.0.0.1", 25))
+        self.assertTrue(resolver.isListening("2001:DB8:0::50", 25))
+        self.assertFalse(resolver.isListening("127.0.0.2", 25))
+        self.assertFalse(resolver.isListening("192.0.2.50", 25))
+
+    def test_listeningAskedEachTime(self) -> None:
+        """
+        The listeners are asked at each lookup: a port bound after the
+        resolver was made (port 0) counts.
+        """
+        bound: list[tuple[str, int]] = []
+        resolver = MXResolver(self.resolver(), listening=lambda: bound)
+        self.assertEqual(len(run(self, resolver.mxHosts("loop.example.com", 2525))), 1)
+        bound.append(("127.0.0.1", 2525))
+        self.assertEqual(failure(self, resolver.mxHosts("loop.example.com", 2525)).enhanced, "5.4.6")
+
+    def test_routeHost(self) -> None:
+        """
+        A route to one of our listeners, as an address literal or a name,
+        is a loop; to the same address on another port it is not.
+        """
+        resolver = self.mx(self.resolver(), ("127.0.0.1", 2525))
+        for host in ("[127.0.0.1]", "127.0.0.1", "self.example.com", "[::ffff:127.0.0.1]"):
+            e = failure(self, resolver.routeHost(host, 2525))
+            self.assertEqual((e.permanent, e.enhanced), (True, "5.4.6"), host)
+            self.assertIn("loops back to myself", e.text)
+            self.assertIn(":2525 is where this server listens", e.text)
+        self.assertEqual(
+            run(self, resolver.routeHost("[127.0.0.1]", 2526)), MXHost("127.0.0.1", ("127.0.0.1",))
+        )
+
+    def test_byNameWhateverThePort(self) -> None:
+        """
+        Our host name is ourselves on any port, and says so.
+        """
+        r = self.resolver()
+        r.add("mail.mailhub.test", dns.A, "192.0.2.60")
+        e = failure(self, self.mx(r).routeHost("mail.mailhub.test", 2526))
+        self.assertIn("mail.mailhub.test is this server's name", e.text)
+
+
+class InterfaceAddressesTests(SynchronousTestCase):
+    def test_addresses(self) -> None:
+        """
+        At most one address of each family, canonical, never a wildcard.
+        """
+        found = interfaceAddresses()
+        self.assertLessEqual(len(found), 2)
+        for address in found:
+            parsed = ipaddress.ip_address(address)
+            self.assertEqual(str(parsed), address)
+            self.assertFalse(parsed.is_unspecified)
+        self.assertLessEqual(len({ipaddress.ip_address(a).version for a in found}), len(found))
+
+    def test_noRoute(self) -> None:
+        """
+        Without a route (or sockets) there are none, and no error.
+        """
+
+        class NoRoute:
+            def __init__(self, *args: Any) -> None:
+                raise OSError(101, "Network is unreachable")
+
+        self.patch(mxModule.socket, "socket", NoRoute)
+        self.assertEqual(interfaceAddresses(), [])
 
 
 class MakeResolverTests(SynchronousTestCase):

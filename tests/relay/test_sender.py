@@ -27,7 +27,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, trustRootFromCertificates
 from twisted.internet.testing import MemoryReactorClock, StringTransport, StringTransportWithDisconnection
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.mail import smtp
 from twisted.mail.interfaces import IMessageDelivery
 from twisted.names import dns
@@ -48,6 +48,7 @@ from mailhub.relay.sender import (
     _MessageProducer,
     parseRoute,
 )
+from mailhub.relay.mx import MXResolver
 from mailhub.relay.values import Outcome
 from tests.relay.test_mx import FakeResolver
 
@@ -334,6 +335,87 @@ class UnitTests(SynchronousTestCase):
             )
         )
         self.assertEqual((outcomes["x@nowhere.test"].permanent, outcomes["x@nowhere.test"].enhanced), (True, "5.4.4"))
+
+    def loopSender(self, *listening: tuple[str, int], port: int = 25) -> SMTPSender:
+        """
+        A sender whose MX lookup knows our listeners C{listening}.
+        """
+        mx = MXResolver(self.resolver, ["client.test"], listening=lambda: listening)
+        return SMTPSender(self.reactor, self.resolver, "client.test", mxResolver=mx, port=port)
+
+    def test_routeToOurListener(self) -> None:
+        """
+        A route to the address and port one of our listeners is bound to
+        is a loop: no connection, every recipient failed for good with
+        C{5.4.6} and a reason that says so, and a warning in the log with
+        the queue id.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        sender = self.loopSender(("127.0.0.1", 2525))
+        outcomes = self.successResultOf(
+            Deferred.fromCoroutine(
+                sender.deliver(
+                    "example.com", parseRoute("[127.0.0.1]:2525"), "a@src.test",
+                    ["b@example.com", "c@example.com"], self.path, len(MESSAGE), queueId="Q1",
+                )
+            )
+        )
+        self.assertEqual(self.reactor.tcpClients, [])
+        for outcome in outcomes.values():
+            self.assertEqual((outcome.permanent, outcome.code, outcome.enhanced), (True, 0, "5.4.6"))
+            self.assertIn("loops back to myself", outcome.text)
+            self.assertIn("[127.0.0.1]:2525 is where this server listens", outcome.text)
+        [event] = [e for e in events if "routing loop" in (e.get("log_format") or "")]
+        line = formatEvent(event)
+        self.assertTrue(line.startswith("relay id=Q1 to=<example.com> routing loop: the route to 127.0.0.1"), line)
+        self.assertEqual(event["log_level"], LogLevel.warn)
+
+    def test_routeToOtherPort(self) -> None:
+        """
+        The same address on another port is another server: it is
+        connected to.
+        """
+        sender = self.loopSender(("127.0.0.1", 2525))
+        d = self.deliver(["b@example.com"], parseRoute("[127.0.0.1]:2526"), sender=sender)
+        s = _Script(self, self.reactor, 0)
+        self.assertEqual((s.host, s.port), ("127.0.0.1", 2526))
+        s.transport.loseConnection()
+        self.assertFalse(self.successResultOf(d)["b@example.com"].permanent)
+
+    def test_mxOnOurListener(self) -> None:
+        """
+        MX delivery on the sender's port: a less preferred MX host that is
+        one of our listeners is left out with those after it (only mx1 is
+        tried); when the best MX is ours, the recipients bounce with
+        C{5.4.6}.
+        """
+        self.resolver.add("example.com", dns.MX, (30, "mx3.example.com"))
+        self.resolver.add("mx3.example.com", dns.A, "192.0.2.3")
+        sender = self.loopSender(("0.0.0.0", 2525), port=2525)
+        self.resolver.records[("mx2.example.com", dns.A)] = ["127.0.0.1"]
+        d = self.deliver(["b@example.com"], sender=sender)
+        self.reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual([c[:2] for c in self.reactor.tcpClients], [("192.0.2.1", 2525)])
+        self.assertEqual(self.successResultOf(d)["b@example.com"].enhanced, "4.4.1")
+
+        self.resolver.records[("mx1.example.com", dns.A)] = ["127.0.0.2"]
+        outcome = self.successResultOf(self.deliver(["b@example.com"], sender=sender))["b@example.com"]
+        self.assertEqual((outcome.permanent, outcome.enhanced), (True, "5.4.6"))
+        self.assertIn("mail for example.com loops back to myself", outcome.text)
+
+    def test_backupRouteAfterLoop(self) -> None:
+        """
+        Of several routes (a smarthost and its backup), one that loops is
+        skipped and the next is tried.
+        """
+        sender = self.loopSender(("127.0.0.1", 2525))
+        routes = [parseRoute("[127.0.0.1]:2525"), parseRoute("[192.0.2.9]:2525")]
+        d = self.deliver(["b@example.com"], routes, sender=sender)
+        self.assertEqual([c[:2] for c in self.reactor.tcpClients], [("192.0.2.9", 2525)])
+        self.reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual(self.successResultOf(d)["b@example.com"].enhanced, "4.4.1")
 
     def test_missingFile(self) -> None:
         """
