@@ -673,8 +673,8 @@ class FunctionalTests(TestCase):
 
     def smarthost(self, host: str, port: int, policy: str | None = "verify") -> Route:
         """
-        A smarthost route to C{[host]:port} with credentials, its server
-        told to take them.
+        A smarthost route to C{[host]:port} under C{policy}, with the
+        credentials C{relay} / C{s3cret}.
         """
         return Route(host, port, False, policy, username="relay", password="s3cret")
 
