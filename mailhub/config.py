@@ -140,7 +140,12 @@ class Relay:
         C{tls} says.
     @ivar smarthost: send everything through this host (C{"[host]:port"}
         means no MX lookup), or C{None} for MX delivery.
-    @ivar smarthostTLS: C{"require"} or C{"opportunistic"}.
+    @ivar smarthostTLS: the smarthost's certificate policy, overriding
+        C{tls} and C{verifyDomains}: C{"opportunistic"}, C{"require"} or
+        C{"verify"} (its certificate must name the smarthost); C{None}
+        (not given): C{"verify"} when C{smarthostUser} is set or the
+        recipient domain is verified (C{tls}, C{verifyDomains}), else
+        C{"require"}.
     @ivar smarthostUser: AUTH user at the smarthost, or C{None}.
     @ivar smarthostPassword: its password.
     @ivar transport: per-domain routes, like Postfix's transport map.
@@ -158,7 +163,7 @@ class Relay:
     tls: str = "opportunistic"
     verifyDomains: tuple[str, ...] = ()
     smarthost: str | None = None
-    smarthostTLS: str = "require"
+    smarthostTLS: str | None = None
     smarthostUser: str | None = None
     smarthostPassword: str | None = None
     transport: Mapping[str, str] = field(factory=dict)
@@ -467,7 +472,7 @@ class _Reader:
         if "tls" in table:
             kwargs["tls"] = choice("tls", ("opportunistic", "verify"))
         if "smarthost_tls" in table:
-            kwargs["smarthostTLS"] = choice("smarthost_tls", ("require", "opportunistic"))
+            kwargs["smarthostTLS"] = choice("smarthost_tls", ("opportunistic", "require", "verify"))
         if "verify_domains" in table:
             kwargs["verifyDomains"] = tuple(
                 self.domain(v, f"{key}.verify_domains[{i}]")

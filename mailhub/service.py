@@ -49,7 +49,7 @@ from mailhub.relay.manager import RelayManager
 from mailhub.relay.mx import LazyResolver, MXResolver, interfaceAddresses, makeResolver
 from mailhub.relay.policy import RetryPolicy
 from mailhub.relay.queue import GroupSync, Queue
-from mailhub.relay.sender import Route, SMTPSender, parseRoute
+from mailhub.relay.sender import TLS_REQUIRE, TLS_VERIFY, Route, SMTPSender, parseRoute
 from mailhub.relay.writer import QueueWriter
 from mailhub.smtp.delivery import LocalDelivery, SubmissionDelivery
 from mailhub.smtp.server import SMTPFactory
@@ -521,18 +521,35 @@ def _relay(
     transport = {
         domain: route(text, f"relay.transport.{domain}") for domain, text in settings.transport.items()
     }
-    smarthost = None
+    # The smarthost's TLS policy: smarthost_tls when given.  Otherwise never
+    # weaker than what the recipient domain would get (tls, verify_domains),
+    # and "verify" with credentials, so a password goes only to a server
+    # whose certificate names the smarthost; else "require".
+    smarthost: Route | None = None
+    verifiedSmarthost: Route | None = None
     if settings.smarthost is not None:
+        implicit = settings.smarthostTLS is None
         smarthost = route(
             settings.smarthost,
             "relay.smarthost",
-            tlsPolicy=settings.smarthostTLS,
+            tlsPolicy=(
+                settings.smarthostTLS if not implicit
+                else TLS_VERIFY if settings.smarthostUser is not None or settings.tls == TLS_VERIFY
+                else TLS_REQUIRE
+            ),
             username=settings.smarthostUser,
             password=settings.smarthostPassword,
         )
+        if implicit and smarthost.tlsPolicy != TLS_VERIFY and settings.verifyDomains:
+            verifiedSmarthost = evolve(smarthost, tlsPolicy=TLS_VERIFY)
+    verifyDomains = frozenset(settings.verifyDomains)
 
     def routeFor(domain: str) -> Route | None:
-        return transport.get(domain, smarthost)
+        if domain in transport:
+            return transport[domain]
+        if verifiedSmarthost is not None and domain in verifyDomains:
+            return verifiedSmarthost
+        return smarthost
 
     servers = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in settings.dnsServers]
     resolver = LazyResolver(lambda: makeResolver(servers or None))

@@ -824,6 +824,17 @@ class RelayConfigTests(SynchronousTestCase):
         self.assertEqual(config.relay.verifyDomains, ("example.com",))
         self.assertEqual(config.relay.transport, {"partner.example": "smtp:[192.0.2.25]:2525"})
 
+    def test_smarthostTLS(self) -> None:
+        """
+        C{smarthost_tls} takes C{opportunistic}, C{require} and C{verify};
+        not given, it is C{None} (the service decides, from the other keys).
+        """
+        from mailhub.config import fromDocument
+
+        self.assertIsNone(fromDocument({"relay": {"smarthost": "[smtp.example.net]:587"}}).relay.smarthostTLS)
+        for value in ("opportunistic", "require", "verify"):
+            self.assertEqual(fromDocument({"relay": {"smarthost_tls": value}}).relay.smarthostTLS, value)
+
     def test_values(self) -> None:
         """
         Warning off with 0; DNS servers with ports; bad values name the key.
@@ -838,6 +849,7 @@ class RelayConfigTests(SynchronousTestCase):
         self.assertEqual(relay.dnsServers, (("192.0.2.53", 53), ("127.0.0.1", 5353), ("::1", 53)))
         for document, key in (
             ({"relay": {"tls": "sometimes"}}, "relay.tls"),
+            ({"relay": {"smarthost_tls": "encrypt"}}, "relay.smarthost_tls"),
             ({"relay": {"dns_servers": ["dns.example"]}}, "relay.dns_servers[0]"),
             ({"relay": {"first_retry": -1}}, "relay.first_retry"),
             ({"relay": {"transport": {"bad domain": "[x]"}}}, 'relay.transport."bad domain"'),

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailhub.config import fromDocument
 from mailhub.errors import ConfigError
+from mailhub.relay.sender import Route
 from mailhub.service import SMTP_LISTENERS, ListenError, makeService
 
 
@@ -206,6 +207,74 @@ class ServiceTests(SynchronousTestCase):
         service = makeService(self.config(), self.reactor, threaded=False)
         error = self.assertRaises(ListenError, service.privilegedStartService)
         self.assertIn("listeners.smtp[0] tcp:2525:interface=127.0.0.1", str(error))
+
+
+class SmarthostRouteTests(SynchronousTestCase):
+    """
+    The smarthost's route and its TLS policy: C{smarthost_tls} when given,
+    else never weaker than the recipient domain's own policy, and
+    C{verify} whenever credentials are sent.
+    """
+
+    def route(self, domain: str = "far.test", **relay: object) -> Route | None:
+        """
+        The route the relay manager gets for C{domain} under a
+        configuration with a smarthost and the C{relay} keys.
+        """
+        relay.setdefault("smarthost", "[smtp.example.net]:587")
+        if relay["smarthost"] is None:
+            del relay["smarthost"]
+        config = fromDocument(
+            {"data": os.path.abspath(self.mktemp()), "domains": ["example.test"], "relay": relay}
+        )
+        service = makeService(config, MemoryReactorClock(), threaded=False)
+        route: Route | None = service.manager.route(domain)
+        return route
+
+    def policy(self, domain: str = "far.test", **relay: object) -> str | None:
+        route = self.route(domain, **relay)
+        assert route is not None
+        return route.tlsPolicy
+
+    def test_route(self) -> None:
+        """
+        The smarthost is a route to its host and port without MX lookup,
+        with the credentials; a C{[relay.transport]} entry (its C{smtp:}
+        prefix dropped) wins for its domain; no smarthost is MX delivery.
+        """
+        route = self.route(smarthost_user="user", smarthost_password="secret")
+        self.assertEqual(
+            route, Route("smtp.example.net", 587, False, "verify", username="user", password="secret")
+        )
+        transport = {"partner.test": "smtp:[192.0.2.25]:2525"}
+        self.assertEqual(self.route("partner.test", transport=transport), Route("192.0.2.25", 2525, False))
+        self.assertIsNone(self.route(smarthost=None))
+
+    def test_explicitWins(self) -> None:
+        """
+        C{smarthost_tls}, when given, is the smarthost's policy whatever
+        C{tls}, C{verify_domains} and the credentials say: C{verify} too.
+        """
+        for value in ("opportunistic", "require", "verify"):
+            self.assertEqual(
+                self.policy(
+                    "far.test", smarthost_tls=value, tls="verify", verify_domains=["far.test"],
+                    smarthost_user="u", smarthost_password="p",
+                ),
+                value,
+            )
+
+    def test_defaults(self) -> None:
+        """
+        Without C{smarthost_tls}: C{require}; C{verify} when credentials are
+        given, when C{tls = "verify"}, and for the domains of
+        C{verify_domains} (only those).
+        """
+        self.assertEqual(self.policy(), "require")
+        self.assertEqual(self.policy(smarthost_user="u", smarthost_password="p"), "verify")
+        self.assertEqual(self.policy(tls="verify"), "verify")
+        self.assertEqual(self.policy("far.test", verify_domains=["far.test"]), "verify")
+        self.assertEqual(self.policy("near.test", verify_domains=["far.test"]), "require")
 
 
 class TapTests(SynchronousTestCase):

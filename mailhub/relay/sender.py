@@ -157,9 +157,12 @@ class Route:
     @ivar mxLookup: look up the MX hosts of C{host} (C{False}: connect to
         C{host} itself; C{"[host]"} in a route string).
     @ivar tlsPolicy: the TLS policy for this route, overriding the sender's
-        (C{None}: the sender's).
+        (C{None}: the sender's).  Under C{"verify"} the certificate must be
+        valid for the host connected to: C{host} itself when there is no
+        MX lookup (a smarthost's own name), else each MX host's name.
     @ivar username: AUTH PLAIN credentials for a smarthost, sent only over
-        TLS (giving them makes TLS required).
+        TLS (giving them makes TLS required), and only once the certificate
+        is checked when the policy is C{"verify"}.
     @ivar password: the password for C{username}; never shown.
     """
 

@@ -18,7 +18,10 @@ What it can be told to do:
       (C{"close"}), or accept and never say anything (C{"hang"})
       (L{FakeMX.mode});
     - drop the connection in the middle of the message
-      (L{FakeMX.dropInData}).
+      (L{FakeMX.dropInData});
+    - offer AUTH PLAIN and take only given credentials, like a smarthost
+      (L{FakeMX.credentials}, the user names that logged in in
+      L{FakeMX.logins}).
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from __future__ import annotations
 import datetime
 from typing import Any, NamedTuple
 
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import IRealm, Portal
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, TLSVersion
 from twisted.mail import smtp
+from twisted.mail._cred import PLAINCredentials
 from zope.interface import implementer
 
 #: The name in the test MX's certificate.
@@ -191,6 +197,20 @@ class _Delivery:
         raise smtp.SMTPServerError(code, f"{code // 100}.7.1 <{address}>: try again later")
 
 
+@implementer(IRealm)
+class _Realm:
+    """
+    A login gets the connection's own delivery; the user name is recorded.
+    """
+
+    def __init__(self, protocol: "_RemoteSMTP") -> None:
+        self.protocol = protocol
+
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        self.protocol.remote.logins.append(avatarId)
+        return smtp.IMessageDelivery, self.protocol.delivery, lambda: None
+
+
 class _RemoteSMTP(smtp.ESMTP):
     """
     Twisted's ESMTP server with the fake MX's script.
@@ -199,9 +219,14 @@ class _RemoteSMTP(smtp.ESMTP):
     factory: "_RemoteFactory"
 
     def __init__(self, remote: "FakeMX", contextFactory: Any) -> None:
-        super().__init__(contextFactory=contextFactory)
+        challengers = {b"PLAIN": PLAINCredentials} if remote.credentials else {}
+        super().__init__(chal=challengers, contextFactory=contextFactory)
         self.remote = remote
         self.delivery = _Delivery(remote, self)
+        if remote.credentials:
+            self.portal = Portal(
+                _Realm(self), [InMemoryUsernamePasswordDatabaseDontUse(**remote.credentials)]
+            )
         self.host = b"mx.remote.test"
         self._parts: list[_Message] = []
         self._transaction: tuple[str, tuple[str, ...]] | None = None
@@ -283,13 +308,18 @@ class FakeMX:
         message, or C{None}.
     @ivar contextFactory: server TLS options: STARTTLS is offered with them
         (C{tls=True}; C{tls="broken"}: offered, but every handshake fails).
+    @ivar credentials: user name to password: AUTH PLAIN is offered and
+        these are taken (none by default: no AUTH).
+    @ivar logins: the user names that logged in, in order.
     @ivar messages: the transactions accepted, in order.
     @ivar rcpts: every RCPT address seen.
     @ivar connections: how many connections were made.
     """
 
-    def __init__(self, tls: bool | str = False) -> None:
+    def __init__(self, tls: bool | str = False, credentials: dict[str, bytes] | None = None) -> None:
         self.mode = "normal"
+        self.credentials = dict(credentials or {})
+        self.logins: list[bytes] = []
         self.rcptCodes: dict[str, int] = {}
         self.temporaryFailures = 0
         self.dropInData: int | None = None

@@ -22,10 +22,13 @@ import smtplib
 from typing import Any, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.names import dns
 from twisted.internet.threads import deferToThread
 
+from mailhub.relay.mx import MXResolver
 from mailhub.relay.sender import parseRoute
-from tests.functional.remote import FakeMX
+from tests.functional.remote import MX_NAME, FakeMX, testCertificates
 from tests.functional.support import (
     CLIENT_NAME,
     DOMAIN,
@@ -127,8 +130,8 @@ class RelayTestCase(ServerTestCase):
 
     timeout = 30
 
-    def startRemote(self, tls: bool = False) -> FakeMX:
-        remote = FakeMX(tls=tls)
+    def startRemote(self, tls: bool = False, credentials: dict[str, bytes] | None = None) -> FakeMX:
+        remote = FakeMX(tls=tls, credentials=credentials)
         remote.start()
         self.addCleanup(remote.stop)
         return remote
@@ -140,11 +143,13 @@ class RelayTestCase(ServerTestCase):
         relay: Mapping[str, object] | None = None,
         trustedNetworks: Sequence[str] | None = None,
         data: str | None = None,
+        route: str | None = None,
     ) -> RunningServer:
         """
-        Start a server routing C{remote.test} to C{remote}, with the
-        mailboxes alice@ and bob@ (made only in a new data directory), and
-        an L{AttemptWatcher} as C{self.attempts}.
+        Start a server routing C{remote.test} to C{remote} (through
+        C{route} when given), with the mailboxes alice@ and bob@ (made only
+        in a new data directory), and an L{AttemptWatcher} as
+        C{self.attempts}.
         """
         new = data is None
         if data is None:
@@ -152,7 +157,7 @@ class RelayTestCase(ServerTestCase):
         path = writeRelayConfig(
             os.path.abspath(self.mktemp()) + ".toml",
             data,
-            transport={REMOTE: f"[127.0.0.1]:{remote.port}"},
+            transport={REMOTE: route or f"[127.0.0.1]:{remote.port}"},
             relay=relay,
             trustedNetworks=trustedNetworks,
         )
@@ -575,6 +580,85 @@ class ReportingTests(RelayTestCase):
         self.assertTrue(events)
         self.assertEqual({e["queueId"] for e in events}, {envelope["id"]})
 
+
+
+class SmarthostTests(RelayTestCase):
+    """
+    Routes from the configuration instead of MX lookups: the smarthost
+    (with AUTH, its certificate checked) and a C{[relay.transport]} entry
+    written Postfix's way.  DNS goes to a closed port, so a message
+    delivered was never looked up.
+    """
+
+    elsewhere = "carol@smart.test"
+
+    def startSmarthost(self, remote: FakeMX, host: str, **relay: object) -> RunningServer:
+        """
+        A server whose smarthost is C{[host]:port} of C{remote}, with the
+        C{smarthost_*} keys in C{relay}; its sender trusts the test CA and
+        resolves L{MX_NAME} to 127.0.0.1 (the running server's sender is
+        given them, as the configuration has no key for either).
+        """
+        from tests.relay.test_mx import FakeResolver
+
+        server = self.startRelayServer(remote, relay={"smarthost": f"[{host}]:{remote.port}", **relay})
+        sender = server.service.manager.sender
+        resolver = FakeResolver()
+        resolver.add(MX_NAME, dns.A, "127.0.0.1")
+        sender.mx = MXResolver(resolver, sender.mx.localNames)
+        sender._trustRoot = trustRootFromCertificates([Certificate.loadPEM(testCertificates().caPEM)])
+        return server
+
+    async def test_authenticatedVerified(self) -> None:
+        """
+        With credentials and no C{smarthost_tls} the smarthost's certificate
+        is verified against its name; then AUTH PLAIN, and the message goes
+        to it for a domain that has no route of its own.
+        """
+        remote = self.startRemote(tls=True, credentials={"relay-user": b"pass word"})
+        self.startSmarthost(remote, MX_NAME, smarthost_user="relay-user", smarthost_password="pass word")
+
+        await self.submit([self.elsewhere], message("smart", to=self.elsewhere))
+        await remote.waitMessages(1)
+        await self.attempts.wait(1)
+
+        [received] = remote.messages
+        self.assertEqual((received.recipients, received.tls), ((self.elsewhere,), True))
+        self.assertEqual(remote.logins, [b"relay-user"])
+        self.assertQueueEmpty()
+
+    async def test_verifyFailureDeferred(self) -> None:
+        """
+        With credentials (and no C{smarthost_tls}), a smarthost whose
+        certificate does not name it (here: connected to as C{[127.0.0.1]},
+        the certificate is for L{MX_NAME}) gets neither the credentials nor
+        the message: the entry stays queued, deferred with a TLS error.
+        """
+        remote = self.startRemote(tls=True, credentials={"relay-user": b"secret"})
+        self.startSmarthost(remote, "127.0.0.1", smarthost_user="relay-user", smarthost_password="secret")
+
+        await self.submit([self.elsewhere], message("not to strangers", to=self.elsewhere))
+        await self.attempts.wait(1)
+        await remote.waitClosed(remote.connections)
+
+        self.assertEqual((remote.logins, remote.rcpts, remote.messages), ([], [], []))
+        envelope = self.assertDeferred(self.elsewhere)
+        self.assertIn("TLS", envelope["lastError"])
+
+    async def test_transportSmtpPrefix(self) -> None:
+        """
+        A C{[relay.transport]} entry written C{"smtp:[127.0.0.1]:PORT"}
+        routes its domain there.
+        """
+        remote = self.startRemote()
+        self.startRelayServer(remote, route=f"smtp:[127.0.0.1]:{remote.port}")
+
+        await self.submit([BOB_REMOTE], message("postfix style", to=BOB_REMOTE))
+        await remote.waitMessages(1)
+        await self.attempts.wait(1)
+
+        self.assertEqual([m.recipients for m in remote.messages], [(BOB_REMOTE,)])
+        self.assertQueueEmpty()
 
 
 class UnreachableRemoteTests(RelayTestCase):

@@ -8,6 +8,7 @@ certificate authority.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import io
 from typing import Any, Callable
@@ -16,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import IRealm, Portal
 from twisted.internet import reactor as _globalReactor
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ConnectionRefusedError
@@ -29,6 +32,7 @@ from twisted.internet.ssl import Certificate, PrivateCertificate, trustRootFromC
 from twisted.internet.testing import MemoryReactorClock, StringTransport, StringTransportWithDisconnection
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.mail import smtp
+from twisted.mail._cred import PLAINCredentials
 from twisted.mail.interfaces import IMessageDelivery
 from twisted.names import dns
 from twisted.python.failure import Failure
@@ -325,6 +329,60 @@ class UnitTests(SynchronousTestCase):
         outcome = self.successResultOf(d)["b@example.com"]
         self.assertEqual((outcome.permanent, outcome.enhanced), (False, "4.7.10"))
 
+    def test_smarthostAuth(self) -> None:
+        """
+        A smarthost route: no MX lookup, a connection to the route's host
+        and port; STARTTLS, EHLO again, then AUTH PLAIN with the route's
+        credentials (RFC 4616: empty authorization identity), and once the
+        smarthost takes them the transaction.
+        """
+        self.resolver.add("smtp.example.net", dns.A, "192.0.2.9")
+        route = Route("smtp.example.net", 587, False, "require", username="u\u00e9", password="p w")
+        d = self.deliver(["b@example.com"], route)
+        self.assertNotIn(dns.MX, [type for _, type in self.resolver.queries])
+        s = _Script(self, self.reactor, 0)
+        self.assertEqual((s.host, s.port), ("192.0.2.9", 587))
+        started: list[Any] = []
+        s.transport.startTLS = started.append  # type: ignore[attr-defined]
+        s.say(b"220 smart ESMTP\r\n")
+        self.assertEqual(s.say(b"250-smart\r\n250 STARTTLS\r\n"), b"EHLO client.test\r\n")
+        self.assertEqual(s.say(b"220 go ahead\r\n"), b"STARTTLS\r\n")
+        self.assertEqual(len(started), 1)
+        s.protocol.handshakeCompleted()
+        self.assertEqual(s.say(b"250-smart\r\n250 AUTH LOGIN PLAIN\r\n"), b"EHLO client.test\r\n")
+        token = base64.b64encode("\0u\u00e9\0p w".encode("utf-8"))
+        self.assertEqual(s.say(b"235 2.7.0 ok\r\n"), b"AUTH PLAIN " + token + b"\r\n")
+        self.assertEqual(s.say(b"250 ok\r\n"), b"MAIL FROM:<a@src.test>\r\n")
+        self.assertEqual(s.say(b"250 ok\r\n"), b"RCPT TO:<b@example.com>\r\n")
+        self.assertEqual(s.say(b"354 go\r\n"), b"DATA\r\n")
+        while s.transport.producer is not None:
+            s.transport.producer.resumeProducing()
+        s.say(b"250 2.0.0 queued\r\n")
+        self.assertEqual(s.say(b"221 bye\r\n"), b"QUIT\r\n")
+        outcome = self.successResultOf(d)["b@example.com"]
+        self.assertEqual(outcome, Outcome(250, "250 2.0.0 queued", False, "smtp.example.net", "2.0.0"))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_smarthostAuthRefused(self) -> None:
+        """
+        Credentials the smarthost refuses are a transient failure (the
+        configuration is at fault, not the message), and no MAIL is sent.
+        """
+        self.resolver.add("smtp.example.net", dns.A, "192.0.2.9")
+        route = Route("smtp.example.net", 587, False, "require", username="u", password="wrong")
+        d = self.deliver(["b@example.com"], route)
+        s = _Script(self, self.reactor, 0)
+        s.transport.startTLS = lambda creator: None  # type: ignore[attr-defined]
+        s.say(b"220 smart ESMTP\r\n")
+        s.say(b"250-smart\r\n250 STARTTLS\r\n")
+        s.say(b"220 go ahead\r\n")
+        s.protocol.handshakeCompleted()
+        s.say(b"250-smart\r\n250 AUTH PLAIN\r\n")
+        self.assertTrue(s.say(b"535 5.7.8 no\r\n").startswith(b"AUTH PLAIN "))
+        self.assertEqual(s.written(), b"")
+        outcome = self.successResultOf(d)["b@example.com"]
+        self.assertEqual((outcome.code, outcome.permanent, outcome.enhanced), (535, False, "4.7.8"))
+
     def test_routingError(self) -> None:
         """
         An MX lookup failure is every recipient's outcome.
@@ -520,10 +578,25 @@ class _Delivery:
         return lambda: _Message(self.server, self.protocol, address)
 
 
+@implementer(IRealm)
+class _Realm:
+    """
+    A login gets the connection's delivery; the user name is recorded.
+    """
+
+    def __init__(self, protocol: "_ESMTP") -> None:
+        self.protocol = protocol
+
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        self.protocol.factory.logins.append(avatarId)
+        return smtp.IMessageDelivery, self.protocol.delivery, lambda: None
+
+
 class _ESMTP(smtp.ESMTP):
     def extensions(self) -> dict[bytes, Any]:
         ext = super().extensions()
-        ext.pop(b"AUTH", None)
+        if not self.factory.credentials:
+            ext.pop(b"AUTH", None)
         ext.update(self.factory.extraExtensions)
         return ext
 
@@ -560,13 +633,18 @@ class _ServerFactory(Factory):
         self.breakTLS = False
         self.protocols: list[_ESMTP] = []
         self.lost: list[None] = []
+        #: AUTH PLAIN is offered when there are credentials (user: password).
+        self.credentials: dict[str, bytes] = {}
+        self.logins: list[bytes] = []
 
     def buildProtocol(self, addr: Any) -> _ESMTP:
         options = PrivateCertificate.loadPEM(CA.serverPEM).options() if self.tls else None
-        p = _ESMTP(contextFactory=options)
+        p = _ESMTP(chal={b"PLAIN": PLAINCredentials} if self.credentials else None, contextFactory=options)
         p.factory = self
         p.host = b"mx.test"
         p.delivery = _Delivery(self, p)
+        if self.credentials:
+            p.portal = Portal(_Realm(p), [InMemoryUsernamePasswordDatabaseDontUse(**self.credentials)])
         p.lostDeferred = Deferred()
         self.protocols.append(p)
         return p
@@ -674,6 +752,58 @@ class FunctionalTests(TestCase):
         self.assertIn("TLS", outcome.text)
         self.assertEqual(factory.messages, [])
         self.assertEqual(factory.mail, [])
+
+    def smarthost(self, host: str, port: int, policy: str | None = "verify") -> Route:
+        """
+        A smarthost route to C{[host]:port} under C{policy}, with the
+        credentials C{relay} / C{s3cret}.
+        """
+        return Route(host, port, False, policy, username="relay", password="s3cret")
+
+    async def test_smarthostVerified(self) -> None:
+        """
+        A smarthost route under C{verify} (over the sender's opportunistic
+        policy): its certificate is checked against its name, then AUTH
+        PLAIN is accepted and the message delivered; the recipient's domain
+        is never looked up.
+        """
+        factory, port = self.server(tls=True)
+        factory.credentials = {"relay": b"s3cret"}
+        outcomes = await self.deliver(self.sender(), self.smarthost("mx.test", port), ["b@far.test"], domain="far.test")
+        self.assertTrue(outcomes["b@far.test"].delivered, outcomes)
+        self.assertEqual(outcomes["b@far.test"].remoteMTA, "mx.test")
+        self.assertEqual(factory.logins, [b"relay"])
+        self.assertEqual(factory.messages, [("b@far.test", MESSAGE)])
+        self.assertNotIn(("far.test", dns.MX), self.resolver.queries)
+        self.assertIn("relay id=Q1 to=<far.test> mx=mx.test tls=TLSv1.3 verified=True", self.logLines())
+
+    async def test_smarthostVerifyFailure(self) -> None:
+        """
+        A smarthost route under C{verify} whose certificate does not name
+        it (connected to as 127.0.0.1; the certificate is for mx.test): a
+        transient TLS failure, not retried in plain text; neither the
+        credentials nor the message are sent.
+        """
+        factory, port = self.server(tls=True)
+        factory.credentials = {"relay": b"s3cret"}
+        outcomes = await self.deliver(self.sender(), self.smarthost("127.0.0.1", port), ["b@example.test"])
+        outcome = outcomes["b@example.test"]
+        self.assertEqual((outcome.delivered, outcome.permanent, outcome.enhanced), (False, False, "4.7.0"))
+        self.assertIn("TLS", outcome.text)
+        self.assertEqual((factory.logins, factory.mail, len(factory.protocols)), ([], [], 1))
+
+    async def test_smarthostUnknownAuthority(self) -> None:
+        """
+        Under C{verify} a certificate for the right name from an authority
+        the sender does not trust fails too, even when the sender's own
+        policy is C{require}: the route's policy wins.
+        """
+        factory, port = self.server(tls=True)
+        factory.credentials = {"relay": b"s3cret"}
+        sender = self.sender(tlsPolicy="require", trustRoot=Certificate.loadPEM(_TestCA().caPEM))
+        outcome = (await self.deliver(sender, self.smarthost("mx.test", port), ["b@example.test"]))["b@example.test"]
+        self.assertEqual((outcome.delivered, outcome.permanent, outcome.enhanced), (False, False, "4.7.0"))
+        self.assertEqual((factory.logins, factory.mail), ([], []))
 
     async def test_tlsFailureFallsBackToPlain(self) -> None:
         """
