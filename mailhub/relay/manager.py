@@ -145,6 +145,10 @@ class RelayManager(Service):
         self._inFlight: dict[str, Deferred[None]] = {}
         #: Attempts over, their entry's removal still on its way.
         self._settled: set[str] = set()
+        #: When to try again the entries whose attempt just ended: pushed
+        #: by L{_finished}, once they are no longer in flight (L{_push}
+        #: leaves an entry in flight alone).
+        self._retryAt: dict[str, float] = {}
         self._domains: dict[str, DeferredSemaphore] = {}
         self._timer: IDelayedCall | None = None
         self._loading: Deferred[Any] | None = None
@@ -343,8 +347,15 @@ class RelayManager(Service):
         return len(self._inFlight) - len(self._settled)
 
     def _finished(self, queueId: str) -> None:
+        """
+        An attempt is over: its slot is free, and its entry is scheduled
+        again if the attempt said when.
+        """
         self._inFlight.pop(queueId, None)
         self._settled.discard(queueId)
+        retry = self._retryAt.pop(queueId, None)
+        if retry is not None:
+            self._push(retry, queueId)
         self._schedule()
 
     # One attempt
@@ -361,7 +372,7 @@ class RelayManager(Service):
             # the entry is one trip off the reactor thread.
             taken, entry = await self.runBlocking(self._claim, queueId)
             if not taken:
-                self._push(self.clock.seconds() + BUSY_RETRY, queueId)
+                self._retryAt[queueId] = self.clock.seconds() + BUSY_RETRY
                 return
         released = False
         try:
@@ -391,7 +402,7 @@ class RelayManager(Service):
                     await self.runBlocking(self._removeAndRelease, queueId)
             else:
                 await self.runBlocking(self._updateAndRelease, entry)
-                self._push(entry.nextAttempt, queueId)
+                self._retryAt[queueId] = entry.nextAttempt
         finally:
             if not released:
                 await self.runBlocking(self.queue.clearInFlight, queueId)

@@ -454,6 +454,61 @@ class ManagerTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertEqual(len(self.sender.calls), 1)
 
+    def test_retryAfterAnAnswerThatCameLater(self) -> None:
+        """
+        An attempt whose outcome comes later (as from a remote server, not
+        at once as from the scripted sender) is retried on the schedule
+        all the same: its next attempt is not dropped because the attempt
+        was still in flight when it was known.
+        """
+        self.start()
+        self.sender.hold = True
+        start = self.clock.seconds()
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        self.clock.advance(MINUTE)
+        self.sender.held.pop().callback({"bob@remote.test": TEMP})
+        self.assertEqual(self.queue.entries["Q1"].nextAttempt, start + 5 * MINUTE)
+        self.clock.advance(4 * MINUTE - 1)
+        self.assertEqual(len(self.sender.calls), 1)
+        self.clock.advance(1)
+        self.assertEqual([t - start for t, _, _ in self.sender.calls], [0, 5 * MINUTE])
+
+    def test_busyEntryRetriedSoonOffThread(self) -> None:
+        """
+        An entry a command holds is tried again a few seconds later when
+        the queue steps run off the reactor thread (their results come
+        later, as from the server's thread pool).
+        """
+        pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+        def runBlocking(f: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append((d, f, args))
+            return d
+
+        def runPending() -> None:
+            while pending:
+                d, f, args = pending.pop(0)
+                maybeDeferred(f, *args).chainDeferred(d)
+
+        self.manager = self.makeManager()
+        self.manager.runBlocking = runBlocking
+        self.start()
+        runPending()
+        self.sender.script["remote.test"] = [OK]
+        self.queue.busy.add("Q1")
+        self.manager.enqueued(self.entry())
+        self.clock.advance(0)
+        runPending()
+        self.assertEqual(self.sender.calls, [])
+        self.queue.busy.clear()
+        self.clock.advance(5)
+        runPending()
+        self.assertEqual(len(self.sender.calls), 1)
+        runPending()
+        self.assertEqual(self.queue.entries, {})
+
     def test_stopTimeout(self) -> None:
         """
         An attempt that never ends does not hold stopping up for ever.
