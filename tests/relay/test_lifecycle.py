@@ -17,7 +17,7 @@ import itertools
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.internet.testing import MemoryReactorClock
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -33,6 +33,7 @@ from mailhub.relay.sender import SMTPSender
 from mailhub.relay.values import PENDING, QueueEntry
 from mailhub.service import RELAY_CONNECTION_CACHE_TIME
 from tests.relay.test_mx import FakeResolver
+from tests.relay.test_sender import _Script as _SenderScript
 
 MINUTE = 60.0
 HOUR = 60 * MINUTE
@@ -79,27 +80,15 @@ def defaultPolicy() -> RetryPolicy:
     )
 
 
-class _Script:
+class _Script(_SenderScript):
     """
-    The remote server's side of one connection made through a
-    L{MemoryReactorClock} (as C{tests.relay.test_sender}'s).
+    The remote side of one connection made through the
+    L{MemoryReactorClock} (C{tests.relay.test_sender}'s, which can also
+    read a whole streamed message).
     """
 
     def __init__(self, reactor: MemoryReactorClock, index: int) -> None:
-        self.host, self.port, factory, self.timeout, _ = reactor.tcpClients[index]
-        self.protocol = factory.buildProtocol(None)
-        self.transport = StringTransportWithDisconnection()
-        self.transport.protocol = self.protocol
-        self.protocol.makeConnection(self.transport)
-
-    def say(self, reply: bytes) -> bytes:
-        """
-        Send a reply; return what the client wrote before it.
-        """
-        written = self.transport.value()
-        self.transport.clear()
-        self.protocol.dataReceived(reply)
-        return written
+        super().__init__(self, reactor, index)
 
     def takeMessage(self, reply: bytes) -> bytes:
         """
