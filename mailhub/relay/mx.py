@@ -342,9 +342,9 @@ class MXResolver:
                 continue
             if bound == target:
                 return True
-            if ipaddress.ip_address(bound).is_unspecified:
+            if _kind(bound).is_unspecified:
                 # A wildcard listener answers on every address of the host.
-                ip = ipaddress.ip_address(target)
+                ip = _kind(target)
                 if ip.is_loopback or ip.is_unspecified or target in self.hostAddresses:
                     return True
         return False
@@ -474,6 +474,7 @@ def _normaliseLocal(name: str) -> str:
     return canonical if canonical is not None else normalizeName(name)
 
 
+@functools.lru_cache(maxsize=1024)
 def _comparableAddress(text: str) -> str | None:
     """
     An address literal as two names of the same socket compare: canonical,
@@ -487,6 +488,15 @@ def _comparableAddress(text: str) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return canonical
+
+
+@functools.lru_cache(maxsize=1024)
+def _kind(canonical: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """
+    The address object of a canonical literal (remembered: the loop check
+    asks about the same few addresses for every message).
+    """
+    return ipaddress.ip_address(canonical)
 
 
 #: Where L{interfaceAddresses} asks the kernel for a route (documentation
